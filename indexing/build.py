@@ -1,0 +1,357 @@
+"""The build pipeline: sample -> fit shortening + int8 -> train IVF -> stream batches into shards -> manifest.
+
+Memory stays flat in the corpus size: the sample, one batch and one shard's codes are all it holds.
+Each shard is renamed into place when complete and the manifest is written last, so a killed build
+resumes from its last complete shard and ends with the same index as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import encoder, ivf, layout, sizing
+from .device import check_faiss_install, resolve_device, set_threads
+from .errors import BuildRefused, InputError
+from .ids import DuplicateGuard, id_kind
+from .int8_codec import Int8Codec
+from .progress import bar, say
+from .shard_writer import ShardWriter
+from .sources import IteratorSource
+from .transform import ShortTransform, fit_transform
+from .vectors import as_matrix, check_metric, normalize
+
+STATE = "state.json"
+
+
+@dataclass
+class BuildOptions:
+    """Settings of a build. Those in IDENTITY decide the index; the rest only decide how it is made."""
+
+    index_dim: int = 256
+    transform: str = "auto"
+    metric: str = "cosine"
+    pq_bytes: int = 32
+    fast_scan: bool = False
+    nlist: int | None = None
+    shard_size: int = 1_000_000
+    train_size: int | None = None
+    seed: int = 0
+    batch_rows: int = 16384
+    device: str = "auto"
+    threads: int | None = None
+    quiet: bool = False
+    overwrite: bool = False
+
+
+IDENTITY = ("index_dim", "transform", "metric", "pq_bytes", "fast_scan", "nlist", "shard_size", "train_size", "seed")
+
+
+class _Timer(defaultdict):
+    def __init__(self):
+        super().__init__(float)
+
+    def lap(self, name: str, t0: float) -> float:
+        t = time.perf_counter()
+        self[name] += t - t0
+        return t
+
+
+class _Lock:
+    """An flock on DIR/.lock: released by the kernel when the process dies, so a killed build can resume."""
+
+    def __init__(self, root: Path):
+        self.f = open(root / layout.LOCK, "a+")
+        try:
+            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.f.seek(0)
+            holder = self.f.read().strip() or "another process"
+            self.f.close()
+            raise BuildRefused(f"another build is writing to {root} (lock held by pid {holder}); wait for it "
+                               "to finish or build into another folder") from None
+        self.f.seek(0)
+        self.f.truncate()
+        self.f.write(str(os.getpid()))
+        self.f.flush()
+
+    def release(self) -> None:
+        fcntl.flock(self.f, fcntl.LOCK_UN)
+        self.f.close()
+
+
+def _identity(opts: BuildOptions, source, model_name: str | None) -> dict:
+    return {"options": {k: getattr(opts, k) for k in IDENTITY}, "source": source.fingerprint(),
+            "model": model_name}
+
+
+def _prepare_folder(root: Path, identity: dict, overwrite: bool) -> str:
+    """'fresh', 'resume' or 'complete'; refuses foreign folders and indexes built with other settings."""
+    manifest, state = root / layout.MANIFEST, root / layout.BUILD_DIR / STATE
+    ours = manifest.exists() or (root / layout.BUILD_DIR).exists() or (root / layout.SHARDS).exists()
+    others = [p.name for p in root.iterdir() if p.name != layout.LOCK]
+    if others and not ours:
+        raise BuildRefused(f"{root} is not empty ({', '.join(sorted(others)[:5])}) and holds no matryoshka index; "
+                           "build into an empty or new folder")
+    recorded = None
+    if manifest.exists():
+        recorded = layout.read_json(manifest, "manifest").get("build", {}).get("identity")
+    elif state.exists():
+        recorded = layout.read_json(state, "build state").get("identity")
+    nothing_kept = recorded is None and not manifest.exists() and not (root / layout.SHARDS).exists()
+    if ours and recorded == identity and not overwrite:
+        return "complete" if manifest.exists() else "resume"
+    if ours and not overwrite and not nothing_kept:
+        what = "a finished index" if manifest.exists() else "an unfinished build"
+        raise BuildRefused(f"{root} holds {what} made with other settings or input; pass --overwrite "
+                           "(overwrite=True) to replace it, or build into another folder")
+    for name in others:
+        p = root / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return "fresh"
+
+
+def _sample_rows(source, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(source, IteratorSource):
+        x = source.take_sample(n)
+        return np.arange(len(x)), x
+    rows = np.sort(np.random.default_rng(seed).choice(source.count, size=n, replace=False))
+    return rows, source.sample(rows)
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _train(root: Path, source, opts: BuildOptions, device: str, identity: dict, model_fp: dict | None) -> dict:
+    """Fit the transform, the int8 codec and the IVF on a sample; save them and the build state."""
+    t0 = time.perf_counter()
+    n_est = source.count if source.count is not None else None
+    dim = min(opts.index_dim, source.dim)
+    factory, notes = ivf.plan_factory(n_est or 10 ** 9, dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
+    n_train = opts.train_size or ivf.train_size(n_est or 10 ** 9, int(factory.split(",")[0][3:]),
+                                                factory.split(",")[1])
+    if n_est is not None:
+        n_train = min(n_train, n_est)
+    rows, sample = _sample_rows(source, n_train, opts.seed)
+    if source.count is None:  # an iterator: plan from what the sample saw
+        factory, notes = ivf.plan_factory(len(sample) if len(sample) < n_train else 10 ** 9, dim,
+                                          opts.pq_bytes, opts.fast_scan, opts.nlist)
+    for note in notes:
+        say(f"note: {note}", opts.quiet)
+    sample = normalize(as_matrix(sample, source.dim, "training sample", rows), opts.metric, "training sample", rows)
+    say(f"training {factory} on {len(sample):,} vectors ({device})", opts.quiet)
+    transform, choice = fit_transform(opts.transform, sample, dim, opts.metric)
+    short = transform.apply(sample)
+    codec = Int8Codec.fit(short)
+    index = ivf.train(factory, short, opts.metric, device)
+    buf = io.BytesIO()
+    np.savez(buf, **transform.to_arrays(), int8_offset=codec.offset, int8_scale=codec.scale)
+    _atomic_bytes(root / layout.TRANSFORM, buf.getvalue())
+    _atomic_bytes(root / layout.TRAINED, ivf.serialize(index).tobytes())
+    state = {"identity": identity, "factory": factory, "notes": notes, "transform_choice": choice,
+             "full_dim": source.dim, "index_dim": dim, "train_rows": len(sample), "model": model_fp,
+             "train_seconds": time.perf_counter() - t0}
+    layout.write_json_atomic(root / layout.BUILD_DIR / STATE, state)
+    return state
+
+
+def _done_shards(root: Path) -> list[dict]:
+    shards_dir = root / layout.SHARDS
+    metas = []
+    if shards_dir.exists():
+        for p in sorted(shards_dir.iterdir()):
+            if p.name.startswith(".tmp-"):
+                shutil.rmtree(p)  # an interrupted shard: it is rewritten from its first row
+            elif (p / layout.SHARD_META).exists():
+                metas.append(layout.read_json(p / layout.SHARD_META, "shard metadata"))
+    return metas
+
+
+def _check_disk(root: Path, source, state: dict, opts: BuildOptions) -> None:
+    if source.count is None:
+        return
+    est = sizing.estimate(source.count, state["full_dim"], state["index_dim"], state["factory"], opts.shard_size)
+    free = shutil.disk_usage(root).free
+    if est["disk_total"] * 1.05 > free:
+        raise BuildRefused(f"the index needs about {sizing.human(est['disk_total'])} but only {sizing.human(free)} "
+                           f"is free on the disk of {root}; free space or build elsewhere")
+
+
+def build_index(out: str | os.PathLike, source, options: BuildOptions | None = None,
+                model_name: str | None = None) -> Path:
+    """Build (or resume building) an index in folder `out` from a source (see indexing.sources)."""
+    opts = options or BuildOptions()
+    check_faiss_install()
+    check_metric(opts.metric)
+    if opts.shard_size < 1 or opts.batch_rows < 1:
+        raise InputError("shard_size and batch_rows must be positive")
+    device = resolve_device(opts.device)
+    set_threads(opts.threads)
+    if source.count == 0:
+        raise InputError("the input holds no vectors; there is nothing to index")
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    lock = _Lock(root)
+    try:
+        model_name = model_name or getattr(source, "model_name", None)
+        identity = _identity(opts, source, model_name)
+        status = _prepare_folder(root, identity, opts.overwrite)
+        if status == "complete":
+            say(f"{root} already holds this index, complete; nothing to do", opts.quiet)
+            return root
+        state_path = root / layout.BUILD_DIR / STATE
+        if status == "fresh":  # record what is being built before anything else is written
+            (root / layout.BUILD_DIR).mkdir()
+            layout.write_json_atomic(state_path, {"identity": identity})
+        if hasattr(source, "prepare"):
+            source.prepare(root / layout.BUILD_DIR, opts.quiet)
+        state = layout.read_json(state_path, "build state")
+        if not ("factory" in state and (root / layout.TRAINED).exists()):
+            model_fp = None
+            if model_name:
+                model = getattr(source, "model", None) or encoder.load_model(model_name, "cpu")
+                model_fp = encoder.fingerprint(model, model_name)
+                if model_fp["dim"] != source.dim:
+                    raise InputError(f"model {model_name!r} makes {model_fp['dim']}-dim vectors but the input has "
+                                     f"{source.dim} dims; name the model that made these embeddings")
+            if source.count is not None:
+                dim = min(opts.index_dim, source.dim)
+                factory, _ = ivf.plan_factory(source.count, dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
+                _check_disk(root, source, {"full_dim": source.dim, "index_dim": dim, "factory": factory}, opts)
+            state = _train(root, source, opts, device, identity, model_fp)
+        shards = _add_all(root, source, opts, device, state)
+        _write_manifest(root, opts, state, shards, device)
+        shutil.rmtree(root / layout.BUILD_DIR, ignore_errors=True)
+        return root
+    finally:
+        lock.release()
+
+
+def _add_all(root: Path, source, opts: BuildOptions, device: str, state: dict) -> list[dict]:
+    """Stream every batch through normalize -> transform -> int8 -> IVF add, filling shards in order."""
+    with np.load(root / layout.TRANSFORM) as a:
+        transform = ShortTransform.from_arrays(a)
+        codec = Int8Codec(a["int8_offset"], a["int8_scale"])
+    trained = np.frombuffer((root / layout.TRAINED).read_bytes(), dtype=np.uint8)
+    shards = _done_shards(root)
+    guard = DuplicateGuard(lambda v: any(v in set(pq.read_table(p).column("id").to_pylist())
+                                         for p in (root / layout.SHARDS).glob(f"[0-9]*/{layout.IDS_FILE}")))
+    id_type = None
+    for meta in shards:
+        ids = pq.read_table(root / layout.SHARDS / layout.shard_name(meta["number"]) / layout.IDS_FILE).column("id")
+        guard.add_existing(ids.combine_chunks())
+        id_type = ids.type
+    start = sum(m["count"] for m in shards)
+    if shards:
+        say(f"resuming after {len(shards)} complete shard(s), at row {start:,}", opts.quiet)
+    timer = _Timer()
+    timer.update(state.get("add_seconds", {}))
+    writer = None
+    t = time.perf_counter()
+    try:
+        with bar(source.count, "add", opts.quiet, initial=start) as pbar:
+            for batch in source.batches(opts.batch_rows, start):
+                t = timer.lap("read", t)
+                ids = batch.ids
+                if id_type is None:
+                    id_type = ids.type
+                elif id_kind(ids) != id_kind(pa.array([], id_type)):
+                    raise InputError(f"rows {batch.start}..: ids are {id_kind(ids)}s but earlier rows had "
+                                     f"{id_kind(pa.array([], id_type))}s; use one id type for the whole corpus")
+                x = as_matrix(batch.vectors, state["full_dim"], "vectors", batch.start, ids)
+                x = normalize(x, opts.metric, "vectors", batch.start, ids)
+                guard.check(ids, batch.start)
+                t = timer.lap("validate", t)
+                short = transform.apply(x)
+                t = timer.lap("transform", t)
+                codes = codec.encode(short)
+                t = timer.lap("int8", t)
+                lo = 0
+                while lo < len(ids):
+                    if writer is None:
+                        writer = ShardWriter(root, len(shards), start + lo, trained, state["full_dim"],
+                                             state["index_dim"], source.has_text, device, opts.shard_size)
+                    take = min(len(ids) - lo, opts.shard_size - writer.count)
+                    sl = slice(lo, lo + take)
+                    t = time.perf_counter()
+                    writer.add(ids[sl], x[sl], short[sl], codes[sl], batch.texts[sl] if batch.texts else None)
+                    t = timer.lap("add_and_write", t)
+                    lo += take
+                    if writer.count == opts.shard_size:
+                        shards.append(_finish_shard(writer, id_type, guard, opts, timer))
+                        writer = None
+                start += len(ids)
+                pbar.update(len(ids))
+                t = time.perf_counter()
+        if writer is not None and writer.count:
+            shards.append(_finish_shard(writer, id_type, guard, opts, timer))
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abandon()
+    if not shards:
+        raise InputError("the input holds no vectors; there is nothing to index")
+    state["add_seconds"] = dict(timer)
+    return shards
+
+
+def _finish_shard(writer: ShardWriter, id_type, guard: DuplicateGuard, opts: BuildOptions, timer: _Timer) -> dict:
+    t = time.perf_counter()
+    meta = writer.finish(id_type)
+    timer.lap("finish_shard", t)
+    guard.written()
+    say(f"shard {layout.shard_name(meta['number'])}: {meta['count']:,} vectors written "
+        f"(rows {meta['id_start']:,}..{meta['id_start'] + meta['count'] - 1:,})", opts.quiet)
+    return meta
+
+
+def _write_manifest(root: Path, opts: BuildOptions, state: dict, shards: list[dict], device: str) -> None:
+    n = sum(s["count"] for s in shards)
+    trained = faiss.read_index(str(root / layout.TRAINED))
+    add_seconds = state.get("add_seconds", {})
+    add_total = sum(add_seconds.values())
+    manifest = {
+        "format_version": layout.FORMAT_VERSION,
+        "metric": opts.metric,
+        "full_dim": state["full_dim"],
+        "index_dim": state["index_dim"],
+        "count": n,
+        "id_type": "int" if shards and _id_type(root, shards[0]) == "int" else "string",
+        "transform": {"kind": state["transform_choice"]["chosen"], "file": layout.TRANSFORM,
+                      "selection": state["transform_choice"]},
+        "int8": {"file": layout.TRANSFORM, "clip_quantile": 1e-4},
+        "factory": state["factory"],
+        "nlist": trained.nlist,
+        "trained": {"file": layout.TRAINED, **layout.file_record(root / layout.TRAINED)},
+        "transform_file": layout.file_record(root / layout.TRANSFORM),
+        "model": state["model"],
+        "has_text": bool(shards and layout.DOC_BYTES in shards[0]["files"]),
+        "shards": [{k: s[k] for k in ("number", "count", "id_start", "files")} for s in shards],
+        "build": {"identity": state["identity"], "options": asdict(opts), "device": device,
+                  "notes": state["notes"], "train_rows": state["train_rows"],
+                  "seconds": {"train": state["train_seconds"], **add_seconds},
+                  "vectors_per_second": n / add_total if add_total else None,
+                  "faiss_version": faiss.__version__},
+    }
+    layout.write_json_atomic(root / layout.MANIFEST, manifest)
+
+
+def _id_type(root: Path, shard: dict) -> str:
+    schema = pq.read_schema(root / layout.SHARDS / layout.shard_name(shard["number"]) / layout.IDS_FILE)
+    return "int" if pa.types.is_integer(schema.field("id").type) else "string"

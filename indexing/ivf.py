@@ -1,0 +1,86 @@
+"""Choosing, training and cloning the IVF index shared by every shard."""
+from __future__ import annotations
+
+import math
+import re
+
+import faiss
+import numpy as np
+
+from .device import to_gpu
+from .errors import InputError
+
+MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
+MAX_POINTS_PER_LIST = 256
+
+
+def faiss_metric(metric: str) -> int:
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def choose_nlist(n: int) -> int:
+    """About 4 sqrt(N) lists, a power of two, and never more than the data can train."""
+    if n < MIN_POINTS_PER_LIST * 2:
+        return 1
+    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
+    return max(1, min(nlist, 2 ** int(math.log2(n // MIN_POINTS_PER_LIST))))
+
+
+def code_string(pq_bytes: int, fast_scan: bool, dim: int) -> str:
+    """'PQ32' (8-bit codes, GPU-friendly) or 'PQ64x4fs' (4-bit fast-scan, same bytes, fast on CPU)."""
+    m = pq_bytes * 2 if fast_scan else pq_bytes
+    if pq_bytes < 1 or dim % m:
+        raise InputError(f"PQ with {m} sub-quantizers needs an index dim divisible by {m}; got index dim {dim}: "
+                         "change --pq-bytes or --index-dim")
+    return f"PQ{m}x4fs" if fast_scan else f"PQ{m}"
+
+
+def min_train_points(code: str) -> int:
+    """Training points below which the PQ codebooks cannot be trained well."""
+    m = re.fullmatch(r"PQ(\d+)(x(\d+))?(fs)?", code)
+    if not m:
+        return 1
+    nbits = int(m.group(3) or 8)
+    return MIN_POINTS_PER_LIST * (1 << nbits)
+
+
+def train_size(n: int, nlist: int, code: str) -> int:
+    return int(min(n, max(64 * nlist, min_train_points(code)), MAX_POINTS_PER_LIST * nlist + min_train_points(code)))
+
+
+def plan_factory(n: int, dim: int, pq_bytes: int, fast_scan: bool, nlist: int | None) -> tuple[str, list[str]]:
+    """The faiss factory string for n vectors, and notes on any fallback taken for small corpora."""
+    notes = []
+    code = code_string(pq_bytes, fast_scan, dim)
+    if n < min_train_points(code):
+        notes.append(f"{n} vectors are too few to train {code} (it needs {min_train_points(code)}); "
+                     "the first pass stores the short vectors exactly (IVF-Flat)")
+        code = "Flat"
+    auto = choose_nlist(n)
+    if nlist is None:
+        nlist = auto
+    elif nlist > max(1, n // MIN_POINTS_PER_LIST):
+        notes.append(f"nlist={nlist} needs at least {nlist * MIN_POINTS_PER_LIST} vectors; using nlist={auto}")
+        nlist = auto
+    return f"IVF{nlist},{code}", notes
+
+
+def train(factory: str, sample: np.ndarray, metric: str, device: str) -> faiss.Index:
+    index = faiss.index_factory(sample.shape[1], factory, faiss_metric(metric))
+    inner = faiss.downcast_index(faiss.extract_index_ivf(index))
+    if hasattr(inner, "do_polysemous_training"):
+        inner.do_polysemous_training = False  # unused by this engine, and most of the training time
+    if device == "gpu" and "fs" not in factory:
+        gpu = to_gpu(index)
+        gpu.train(sample)
+        return faiss.index_gpu_to_cpu(gpu)
+    index.train(sample)
+    return index
+
+
+def serialize(index: faiss.Index) -> np.ndarray:
+    return faiss.serialize_index(index)
+
+
+def clone_empty(blob: np.ndarray) -> faiss.Index:
+    return faiss.deserialize_index(blob)

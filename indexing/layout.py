@@ -1,0 +1,85 @@
+"""Names of the files in an index folder, the manifest, and checksums.
+
+    my-index/
+      manifest.json            written last, atomically
+      transform.npz            shortening transform + int8 scales
+      trained.faiss            trained, empty IVF index shared by every shard
+      shards/00000/            one folder per shard, renamed into place when complete
+        shard.json             counts, id range, checksums of the files below
+        index.faiss  ids.parquet  short.i8.npy  full.f16.npy  [docs.offsets.npy docs.utf8.bin]
+      .build/                  state of an unfinished build (removed when it completes)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import IndexFormatError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TRANSFORM = "transform.npz"
+TRAINED = "trained.faiss"
+SHARDS = "shards"
+SHARD_META = "shard.json"
+BUILD_DIR = ".build"
+LOCK = ".lock"
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.parquet"
+SHORT_FILE = "short.i8.npy"
+FULL_FILE = "full.f16.npy"
+DOC_OFFSETS = "docs.offsets.npy"
+DOC_BYTES = "docs.utf8.bin"
+
+
+def shard_name(i: int) -> str:
+    return f"{i:05d}"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in chunks so that memory stays flat."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file, fsync it and rename it over `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise IndexFormatError(f"{what} {path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexFormatError(f"{what} {path} is not valid JSON ({e}); the file is damaged: rebuild the index") from None
+    if not isinstance(obj, dict):
+        raise IndexFormatError(f"{what} {path} does not hold a JSON object; the file is damaged: rebuild the index")
+    return obj

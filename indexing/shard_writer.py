@@ -1,0 +1,86 @@
+"""Writes one shard into a temporary folder and renames it into place only when it is complete."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import layout
+from .device import to_gpu
+from .ivf import clone_empty
+from .npy_writer import NpyAppender
+
+
+class ShardWriter:
+    """Appends (ids, full vectors, short float vectors, int8 codes, texts) batch by batch."""
+
+    def __init__(self, root: Path, number: int, id_start: int, trained: np.ndarray, full_dim: int, dim: int,
+                 has_text: bool, device: str, reserve: int = 0):
+        self.root, self.number, self.id_start, self.count = root, number, id_start, 0
+        self.final = root / layout.SHARDS / layout.shard_name(number)
+        self.tmp = root / layout.SHARDS / f".tmp-{layout.shard_name(number)}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.index = clone_empty(trained)
+        if device == "gpu" and "FastScan" not in type(self.index).__name__:
+            self.index = to_gpu(self.index)
+            if reserve and hasattr(self.index, "reserveMemory"):
+                self.index.reserveMemory(reserve)
+        self.full = NpyAppender(self.tmp / layout.FULL_FILE, full_dim, np.float16)
+        self.short = NpyAppender(self.tmp / layout.SHORT_FILE, dim, np.int8)
+        self.ids: list[pa.Array] = []
+        self.doc_bytes = open(self.tmp / layout.DOC_BYTES, "wb") if has_text else None
+        self.doc_offsets = [np.zeros(1, np.int64)] if has_text else None
+        self._doc_end = 0
+
+    def add(self, ids: pa.Array, full: np.ndarray, short: np.ndarray, codes: np.ndarray,
+            texts: list[str] | None) -> None:
+        n = len(ids)
+        gids = np.arange(self.id_start + self.count, self.id_start + self.count + n, dtype=np.int64)
+        self.index.add_with_ids(short, gids)
+        self.full.append(full.astype(np.float16))
+        self.short.append(codes)
+        self.ids.append(ids)
+        if self.doc_bytes is not None:
+            encoded = [t.encode() for t in texts]
+            self.doc_bytes.write(b"".join(encoded))
+            ends = self._doc_end + np.cumsum([len(e) for e in encoded], dtype=np.int64)
+            self._doc_end = int(ends[-1]) if n else self._doc_end
+            self.doc_offsets.append(ends)
+        self.count += n
+
+    def finish(self, id_type: pa.DataType) -> dict:
+        """Flush every file, record sizes and checksums in shard.json, and rename the folder into place."""
+        self.full.close()
+        self.short.close()
+        index = self.index
+        if "Gpu" in type(index).__name__:
+            index = faiss.index_gpu_to_cpu(index)
+        faiss.write_index(index, str(self.tmp / layout.INDEX_FILE))
+        ids = pa.concat_arrays([a.cast(id_type) for a in self.ids]) if self.ids else pa.array([], id_type)
+        pq.write_table(pa.table({"id": ids}), self.tmp / layout.IDS_FILE)
+        if self.doc_bytes is not None:
+            self.doc_bytes.close()
+            np.save(self.tmp / layout.DOC_OFFSETS, np.concatenate(self.doc_offsets))
+        files = {p.name: layout.file_record(p) for p in sorted(self.tmp.iterdir())}
+        meta = {"number": self.number, "count": self.count, "id_start": self.id_start, "files": files}
+        layout.write_json_atomic(self.tmp / layout.SHARD_META, meta)
+        for p in self.tmp.iterdir():  # data must be on disk before the rename makes the shard visible
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        self.tmp.rename(self.final)
+        layout.fsync_dir(self.final.parent)
+        return meta
+
+    def abandon(self) -> None:
+        for f in (self.full, self.short):
+            if not f._f.closed:
+                f._f.close()
+        if self.doc_bytes is not None and not self.doc_bytes.closed:
+            self.doc_bytes.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -1,0 +1,44 @@
+"""Bytes each part of an index needs, for planning a build on paper and checking free disk up front."""
+from __future__ import annotations
+
+import math
+
+ID_MAP_BYTES = 12  # Parquet id map per row, measured on string ids like "doc-123456789" (int ids: ~8)
+
+
+def code_bytes(factory: str, index_dim: int) -> int:
+    code = factory.split(",")[-1]
+    if code == "Flat":
+        return 4 * index_dim
+    m = int(code[2:].split("x")[0])
+    return m // 2 if "x4" in code else m
+
+
+def estimate(n: int, full_dim: int, index_dim: int, factory: str, shard_size: int,
+             batch_rows: int = 16384, train_size: int = 0) -> dict:
+    """Per-part sizes in bytes for n vectors: resident RAM, memory-mapped stores, disk, GPU, build peak."""
+    nlist = int(factory.split(",")[0][3:])
+    code = code_bytes(factory, index_dim)
+    centroids = nlist * index_dim * 4
+    first_pass = n * (code + 8) + centroids  # faiss inverted lists: code + int64 id per vector
+    short, full, ids = n * index_dim, n * full_dim * 2, n * ID_MAP_BYTES
+    shards = max(1, math.ceil(n / shard_size))
+    per_shard_codes = min(n, shard_size) * (code + 8)
+    build_peak = per_shard_codes + batch_rows * full_dim * 4 * 6 + train_size * full_dim * 4 * 3
+    return {
+        "n": n, "shards": shards, "nlist": nlist,
+        "ram_first_pass": first_pass, "ram_bytes_per_vector": first_pass / max(n, 1),
+        "gpu_first_pass": first_pass,
+        "mmap_short_int8": short, "mmap_full_f16": full, "id_maps": ids,
+        "disk_total": first_pass + short + full + ids,
+        "disk_bytes_per_vector": (first_pass + short + full + ids) / max(n, 1),
+        "build_peak_ram": build_peak,
+    }
+
+
+def human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(nbytes) < 1024 or unit == "PiB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    return str(nbytes)

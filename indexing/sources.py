@@ -1,0 +1,220 @@
+"""Inputs of a build, each read in batches without holding the corpus in RAM.
+
+A source has `dim`, `count` (None when unknown), `has_text`, `sample(rows)` and `batches(size, start)`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from .errors import InputError
+from .ids import as_ids
+
+
+@dataclass
+class Batch:
+    start: int  # row number of the first row in the source
+    ids: pa.Array
+    vectors: np.ndarray
+    texts: list[str] | None = None
+
+
+def as_texts(values, start: int) -> list[str]:
+    """Texts as str; bytes that are not UTF-8 are decoded with replacement characters rather than dropped."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        values = values.to_pylist()
+    out = []
+    for i, t in enumerate(values):
+        if t is None:
+            t = ""
+        elif isinstance(t, (bytes, bytearray)):
+            t = bytes(t).decode("utf-8", errors="replace")
+        elif not isinstance(t, str):
+            raise InputError(f"row {start + i}: text must be a string, got {type(t).__name__}")
+        out.append(t)
+    return out
+
+
+def _file_fingerprint(paths: Iterable[Path]) -> list:
+    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(paths)]
+
+
+def list_column_to_matrix(col, start: int) -> np.ndarray:
+    """A list or fixed-size-list Arrow column of numbers -> (n, D) float32; ragged rows are an error."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if col.null_count:
+        bad = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(f"row {start + bad} has no embedding (null); every row needs one")
+    n = len(col)
+    if pa.types.is_fixed_size_list(col.type):
+        dim = col.type.list_size
+    elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        offsets = col.offsets.to_numpy()
+        lengths = np.diff(offsets)
+        if n and (lengths != lengths[0]).any():
+            bad = int(np.flatnonzero(lengths != lengths[0])[0])
+            raise InputError(f"row {start + bad} has a {lengths[bad]}-dim embedding but row {start} has "
+                             f"{lengths[0]}; every embedding must have the same length")
+        dim = int(lengths[0]) if n else 0
+    else:
+        raise InputError(f"the embedding column must be a list of floats; got {col.type}")
+    values = col.flatten()
+    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        raise InputError(f"the embedding column must hold numbers; got lists of {values.type}")
+    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, dim)
+
+
+class ArraySource:
+    """Vectors from a numpy array or memory map, with optional ids (default: row numbers) and texts."""
+
+    def __init__(self, vectors, ids=None, texts=None, fingerprint: dict | None = None):
+        if not hasattr(vectors, "shape"):
+            vectors = np.asarray(vectors)
+        if vectors.ndim != 2:
+            raise InputError(f"vectors must be a 2-D matrix (rows x dims); got shape {vectors.shape}")
+        self.vectors, self.count, self.dim = vectors, vectors.shape[0], vectors.shape[1]
+        if ids is not None and len(ids) != self.count:
+            raise InputError(f"got {len(ids)} ids for {self.count} vectors; give one id per vector")
+        if texts is not None and len(texts) != self.count:
+            raise InputError(f"got {len(texts)} texts for {self.count} vectors; give one text per vector")
+        self.ids, self.texts, self.has_text = ids, texts, texts is not None
+        self._fingerprint = fingerprint or {"kind": "array", "count": self.count, "dim": self.dim}
+
+    def fingerprint(self) -> dict:
+        return self._fingerprint
+
+    def sample(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.vectors[rows], dtype=np.float32)
+
+    def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
+        for lo in range(start, self.count, size):
+            hi = min(lo + size, self.count)
+            ids = as_ids(self.ids[lo:hi], lo) if self.ids is not None else pa.array(np.arange(lo, hi, dtype=np.int64))
+            texts = as_texts(self.texts[lo:hi], lo) if self.texts is not None else None
+            yield Batch(lo, ids, np.asarray(self.vectors[lo:hi]), texts)
+
+
+def npy_source(path: str | os.PathLike, ids=None, texts=None) -> ArraySource:
+    """A `.npy` matrix read through a memory map; ids from a list, a `.npy` or a Parquet file with column `id`."""
+    path = Path(path)
+    try:
+        vectors = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot read {path} as a .npy matrix: {e}") from None
+    files = [path]
+    if isinstance(ids, (str, os.PathLike)):
+        files.append(Path(ids))
+        ids = load_ids(Path(ids))
+    return ArraySource(vectors, ids, texts, {"kind": "npy", "files": _file_fingerprint(files)})
+
+
+def load_ids(path: Path):
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".parquet":
+        return pa.parquet.read_table(path, columns=["id"]).column("id").combine_chunks()
+    raise InputError(f"ids file {path} must be .npy or .parquet (column `id`)")
+
+
+class ParquetSource:
+    """A Parquet file or folder of files with columns `id`, `embedding` and optional `text`, read in batches."""
+
+    def __init__(self, path: str | os.PathLike, id_col: str = "id", vector_col: str = "embedding",
+                 text_col: str = "text"):
+        self.path = Path(path)
+        try:
+            self.dataset = ds.dataset(self.path, format="parquet")
+        except (pa.ArrowInvalid, FileNotFoundError, OSError) as e:
+            raise InputError(f"cannot read {path} as Parquet: {e}") from None
+        names = self.dataset.schema.names
+        for col in (id_col, vector_col):
+            if col not in names:
+                raise InputError(f"{path} has no column {col!r} (it has {names}); the input needs columns "
+                                 f"{id_col!r} and {vector_col!r}, and optionally {text_col!r}")
+        self.cols = [id_col, vector_col] + ([text_col] if text_col in names else [])
+        self.has_text = text_col in names
+        self.count = self.dataset.count_rows()
+        head = self.dataset.head(1, columns=[vector_col])
+        self.dim = list_column_to_matrix(head.column(0), 0).shape[1] if self.count else 0
+
+    def fingerprint(self) -> dict:
+        return {"kind": "parquet", "files": _file_fingerprint(Path(f) for f in self.dataset.files)}
+
+    def sample(self, rows: np.ndarray) -> np.ndarray:
+        table = self.dataset.take(pa.array(rows), columns=[self.cols[1]])
+        return list_column_to_matrix(table.column(0), 0)
+
+    def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
+        pos = 0
+        for fragment in self.dataset.get_fragments():
+            n = fragment.count_rows()
+            if pos + n <= start:  # resume: skip whole files without reading them
+                pos += n
+                continue
+            for rb in fragment.to_batches(columns=self.cols, batch_size=size):
+                lo, pos = pos, pos + rb.num_rows
+                if pos <= start:
+                    continue
+                if lo < start:
+                    rb, lo = rb.slice(start - lo), start
+                texts = as_texts(rb.column(2), lo) if self.has_text else None
+                yield Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts)
+
+
+class IteratorSource:
+    """Batches from a Python iterable of (ids, vectors) or (ids, vectors, texts); read once, so not resumable."""
+
+    def __init__(self, iterable: Iterable):
+        self._it = iter(iterable)
+        self._buffer: list[Batch] = []
+        self._pos = 0
+        self.count = None
+        first = self._next()
+        if first is None:
+            raise InputError("the input iterator yielded no batches; there is nothing to index")
+        self._buffer.append(first)
+        self.dim = first.vectors.shape[1]
+        self.has_text = first.texts is not None
+
+    def fingerprint(self) -> dict:
+        return {"kind": "iterator"}
+
+    def _next(self) -> Batch | None:
+        item = next(self._it, None)
+        if item is None:
+            return None
+        if isinstance(item, dict):
+            item = (item.get("ids"), item.get("vectors", item.get("embeddings")), item.get("texts"))
+        ids, vectors, texts = (tuple(item) + (None,))[:3]
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2:
+            raise InputError(f"batch at row {self._pos}: vectors must be a 2-D matrix, got shape {vectors.shape}")
+        n = vectors.shape[0]
+        ids = as_ids(ids, self._pos) if ids is not None else pa.array(np.arange(self._pos, self._pos + n))
+        if len(ids) != n:
+            raise InputError(f"batch at row {self._pos}: {len(ids)} ids for {n} vectors")
+        batch = Batch(self._pos, ids, vectors, as_texts(texts, self._pos) if texts is not None else None)
+        self._pos += n
+        return batch
+
+    def take_sample(self, n: int) -> np.ndarray:
+        """The first n rows (read ahead and kept for `batches`): an iterator cannot be sampled at random."""
+        while sum(len(b.ids) for b in self._buffer) < n and (b := self._next()) is not None:
+            self._buffer.append(b)
+        rows = np.concatenate([np.asarray(b.vectors, dtype=np.float32) for b in self._buffer])
+        return rows[:n]
+
+    def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
+        if start:
+            raise InputError("a build from a Python iterator cannot resume; pass overwrite=True to start over")
+        while self._buffer:
+            yield self._buffer.pop(0)
+        while (b := self._next()) is not None:
+            yield b

@@ -1,0 +1,200 @@
+"""The `matryoshka` command: build, search, info, verify, plan-size, demo, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from indexing.errors import MatryoshkaError
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="Parquet file/folder (id, embedding[, text]) or a .npy matrix")
+    p.add_argument("--out", required=True, help="index folder to create (or resume)")
+    p.add_argument("--ids", help="ids for a .npy input: a .npy or a Parquet file with column `id`")
+    p.add_argument("--model", help="sentence-transformers model that made the vectors (enables text queries), "
+                                   "or that encodes a text-only Parquet input")
+    p.add_argument("--index-dim", type=int, default=256, help="dims of the short vectors (default 256)")
+    p.add_argument("--transform", choices=("prefix", "pca", "auto"), default="auto",
+                   help="prefix for Matryoshka models, pca for the rest, auto measures both (default)")
+    p.add_argument("--metric", choices=("cosine", "ip", "l2"), default="cosine")
+    p.add_argument("--pq-bytes", type=int, default=32, help="PQ code bytes per vector (default 32)")
+    p.add_argument("--fast-scan", action="store_true", help="4-bit fast-scan PQ codes (fast on CPU)")
+    p.add_argument("--nlist", type=int, help="IVF lists (default: about 4 sqrt(N))")
+    p.add_argument("--shard-size", type=int, default=1_000_000, help="max vectors per shard")
+    p.add_argument("--batch-rows", type=int, default=16384, help="rows read and encoded per batch (bounds RAM)")
+    p.add_argument("--train-size", type=int, help="training sample size (default: from nlist)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--overwrite", action="store_true", help="replace an index built with other settings")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def cmd_build(a) -> None:
+    from indexing import BuildOptions, build_index, open_source
+    opts = BuildOptions(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
+                        fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
+                        train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet,
+                        overwrite=a.overwrite)
+    source = open_source(a.input, ids=a.ids, model=a.model)
+    out = build_index(a.out, source, opts, model_name=a.model)
+    if not a.quiet:
+        print(f"index ready: {out}")
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", help="index folder")
+    p.add_argument("query", nargs="?", help="free-text query (or use --queries)")
+    p.add_argument("--queries", help="Parquet file with `qid` and `embedding` or `text`")
+    p.add_argument("--output", help="Parquet file for results: qid, rank, id, score, score_<stage>")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--nprobe", type=int, default=32)
+    p.add_argument("--k1", type=int, default=500, help="first-pass depth")
+    p.add_argument("--k2", type=int, default=100, help="kept after int8 re-scoring")
+    p.add_argument("--k3", type=int, default=50, help="kept after full re-scoring, for the cross-encoder")
+    p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--no-full", action="store_true")
+    p.add_argument("--full-dims", type=int, help="re-score with only the first dims (a cheaper tier)")
+    p.add_argument("--reranker", help="cross-encoder name or path (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)")
+    p.add_argument("--no-rerank", action="store_true")
+    p.add_argument("--model", help="query model (default: the model recorded in the index)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--threads", type=int)
+
+
+def cmd_search(a) -> None:
+    import pyarrow.parquet as pq
+    from indexing.errors import InputError
+    from indexing.sources import list_column_to_matrix
+    from retrieval import open_index
+    if (a.query is None) == (a.queries is None):
+        raise InputError("give either a free-text QUERY or --queries Q.parquet")
+    index = open_index(a.index, device=a.device, model=a.model, threads=a.threads,
+                       reranker=None if a.no_rerank else a.reranker)
+    opts = dict(k=a.k, nprobe=a.nprobe, k1=a.k1, k2=a.k2, k3=a.k3, int8=not a.no_int8, full=not a.no_full,
+                full_dims=a.full_dims, rerank=False if a.no_rerank else None)
+    if a.query is not None:
+        qids, result = ["q"], index.search_batch([a.query], **opts)
+    else:
+        table = pq.read_table(a.queries)
+        if "qid" not in table.column_names:
+            raise InputError(f"{a.queries} has no `qid` column (it has {table.column_names})")
+        qids = table.column("qid").to_pylist()
+        if "embedding" in table.column_names:
+            texts = table.column("text").to_pylist() if "text" in table.column_names else None
+            vectors = list_column_to_matrix(table.column("embedding"), 0)
+            result = index.search_batch(vectors, query_texts=texts, **opts)
+        elif "text" in table.column_names:
+            result = index.search_batch(table.column("text").to_pylist(), **opts)
+        else:
+            raise InputError(f"{a.queries} needs an `embedding` or a `text` column")
+    if a.output:
+        pq.write_table(result.to_table(qids), a.output)
+        print(f"wrote {int((result.rows >= 0).sum())} hits for {len(qids)} queries to {a.output}")
+        return
+    for qid, hits in zip(qids, result):
+        if len(qids) > 1:
+            print(f"query {qid}:")
+        for rank, h in enumerate(hits, 1):
+            stages = "  ".join(f"{s}={v:.4f}" for s, v in h.scores.items())
+            text = f"\n     {h.text[:120]}" if h.text else ""
+            print(f"  {rank:>3}. {h.id}  score={h.score:.4f}  [{stages}]{text}")
+
+
+def cmd_info(a) -> None:
+    from indexing.sizing import human
+    from retrieval import open_index
+    info = open_index(a.index, device="cpu").info()
+    if a.json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    print(f"{info['path']}: {info['count']:,} vectors, {info['metric']}, {info['full_dim']} -> {info['index_dim']} "
+          f"dims ({info['transform']['kind']}), {info['factory']}, model {info['model']}")
+    print(f"bytes per vector: {info['ram_bytes_per_vector']:.1f} in RAM (first pass), "
+          f"{info['mmap_bytes_per_vector']:.0f} memory-mapped, {info['disk_bytes_per_vector']:.0f} on disk")
+    for s in info["shards"]:
+        print(f"  shard {s['number']:05d}: {s['count']:,} vectors, {human(s['bytes'])}")
+    b = info["build"]
+    print(f"built on {b['device']} at {b['vectors_per_second'] or 0:,.0f} vectors/s; seconds per step: "
+          + ", ".join(f"{k}={v:.1f}" for k, v in b["seconds"].items()))
+    for note in b["notes"]:
+        print(f"note: {note}")
+
+
+def cmd_verify(a) -> None:
+    from retrieval.verify import verify_index
+    report = verify_index(a.index)
+    print(f"{a.index}: OK ({report['shards']} shards, {report['count']:,} vectors, "
+          f"{report['bytes']:,} bytes checked)")
+
+
+def cmd_plan_size(a) -> None:
+    from indexing.ivf import code_string, choose_nlist
+    from indexing.sizing import estimate, human
+    d = min(a.index_dim, a.full_dim)
+    factory = f"IVF{a.nlist or choose_nlist(a.n)},{code_string(a.pq_bytes, a.fast_scan, d)}"
+    e = estimate(a.n, a.full_dim, d, factory, a.shard_size, a.batch_rows)
+    if a.json:
+        print(json.dumps({"factory": factory, **e}, indent=2))
+        return
+    print(f"{a.n:,} vectors, {a.full_dim} -> {d} dims, {factory}, {e['shards']:,} shard(s) of up to "
+          f"{a.shard_size:,}")
+    rows = [("RAM, first pass (codes + ids + centroids)", e["ram_first_pass"]),
+            ("GPU memory, first pass", e["gpu_first_pass"]),
+            ("memory-mapped int8 short vectors", e["mmap_short_int8"]),
+            ("memory-mapped float16 full vectors", e["mmap_full_f16"]),
+            ("id maps (Parquet)", e["id_maps"]),
+            ("disk, total (texts not counted)", e["disk_total"]),
+            ("build peak RAM (one shard's codes + batches + sample)", e["build_peak_ram"])]
+    for name, v in rows:
+        print(f"  {name:<55} {human(v):>12}  ({v / max(a.n, 1):,.1f} B/vector)")
+
+
+def cmd_demo(a) -> None:
+    from retrieval.demo import run_demo
+    run_demo(a.out, a.limit, None if a.no_rerank else a.reranker, quiet=a.quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="matryoshka", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _build_args(p := sub.add_parser("build", help="build an index (resumes an interrupted build)"))
+    p.set_defaults(func=cmd_build)
+    _search_args(p := sub.add_parser("search", help="search an index"))
+    p.set_defaults(func=cmd_search)
+    p = sub.add_parser("info", help="describe an index")
+    p.add_argument("index")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("verify", help="check every file of an index against its checksums")
+    p.add_argument("index")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("plan-size", help="RAM, GPU memory and disk an index of N vectors needs")
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--full-dim", type=int, required=True)
+    p.add_argument("--index-dim", type=int, default=256)
+    p.add_argument("--pq-bytes", type=int, default=32)
+    p.add_argument("--fast-scan", action="store_true")
+    p.add_argument("--nlist", type=int)
+    p.add_argument("--shard-size", type=int, default=1_000_000)
+    p.add_argument("--batch-rows", type=int, default=16384)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan_size)
+    p = sub.add_parser("demo", help="index the stdlib docs with all-MiniLM-L6-v2 and search them")
+    p.add_argument("--out", default="matryoshka-demo-index")
+    p.add_argument("--limit", type=int, help="index at most this many passages")
+    p.add_argument("--reranker", default="cross-encoder/ms-marco-MiniLM-L6-v2")
+    p.add_argument("--no-rerank", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    a = parser.parse_args(argv)
+    try:
+        a.func(a)
+    except MatryoshkaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

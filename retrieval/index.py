@@ -1,0 +1,272 @@
+"""Opening an index and searching it through the cascade: first pass -> int8 -> full dims -> cross-encoder."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import faiss
+import numpy as np
+
+from indexing import encoder, layout
+from indexing.device import check_faiss_install, resolve_device, set_threads
+from indexing.errors import IndexFormatError, InputError
+from indexing.int8_codec import Int8Codec
+from indexing.transform import ShortTransform
+from indexing.vectors import as_matrix, normalize
+from rerank.cross_encoder import CrossEncoderReranker
+from rerank.gather import RowStore
+from rerank.rescore import full_scores, int8_scores
+
+from .first_pass import FirstPass
+from .results import Hit, SearchResult
+from .shard import Shard, check_files
+
+REQUIRED = ("format_version", "metric", "full_dim", "index_dim", "count", "factory", "shards", "trained",
+            "transform_file", "model", "has_text")
+MAX_BATCH = 1024  # queries scored at once; larger batches are split so memory stays bounded
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of a complete index, with errors that say how to get one."""
+    if not root.is_dir():
+        raise IndexFormatError(f"no index at {root}: the folder does not exist")
+    path = root / layout.MANIFEST
+    if not path.exists():
+        if (root / layout.BUILD_DIR).exists():
+            done = len([p for p in (root / layout.SHARDS).glob("[0-9]*")]) if (root / layout.SHARDS).exists() else 0
+            raise IndexFormatError(f"the build in {root} is not finished ({done} shard(s) complete, no manifest); "
+                                   "re-run the same build command to resume it")
+        raise IndexFormatError(f"{root} holds no {layout.MANIFEST}; it is not a matryoshka index")
+    m = layout.read_json(path, "manifest")
+    missing = [k for k in REQUIRED if k not in m]
+    if missing:
+        raise IndexFormatError(f"manifest {path} lacks {', '.join(missing)}; the file is damaged: rebuild the index")
+    if not isinstance(m["format_version"], int) or m["format_version"] > layout.FORMAT_VERSION:
+        raise IndexFormatError(f"{root} has index format version {m['format_version']!r}, newer than this engine "
+                               f"reads ({layout.FORMAT_VERSION}); upgrade matryoshka-retrieval")
+    return m
+
+
+class Index:
+    """An opened index. `search` answers one query, `search_batch` many (the fast path)."""
+
+    def __init__(self, path: str | Path, *, device: str = "auto", model=None, reranker=None,
+                 threads: int | None = None, verify: bool = False):
+        check_faiss_install()
+        self.root = Path(path)
+        self.manifest = m = read_manifest(self.root)
+        self.device = resolve_device(device)
+        set_threads(threads)
+        check_files(self.root, {layout.TRAINED: m["trained"], layout.TRANSFORM: m["transform_file"]}, deep=True)
+        self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
+        with np.load(self.root / layout.TRANSFORM) as a:
+            self.transform = ShortTransform.from_arrays(a)
+            self.codec = Int8Codec(a["int8_offset"], a["int8_scale"])
+        self.shards = [Shard(self.root, s, self.full_dim, self.index_dim, m["has_text"], deep=verify)
+                       for s in m["shards"]]
+        self.count = sum(s.count for s in self.shards)
+        if self.count != m["count"]:
+            raise IndexFormatError(f"{self.root}: shards hold {self.count} vectors, the manifest says {m['count']}")
+        starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
+        self.starts = starts
+        self.short = RowStore(starts, [s.short for s in self.shards])
+        self.full = RowStore(starts, [s.full for s in self.shards])
+        self.first_pass = FirstPass(faiss.read_index(str(self.root / layout.TRAINED)), self.shards, self.metric,
+                                    self.device)
+        self._model_arg, self._model = model, None
+        if model is not None:
+            self._load_model()
+        self.reranker = CrossEncoderReranker(reranker, device="cpu") if isinstance(reranker, str) else reranker
+
+    # -- queries -------------------------------------------------------------------------------------------
+    def _load_model(self):
+        if self._model is None:
+            rec = self.manifest["model"]
+            arg = self._model_arg
+            if rec is None and arg is None:
+                raise InputError("this index was built from vectors without a model, so it cannot encode text "
+                                 "queries; search with vectors, or open it with model=NAME (--model) naming the "
+                                 "model that made its vectors")
+            name = arg if isinstance(arg, str) else (rec["name"] if arg is None else "the given model")
+            model = encoder.load_model(name) if isinstance(name, str) and not hasattr(arg, "encode") else arg
+            if rec is not None:
+                encoder.check_fingerprint(rec, encoder.fingerprint(model, name))
+            self._model = model
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode query texts with the index's model (loaded on first use)."""
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise InputError(f"query {i} is empty or not a string; give non-empty query text")
+        return encoder.encode(self._load_model(), list(texts))
+
+    def _vectors(self, queries) -> tuple[np.ndarray, list[str] | None]:
+        if isinstance(queries, str):
+            queries = [queries]
+        if isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries):
+            x = self.encode(queries)
+            texts = list(queries)
+        else:
+            if isinstance(queries, (list, tuple)) and len(queries) == 0:
+                raise InputError("no queries were given")
+            x, texts = queries, None
+        x = as_matrix(x, self.full_dim, "query vectors")
+        if len(x) == 0:
+            raise InputError("no queries were given")
+        return normalize(x, self.metric, "query vectors"), texts
+
+    def search(self, query, k: int = 10, **options) -> list[Hit]:
+        """Search one query (text or full-dim vector); see `search_batch` for the options."""
+        if not isinstance(query, str):
+            query = np.asarray(query, dtype=np.float32)
+            if query.ndim != 1:
+                raise InputError(f"search takes one query vector (1-D); got shape {query.shape}: use search_batch")
+            query = query[None, :]
+        qt = options.pop("query_texts", None)
+        return self.search_batch(query, k, query_texts=qt if qt is None else [qt], **options).hits(0)
+
+    def search_batch(self, queries, k: int = 10, *, nprobe: int = 32, k1: int = 500, k2: int = 100,
+                     k3: int = 50, int8: bool = True, full: bool = True, rerank: bool | None = None,
+                     full_dims: int | None = None, query_texts: Sequence[str] | None = None) -> SearchResult:
+        """Search a batch of queries (a list of texts or an (n, full_dim) matrix).
+
+        k1: first-pass depth; k2: kept after int8 re-scoring; k3: kept after full re-scoring for the
+        cross-encoder; k: returned. int8 / full / rerank switch stages off; rerank=None runs it when a
+        reranker is configured and texts exist. full_dims re-scores with only the first dims (a cheaper tier).
+        """
+        for name, v in (("k", k), ("nprobe", nprobe), ("k1", k1), ("k2", k2), ("k3", k3)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise InputError(f"{name} must be a positive integer; got {v!r}")
+        if full_dims is not None and not 1 <= full_dims <= self.full_dim:
+            raise InputError(f"full_dims must be between 1 and {self.full_dim}; got {full_dims}")
+        t0 = time.perf_counter()
+        x, texts = self._vectors(queries)
+        if query_texts is not None:
+            texts = list(query_texts)
+            if len(texts) != len(x):
+                raise InputError(f"{len(texts)} query texts for {len(x)} query vectors")
+        timings = {"encode": time.perf_counter() - t0}
+        rerank = self._rerank_wanted(rerank, texts)
+        k1 = max(k1, k)
+        k2 = min(max(k2, k), k1)
+        k3 = min(max(k3, k), k2)
+        parts = [self._cascade(x[lo:lo + MAX_BATCH], None if texts is None else texts[lo:lo + MAX_BATCH], k,
+                               nprobe, k1, k2, k3, int8, full, rerank, full_dims, timings)
+                 for lo in range(0, len(x), MAX_BATCH)]
+        return parts[0] if len(parts) == 1 else _concat(parts, timings)
+
+    def _rerank_wanted(self, rerank: bool | None, texts) -> bool:
+        possible = self.reranker is not None and texts is not None and self.manifest["has_text"]
+        if rerank and not possible:
+            why = ("no cross-encoder is configured (open the index with reranker=NAME, or --reranker NAME)"
+                   if self.reranker is None else "the index stores no texts" if not self.manifest["has_text"]
+                   else "the queries are vectors without query_texts")
+            raise InputError(f"rerank=True but {why}")
+        return possible if rerank is None else rerank
+
+    def _cascade(self, x, texts, k, nprobe, k1, k2, k3, int8, full, rerank, full_dims, timings) -> SearchResult:
+        def lap(name, t):
+            now = time.perf_counter()
+            timings[name] = timings.get(name, 0.0) + now - t
+            return now
+
+        t = time.perf_counter()
+        short = self.transform.apply(x)
+        s1, cand = self.first_pass.search(short, k1, nprobe)
+        stages = {"first_pass": s1}
+        t = lap("first_pass", t)
+        if int8:
+            stages["int8"] = int8_scores(short, cand, self.short, self.codec, self.metric)
+            cand, stages = _keep(cand, stages, "int8", k2)
+            t = lap("int8", t)
+        if full:
+            stages["full"] = full_scores(x, cand, self.full, self.metric, full_dims)
+            cand, stages = _keep(cand, stages, "full", k3 if rerank else k)
+            t = lap("full", t)
+        if rerank:
+            docs = self._texts(cand)
+            scores = self.reranker.score(texts, docs)
+            s = np.full(cand.shape, -np.inf, dtype=np.float32)
+            for i, row in enumerate(scores):
+                s[i, : len(row)] = row
+            stages["rerank"] = s
+            cand, stages = _keep(cand, stages, "rerank", k)
+            t = lap("rerank", t)
+        last = list(stages)[-1]
+        cand, stages = _keep(cand, stages, last, k)
+        ids = self._external_ids(cand)
+        out_texts = self._texts(cand) if self.manifest["has_text"] else None
+        lap("ids_and_texts", t)
+        return SearchResult(cand, stages[last].copy(), stages, ids, out_texts, timings)
+
+    def _locate(self, rows: np.ndarray):
+        """Yield (shard, positions in `rows`, local row numbers) for the valid rows."""
+        valid = np.flatnonzero(rows >= 0)
+        shard_of = np.searchsorted(self.starts, rows[valid], side="right") - 1
+        for s in np.unique(shard_of):
+            pos = valid[shard_of == s]
+            yield self.shards[s], pos, rows[pos] - self.starts[s]
+
+    def _external_ids(self, cand: np.ndarray) -> list[list]:
+        flat = cand.ravel()
+        out = [None] * len(flat)
+        for shard, pos, local in self._locate(flat):
+            for p, v in zip(pos, shard.external_ids(local)):
+                out[p] = v
+        k = cand.shape[1]
+        return [out[i * k:(i + 1) * k] for i in range(cand.shape[0])]
+
+    def _texts(self, cand: np.ndarray) -> list[list[str]]:
+        flat = cand.ravel()
+        out = [""] * len(flat)
+        for shard, pos, local in self._locate(flat):
+            for p, v in zip(pos, shard.texts(local)):
+                out[p] = v
+        k = cand.shape[1]
+        return [[out[i * k + j] for j in range(k) if cand[i, j] >= 0] for i in range(cand.shape[0])]
+
+    # -- description ---------------------------------------------------------------------------------------
+    def info(self) -> dict:
+        """Manifest summary with bytes per vector resident in RAM, memory-mapped, and on disk."""
+        n = max(self.count, 1)
+        ivf = faiss.extract_index_ivf(self.shards[0].index)
+        ram = ivf.code_size + 8 + ivf.nlist * self.index_dim * 4 / n  # code + id per vector, centroids shared
+        shard_bytes = [sum(f["bytes"] for f in s["files"].values()) for s in self.manifest["shards"]]
+        mmapped = sum(s.short.nbytes + s.full.nbytes for s in self.shards)
+        disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        return {"path": str(self.root), "count": self.count, "metric": self.metric, "full_dim": self.full_dim,
+                "index_dim": self.index_dim, "factory": self.manifest["factory"],
+                "transform": self.manifest["transform"], "model": (self.manifest["model"] or {}).get("name"),
+                "device": self.device,
+                "shards": [{"number": s.number, "count": s.count, "bytes": b} for s, b in zip(self.shards, shard_bytes)],
+                "ram_bytes_per_vector": ram, "mmap_bytes_per_vector": mmapped / n,
+                "disk_bytes_per_vector": disk / n, "build": self.manifest["build"]}
+
+
+def _keep(cand: np.ndarray, stages: dict, key: str, depth: int):
+    """Sort candidates by one stage's score and keep the best `depth`, carrying every stage's scores along."""
+    order = np.argsort(-stages[key], axis=1, kind="stable")[:, :depth]
+    cand = np.take_along_axis(cand, order, 1)
+    stages = {s: np.take_along_axis(v, order, 1) for s, v in stages.items()}
+    invalid = ~np.isfinite(stages[key])
+    cand[invalid] = -1
+    return cand, stages
+
+
+def _concat(parts: list[SearchResult], timings: dict) -> SearchResult:
+    k = max(p.rows.shape[1] for p in parts)
+
+    def pad(a, fill):
+        return np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=fill)
+    return SearchResult(np.vstack([pad(p.rows, -1) for p in parts]),
+                        np.vstack([pad(p.scores, -np.inf) for p in parts]),
+                        {s: np.vstack([pad(p.stage_scores[s], -np.inf) for p in parts]) for s in parts[0].stage_scores},
+                        [ids for p in parts for ids in p.ids],
+                        None if parts[0].texts is None else [t for p in parts for t in p.texts], timings)
+
+
+def open_index(path: str | Path, **kwargs) -> Index:
+    """Open an index folder for search; see `Index` for device, model, reranker and threads."""
+    return Index(path, **kwargs)
