@@ -51,8 +51,10 @@ def train_size(n: int, nlist: int, code: str) -> int:
 def plan_factory(n: int, dim: int, pq_bytes: int, fast_scan: bool, nlist: int | None) -> tuple[str, list[str]]:
     """The faiss factory string for n vectors, and notes on any fallback taken for small corpora."""
     notes = []
-    code = code_string(pq_bytes, fast_scan, dim)
-    if n < min_train_points(code):
+    code = f"PQ{pq_bytes * 2}x4fs" if fast_scan else f"PQ{pq_bytes}"
+    if n >= min_train_points(code):
+        code = code_string(pq_bytes, fast_scan, dim)
+    else:
         notes.append(f"{n} vectors are too few to train {code} (it needs {min_train_points(code)}); "
                      "the first pass stores the short vectors exactly (IVF-Flat)")
         code = "Flat"

@@ -88,8 +88,11 @@ class Index:
                 raise InputError("this index was built from vectors without a model, so it cannot encode text "
                                  "queries; search with vectors, or open it with model=NAME (--model) naming the "
                                  "model that made its vectors")
-            name = arg if isinstance(arg, str) else (rec["name"] if arg is None else "the given model")
-            model = encoder.load_model(name) if isinstance(name, str) and not hasattr(arg, "encode") else arg
+            if arg is None or isinstance(arg, str):
+                name = arg or rec["name"]
+                model = encoder.load_model(name)
+            else:  # a loaded SentenceTransformer
+                name, model = "the given model", arg
             if rec is not None:
                 encoder.check_fingerprint(rec, encoder.fingerprint(model, name))
             self._model = model

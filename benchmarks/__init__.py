@@ -1,0 +1,1 @@
+"""Benchmarks: per-stage quality and speed, the peers, and the compression frontier."""

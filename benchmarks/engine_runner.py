@@ -1,0 +1,85 @@
+"""Build this engine's index on a dataset and measure every stage of the cascade at a few operating points."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import indexing
+import retrieval
+
+from .data import Dataset
+from .measure import measure
+from .metrics import Qrels, quality
+from .resources import reset_peak
+
+DEFAULT_POINTS = ((8, 200, 100), (16, 500, 100), (32, 500, 100), (64, 1000, 200), (128, 2000, 200))
+
+
+@dataclass
+class EngineSetting:
+    """One build: index dim, code bytes, 8-bit PQ or 4-bit fast-scan."""
+    index_dim: int
+    pq_bytes: int
+    fast_scan: bool
+    transform: str = "auto"
+
+    @property
+    def code(self) -> str:
+        return f"PQ{self.pq_bytes * 2}x4fs" if self.fast_scan else f"PQ{self.pq_bytes}"
+
+    @property
+    def name(self) -> str:
+        return f"engine-{self.code}"
+
+
+def default_settings(dim: int, index_dim: int | None = None, pq_bytes: int | None = None) -> list[EngineSetting]:
+    """256 dims (or half the full dim) with PQ32 and PQ64x4fs; smaller codes where the dim is small."""
+    d = index_dim or min(256, dim // 2)
+    b = pq_bytes or min(32, d // 2)
+    return [EngineSetting(d, b, False), EngineSetting(d, b, True)]
+
+
+def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: EngineSetting, threads: int,
+               workdir: Path, points=DEFAULT_POINTS, latency_queries: int = 100) -> list[dict]:
+    """Build once, then one row per (nprobe, k1, k2) with the final recall and each stage's quality and time."""
+    out = Path(workdir) / f"{ds.name}-{setting.name}-{setting.index_dim}d".replace("/", "_")
+    reset_peak()
+    t = time.perf_counter()
+    indexing.build(out, ds.build_input(), index_dim=setting.index_dim, pq_bytes=setting.pq_bytes,
+                   fast_scan=setting.fast_scan, transform=setting.transform, threads=threads, quiet=True,
+                   overwrite=True, shard_size=max(ds.n, 1))
+    build_wall = time.perf_counter() - t
+    index = retrieval.open_index(out, device="cpu", threads=threads)
+    info = index.info()
+    build = info["build"]
+    rows = []
+    for nprobe, k1, k2 in points:
+        k1, k2 = min(k1, ds.n), min(k2, k1)
+
+        def search(q, k, nprobe=nprobe, k1=k1, k2=k2):
+            return index.search_batch(q, k=k, nprobe=nprobe, k1=max(k1, k), k2=max(k2, k), k3=k, rerank=False).rows
+        m = measure(search, ds.queries, truth, qrels, latency_queries)
+        timed = index.search_batch(ds.queries, k=10, nprobe=nprobe, k1=k1, k2=k2, k3=10, rerank=False)
+        per_q = {s: 1000.0 * v / len(ds.queries) for s, v in timed.timings.items()}
+        first = index.search_batch(ds.queries, k=k1, nprobe=nprobe, k1=k1, int8=False, full=False, rerank=False)
+        mid = index.search_batch(ds.queries, k=k2, nprobe=nprobe, k1=k1, k2=k2, full=False, rerank=False)
+        stages = {"first_pass": quality(first.rows, truth, qrels, k1), "int8": quality(mid.rows, truth, qrels, k2),
+                  "full": quality(timed.rows, truth, qrels, 10)}
+        for s, q in stages.items():
+            q["ms_per_query_in_batch"] = per_q.get(s)
+        rows.append({
+            "system": setting.name, "setting": f"nprobe={nprobe},k1={k1},k2={k2}", "dataset": ds.name,
+            "n": ds.n, "dim": ds.dim, "index_dim": info["index_dim"], "factory": info["factory"],
+            "transform": info["transform"]["kind"], "nprobe": nprobe, "k1": k1, "k2": k2, **m, "stages": stages,
+            "ram_bytes_per_vector": info["ram_bytes_per_vector"],
+            "mmap_bytes_per_vector": info["mmap_bytes_per_vector"],
+            "disk_bytes_per_vector": info["disk_bytes_per_vector"],
+            "build_seconds": build_wall, "build_vectors_per_second": ds.n / build_wall,
+            "build_add_vectors_per_second": build.get("vectors_per_second"),
+            "build_stage_seconds": build.get("seconds"),
+            "transform_selection": info["transform"].get("selection"),
+        })
+    return rows

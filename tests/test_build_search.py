@@ -1,0 +1,147 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import indexing
+import retrieval
+from benchmarks.synthetic import Synthetic
+from conftest import exact_topk, recall_at
+from indexing import layout
+from indexing.errors import InputError
+
+
+def test_layout_on_disk_is_self_describing(small_index):
+    m = json.loads((small_index / layout.MANIFEST).read_text())
+    assert m["format_version"] == layout.FORMAT_VERSION
+    assert m["metric"] == "cosine" and m["full_dim"] == 96 and m["index_dim"] == 32
+    assert [s["count"] for s in m["shards"]] == [1000, 1000, 1000]
+    assert [s["id_start"] for s in m["shards"]] == [0, 1000, 2000]
+    for s in m["shards"]:
+        folder = small_index / layout.SHARDS / layout.shard_name(s["number"])
+        for name in (layout.INDEX_FILE, layout.IDS_FILE, layout.SHORT_FILE, layout.FULL_FILE, layout.DOC_OFFSETS,
+                     layout.DOC_BYTES):
+            assert name in s["files"] and (folder / name).stat().st_size == s["files"][name]["bytes"]
+        short = np.load(folder / layout.SHORT_FILE, mmap_mode="r")
+        full = np.load(folder / layout.FULL_FILE, mmap_mode="r")
+        assert short.dtype == np.int8 and short.shape == (1000, 32)
+        assert full.dtype == np.float16 and full.shape == (1000, 96)
+        assert pq.read_table(folder / layout.IDS_FILE).column("id").type == pa.string()
+    assert not (small_index / layout.BUILD_DIR).exists()
+    assert m["build"]["seconds"]["train"] > 0 and m["build"]["vectors_per_second"] > 0
+
+
+def test_full_store_holds_the_normalized_vectors(small_index, small_data):
+    docs, _ = small_data
+    full = np.load(small_index / "shards/00001" / layout.FULL_FILE)
+    expect = docs[1000:2000] / np.linalg.norm(docs[1000:2000], axis=1, keepdims=True)
+    np.testing.assert_allclose(full.astype(np.float32), expect, atol=2e-3)
+
+
+def test_search_batch_returns_ids_texts_and_every_stage_score(small_index, small_data):
+    docs, queries = small_data
+    index = retrieval.open_index(small_index)
+    r = index.search_batch(queries, k=10)
+    assert r.rows.shape == (50, 10) and set(r.stage_scores) == {"first_pass", "int8", "full"}
+    assert recall_at(r.rows, exact_topk(docs, queries, 10)) >= 0.95
+    hit = r.hits(0)[0]
+    assert hit.id == f"doc-{hit.row}" and hit.text == f"text of document {hit.row}"
+    assert hit.score == hit.scores["full"]
+    # the final order is the full-dim order, and full-dim scores are exact cosines (up to float16)
+    assert np.all(np.diff(r.scores, axis=1) <= 1e-6)
+    qn = queries[0] / np.linalg.norm(queries[0])
+    dn = docs[hit.row] / np.linalg.norm(docs[hit.row])
+    assert abs(hit.score - float(qn @ dn)) < 2e-3
+
+
+def test_single_query_and_stage_switches(small_index, small_data):
+    _, queries = small_data
+    index = retrieval.open_index(small_index)
+    hits = index.search(queries[3], k=5)
+    assert len(hits) == 5 and [h.row for h in hits] == list(index.search_batch(queries[3:4], k=5).rows[0])
+    only_first = index.search_batch(queries, k=10, int8=False, full=False)
+    assert set(only_first.stage_scores) == {"first_pass"}
+    no_int8 = index.search_batch(queries, k=10, int8=False)
+    assert set(no_int8.stage_scores) == {"first_pass", "full"}
+    tier = index.search_batch(queries, k=10, full_dims=48)
+    assert tier.rows.shape == (50, 10)
+
+
+def test_k_larger_than_the_corpus_returns_every_document_once(tmp_path):
+    docs = Synthetic(dim=16, clusters=4, seed=2).documents(30)
+    indexing.build(tmp_path / "i", docs, index_dim=16, quiet=True)
+    r = retrieval.open_index(tmp_path / "i").search_batch(docs[:2], k=100)
+    for i in range(2):
+        hits = r.hits(i)
+        assert sorted(h.row for h in hits) == list(range(30))
+    assert r.to_table().num_rows == 60
+
+
+def test_shard_size_does_not_change_results(tmp_path, small_data):
+    docs, queries = small_data
+    indexing.build(tmp_path / "one", docs, index_dim=32, pq_bytes=8, fast_scan=True, shard_size=10_000, quiet=True)
+    a = retrieval.open_index(tmp_path / "one").search_batch(queries, k=10)
+    indexing.build(tmp_path / "many", docs, index_dim=32, pq_bytes=8, fast_scan=True, shard_size=700, quiet=True)
+    b = retrieval.open_index(tmp_path / "many").search_batch(queries, k=10)
+    assert len(json.loads((tmp_path / "many" / layout.MANIFEST).read_text())["shards"]) == 5
+    np.testing.assert_array_equal(a.rows, b.rows)
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_build_from_parquet_files_with_list_or_fixed_size_list(tmp_path, small_data, fixed):
+    docs, queries = small_data
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for part, lo in enumerate(range(0, 3000, 1200)):
+        chunk = docs[lo:lo + 1200]
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(chunk.ravel()), 96) if fixed else \
+            pa.array(list(chunk), pa.list_(pa.float32()))
+        pq.write_table(pa.table({"id": np.arange(lo, lo + len(chunk)) * 7, "embedding": emb,
+                                 "text": [f"t{i}" for i in range(lo, lo + len(chunk))]}), folder / f"p{part}.parquet")
+    indexing.build(tmp_path / "idx", folder, index_dim=32, pq_bytes=8, fast_scan=True, batch_rows=500, quiet=True)
+    index = retrieval.open_index(tmp_path / "idx")
+    r = index.search_batch(queries, k=10)
+    truth = exact_topk(docs, queries, 10)
+    assert recall_at(r.rows, truth) >= 0.95
+    assert r.ids[0][0] == int(r.rows[0, 0]) * 7 and r.texts[0][0] == f"t{r.rows[0, 0]}"
+
+
+def test_build_from_npy_with_ids_file_and_from_an_iterator(tmp_path, small_data):
+    docs, queries = small_data
+    np.save(tmp_path / "v.npy", docs)
+    np.save(tmp_path / "ids.npy", np.arange(3000) + 10**12)
+    indexing.build(tmp_path / "a", str(tmp_path / "v.npy"), ids=str(tmp_path / "ids.npy"), index_dim=32,
+                   pq_bytes=8, fast_scan=True, quiet=True)
+    batches = ((np.arange(lo, lo + 600) + 10**12, docs[lo:lo + 600]) for lo in range(0, 3000, 600))
+    indexing.build(tmp_path / "b", batches, index_dim=32, pq_bytes=8, fast_scan=True, quiet=True)
+    ra = retrieval.open_index(tmp_path / "a").search_batch(queries, k=5)
+    rb = retrieval.open_index(tmp_path / "b").search_batch(queries, k=5)
+    assert ra.ids[0][0] >= 10**12
+    assert recall_at(ra.rows, exact_topk(docs, queries, 5)) >= 0.9
+    assert recall_at(rb.rows, exact_topk(docs, queries, 5)) >= 0.9
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_other_metrics_match_exact_search(tmp_path, small_data, metric):
+    docs, queries = small_data
+    indexing.build(tmp_path / metric, docs, metric=metric, index_dim=32, pq_bytes=8, fast_scan=True, quiet=True)
+    r = retrieval.open_index(tmp_path / metric).search_batch(queries, k=10)
+    assert recall_at(r.rows, exact_topk(docs, queries, 10, metric)) >= 0.9
+    if metric == "l2":
+        d = docs[r.rows[0, 0]] - queries[0]
+        assert abs(r.scores[0, 0] + float(d @ d)) < 0.05 * float(d @ d) + 1e-3
+
+
+def test_info_reports_bytes_per_vector(small_index):
+    info = retrieval.open_index(small_index).info()
+    assert info["count"] == 3000
+    assert info["mmap_bytes_per_vector"] == 32 + 96 * 2
+    assert 8 + 8 <= info["ram_bytes_per_vector"] < 100
+    assert info["disk_bytes_per_vector"] > info["mmap_bytes_per_vector"]
+
+
+def test_unknown_build_option_is_refused(tmp_path, small_data):
+    with pytest.raises(InputError, match="unknown build option"):
+        indexing.build(tmp_path / "x", small_data[0], pq_byte=8)

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from benchmarks.synthetic import Synthetic
+from indexing.errors import InputError
+from indexing.int8_codec import Int8Codec
+from indexing.transform import ShortTransform, fit_pca, fit_prefix, fit_transform
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_prefix_keeps_leading_dims_and_renormalizes_for_cosine():
+    x = unit(np.random.default_rng(0).standard_normal((10, 64)).astype(np.float32))
+    t = fit_prefix(64, 16, "cosine")
+    y = t.apply(x)
+    assert y.shape == (10, 16)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(y, unit(x[:, :16]), rtol=1e-5)
+    assert not fit_prefix(64, 16, "ip").renormalize
+
+
+def test_pca_is_orthonormal_and_round_trips_through_arrays():
+    x = Synthetic(dim=64, matryoshka=False, seed=3).documents(2000)
+    t = fit_pca(x, 16)
+    np.testing.assert_allclose(t.matrix.T @ t.matrix, np.eye(16), atol=1e-4)
+    t2 = ShortTransform.from_arrays(t.to_arrays())
+    np.testing.assert_array_equal(t.apply(x[:5]), t2.apply(x[:5]))
+
+
+def test_projection_wins_on_rotated_data_and_prefix_is_close_on_matryoshka_data():
+    gap = {}
+    for matryoshka in (True, False):
+        x = unit(Synthetic(dim=128, matryoshka=matryoshka, decay=1.0, seed=4).documents(4000))
+        t, info = fit_transform("auto", x, 16, "cosine")
+        kept = info["recall_at_10_in_short_space"]
+        gap[matryoshka] = kept["pca"] - kept["prefix"]
+        if not matryoshka:
+            assert info["chosen"] == "pca" and t.kind == "pca"
+    # the same vectors: rotated, a prefix throws most of the information away; Matryoshka-like, it keeps most
+    assert gap[False] > 0.3
+    assert gap[True] < 0.1
+    assert gap[False] > 4 * gap[True]
+
+
+def test_bad_transform_options_are_refused():
+    x = np.ones((10, 8), np.float32)
+    with pytest.raises(InputError, match="unknown transform"):
+        fit_transform("svd", x, 4, "cosine")
+    with pytest.raises(InputError, match="between 1 and the full dim"):
+        fit_transform("prefix", x, 9, "cosine")
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(2, 50), st.integers(1, 12)),
+              elements=st.floats(-100, 100, width=32)))
+def test_int8_codec_error_is_within_half_a_step_inside_the_calibrated_range(x):
+    codec = Int8Codec.fit(x)
+    codes = codec.encode(x)
+    assert codes.dtype == np.int8 and codes.min() >= -127
+    lo = codec.offset - 127 * codec.scale
+    hi = codec.offset + 127 * codec.scale
+    inside = (x >= lo) & (x <= hi)
+    err = np.abs(codec.decode(codes) - x)
+    assert np.all(err[inside] <= (codec.scale * 0.5 + 1e-3 * np.maximum(1, np.abs(x)))[inside])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(1.5, 1e6))
+def test_int8_codec_clips_out_of_range_values_instead_of_wrapping(factor):
+    rng = np.random.default_rng(0)
+    codec = Int8Codec.fit(rng.standard_normal((500, 4)).astype(np.float32))
+    big = np.array([[factor * 10] * 4, [-factor * 10] * 4], np.float32)
+    codes = codec.encode(big)
+    assert (codes[0] == 127).all() and (codes[1] == -127).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000))
+def test_folding_scales_into_the_query_equals_dequantizing(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((50, 8)).astype(np.float32) * rng.uniform(0.1, 5, 8).astype(np.float32)
+    codec = Int8Codec.fit(x)
+    codes = codec.encode(x)
+    q = rng.standard_normal(8).astype(np.float32)
+    qs, const = codec.fold_query(q[None])
+    np.testing.assert_allclose(codes.astype(np.float32) @ qs[0] + const[0], codec.decode(codes) @ q,
+                               rtol=1e-4, atol=1e-3)
