@@ -159,6 +159,7 @@ def _train(root: Path, source, opts: BuildOptions, device: str, identity: dict, 
     transform, choice = fit_transform(opts.transform, sample, dim, opts.metric)
     short = transform.apply(sample)
     codec = Int8Codec.fit(short)
+    layout.crash_point("training")
     index = ivf.train(factory, short, opts.metric, device)
     buf = io.BytesIO()
     np.savez(buf, **transform.to_arrays(), int8_offset=codec.offset, int8_scale=codec.scale)
@@ -292,6 +293,7 @@ def _add_all(root: Path, source, opts: BuildOptions, device: str, state: dict) -
                     t = time.perf_counter()
                     writer.add(ids[sl], x[sl], short[sl], codes[sl], batch.texts[sl] if batch.texts else None)
                     t = timer.lap("add_and_write", t)
+                    layout.crash_point("mid_shard", writer.number)
                     lo += take
                     if writer.count == opts.shard_size:
                         shards.append(_finish_shard(writer, id_type, guard, opts, timer))
@@ -315,6 +317,7 @@ def _finish_shard(writer: ShardWriter, id_type, guard: DuplicateGuard, opts: Bui
     t = time.perf_counter()
     meta = writer.finish(id_type)
     timer.lap("finish_shard", t)
+    layout.crash_point("between_shards", meta["number"])
     guard.written()
     say(f"shard {layout.shard_name(meta['number'])}: {meta['count']:,} vectors written "
         f"(rows {meta['id_start']:,}..{meta['id_start'] + meta['count'] - 1:,})", opts.quiet)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,16 @@ SHORT_FILE = "short.i8.npy"
 FULL_FILE = "full.f16.npy"
 DOC_OFFSETS = "docs.offsets.npy"
 DOC_BYTES = "docs.utf8.bin"
+
+
+CRASH_ENV = "MATRYOSHKA_CRASH_AT"  # fault injection for the kill-and-resume tests: "point" or "point:n"
+
+
+def crash_point(name: str, n: int = 0) -> None:
+    """SIGKILL this process at a named point of a build when the environment asks for it (tests only)."""
+    want = os.environ.get(CRASH_ENV)
+    if want and want in (name, f"{name}:{n}"):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def shard_name(i: int) -> str:
@@ -68,6 +79,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
+    if path.name == MANIFEST:
+        crash_point("manifest")
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

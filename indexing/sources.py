@@ -93,26 +93,59 @@ class ArraySource:
     def sample(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.vectors[rows], dtype=np.float32)
 
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        return np.asarray(self.vectors[lo:hi])
+
     def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
         for lo in range(start, self.count, size):
             hi = min(lo + size, self.count)
             ids = as_ids(self.ids[lo:hi], lo) if self.ids is not None else pa.array(np.arange(lo, hi, dtype=np.int64))
             texts = as_texts(self.texts[lo:hi], lo) if self.texts is not None else None
-            yield Batch(lo, ids, np.asarray(self.vectors[lo:hi]), texts)
+            yield Batch(lo, ids, self._read(lo, hi), texts)
 
 
-def npy_source(path: str | os.PathLike, ids=None, texts=None) -> ArraySource:
-    """A `.npy` matrix read through a memory map; ids from a list, a `.npy` or a Parquet file with column `id`."""
+class NpySource(ArraySource):
+    """A `.npy` matrix on disk. Batches are read with plain file reads, not through a memory map, so that the
+    build's resident memory does not grow with the pages of the input it has passed over."""
+
+    def __init__(self, path: Path, ids=None, texts=None, fingerprint: dict | None = None):
+        try:
+            vectors = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as e:
+            raise InputError(f"cannot read {path} as a .npy matrix: {e}") from None
+        if vectors.ndim != 2 or vectors.dtype.kind not in "fiu" or not vectors.flags.c_contiguous:
+            raise InputError(f"{path} holds a {vectors.dtype} array of shape {vectors.shape}; "
+                             "a build needs a C-ordered 2-D matrix of numbers")
+        self.path, self.offset, self.dtype = Path(path), vectors.offset, vectors.dtype
+        super().__init__(vectors, ids, texts, fingerprint)
+        self.vectors = None  # drop the map: sampling maps the file again only for as long as it needs
+
+    def sample(self, rows: np.ndarray) -> np.ndarray:
+        mm = np.load(self.path, mmap_mode="r")
+        try:
+            return np.asarray(mm[rows], dtype=np.float32)
+        finally:
+            del mm
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        row_bytes = self.dim * self.dtype.itemsize
+        out = np.empty((hi - lo, self.dim), dtype=self.dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + lo * row_bytes)
+            if f.readinto(memoryview(out).cast("B")) != out.nbytes:
+                raise InputError(f"{self.path} is shorter than its header says (truncated at row {lo}..{hi})")
+        return out
+
+
+
+def npy_source(path: str | os.PathLike, ids=None, texts=None) -> NpySource:
+    """A `.npy` matrix streamed from disk; ids from a list, a `.npy` or a Parquet file with column `id`."""
     path = Path(path)
-    try:
-        vectors = np.load(path, mmap_mode="r")
-    except (ValueError, OSError) as e:
-        raise InputError(f"cannot read {path} as a .npy matrix: {e}") from None
     files = [path]
     if isinstance(ids, (str, os.PathLike)):
         files.append(Path(ids))
         ids = load_ids(Path(ids))
-    return ArraySource(vectors, ids, texts, {"kind": "npy", "files": _file_fingerprint(files)})
+    return NpySource(path, ids, texts, {"kind": "npy", "files": _file_fingerprint(files)})
 
 
 def load_ids(path: Path):

@@ -52,7 +52,11 @@ def fit_prefix(full_dim: int, dim: int, metric: str) -> ShortTransform:
 def fit_pca(sample: np.ndarray, dim: int) -> ShortTransform:
     """Top-d eigenvectors of the uncentred second moment: the rank-d map that best keeps inner products."""
     n, full_dim = sample.shape
-    cov = (sample.T.astype(np.float64) @ sample.astype(np.float64)) / n
+    cov = np.zeros((full_dim, full_dim), dtype=np.float64)
+    for lo in range(0, n, 65536):  # float64 accumulation, one block at a time
+        block = sample[lo:lo + 65536].astype(np.float64)
+        cov += block.T @ block
+    cov /= n
     evals, evecs = np.linalg.eigh(cov)
     order = np.argsort(evals)[::-1][:dim]
     matrix = np.ascontiguousarray(evecs[:, order], dtype=np.float32)

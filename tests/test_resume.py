@@ -1,0 +1,135 @@
+"""Crash safety: builds SIGKILLed at named points and at random moments resume to the identical index."""
+import fcntl
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import retrieval
+from indexing import layout
+from indexing.errors import BuildRefused, IndexFormatError
+
+WORKER = Path(__file__).with_name("build_worker.py")
+
+
+def start(vectors: Path, out: Path, crash_at: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop(layout.CRASH_ENV, None)
+    if crash_at:
+        env[layout.CRASH_ENV] = crash_at
+    return subprocess.Popen([sys.executable, str(WORKER), str(vectors), str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(p: subprocess.Popen) -> int:
+    out, err = p.communicate(timeout=300)
+    if p.returncode not in (0, -signal.SIGKILL):
+        raise AssertionError(f"build failed ({p.returncode}):\n{err}")
+    return p.returncode
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, small_data):
+    docs, queries = small_data
+    tmp = tmp_path_factory.mktemp("resume")
+    np.save(tmp / "v.npy", docs)
+    assert finish(start(tmp / "v.npy", tmp / "ref")) == 0
+    return tmp, retrieval.open_index(tmp / "ref").search_batch(queries, k=10), queries
+
+
+def same_results(out: Path, reference) -> None:
+    _, ref, queries = reference
+    r = retrieval.open_index(out).search_batch(queries, k=10)
+    np.testing.assert_array_equal(r.rows, ref.rows)
+    np.testing.assert_array_equal(r.scores, ref.scores)
+
+
+@pytest.mark.parametrize("point", ["training", "mid_shard:1", "between_shards:0", "between_shards:1", "manifest"])
+def test_killed_build_resumes_to_the_identical_index(reference, point):
+    tmp = reference[0]
+    out = tmp / point.replace(":", "-")
+    assert finish(start(tmp / "v.npy", out, crash_at=point)) == -signal.SIGKILL
+    with pytest.raises(IndexFormatError, match="re-run the same build command"):
+        retrieval.open_index(out)
+    if point.startswith("mid_shard"):
+        assert (out / layout.SHARDS / ".tmp-00001").exists()  # the half-written shard is not in place
+        assert not (out / layout.SHARDS / "00001").exists()
+    assert finish(start(tmp / "v.npy", out)) == 0
+    same_results(out, reference)
+    assert not (out / layout.BUILD_DIR).exists()
+    assert not list((out / layout.SHARDS).glob(".tmp-*"))
+
+
+def test_twenty_random_kills_end_in_a_valid_index_or_a_clear_refusal(reference):
+    tmp = reference[0]
+    out = tmp / "random"
+    rng = random.Random(1234)
+    outcomes = {"killed": 0, "finished": 0}
+    for _ in range(20):
+        p = start(tmp / "v.npy", out)
+        time.sleep(rng.uniform(0.3, 4.0))
+        p.send_signal(signal.SIGKILL)
+        rc = finish(p)
+        outcomes["finished" if rc == 0 else "killed"] += 1
+        try:
+            same_results(out, reference)  # a manifest exists: the index must be complete and correct
+        except IndexFormatError as e:
+            assert "not finished" in str(e) or "holds no manifest" in str(e) or "does not exist" in str(e)
+    assert finish(start(tmp / "v.npy", out)) == 0
+    same_results(out, reference)
+    assert outcomes["killed"] >= 5
+
+
+def test_two_builds_into_one_folder_are_refused(reference, small_data, tmp_path):
+    import indexing
+    out = tmp_path / "locked"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl,sys,time; f=open(sys.argv[1],'a+'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); f.write('4242'); f.flush(); print('held', flush=True); "
+                               "time.sleep(60)", str(out / layout.LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BuildRefused, match="another build is writing"):
+            indexing.build(out, small_data[0], quiet=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [p.name for p in out.iterdir()] == [layout.LOCK]
+
+
+def test_foreign_folder_and_other_settings_are_refused(reference, small_data, tmp_path):
+    import indexing
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(BuildRefused, match="holds no matryoshka index"):
+        indexing.build(foreign, small_data[0], quiet=True)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    ref = reference[0] / "ref"
+    before = (ref / layout.MANIFEST).read_bytes()
+    with pytest.raises(BuildRefused, match="other settings"):
+        indexing.build(ref, str(reference[0] / "v.npy"), index_dim=16, quiet=True)
+    assert (ref / layout.MANIFEST).read_bytes() == before
+    same_results(ref, reference)
+
+
+def test_free_disk_is_checked_before_anything_is_written(tmp_path, small_data):
+    import indexing
+    from benchmarks.synthetic import Synthetic
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        docs = Synthetic(dim=256, clusters=16).documents(8000)  # ~4 MiB of float16 full vectors alone
+        with pytest.raises(BuildRefused, match="free"):
+            indexing.build(mnt / "idx", docs, index_dim=32, quiet=True)
+        assert not (mnt / "idx" / layout.SHARDS).exists()
+    finally:
+        subprocess.run(["umount", str(mnt)])
