@@ -6,6 +6,7 @@ resumes from its last complete shard and ends with the same index as an uninterr
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import os
@@ -32,6 +33,7 @@ from .transform import ShortTransform, fit_transform
 from .vectors import as_matrix, check_metric, normalize
 
 STATE = "state.json"
+ITERATOR_TRAIN_ROWS = 131072  # rows read ahead to train on when the input is a Python iterator
 
 
 @dataclass
@@ -96,7 +98,10 @@ def _identity(opts: BuildOptions, source, model_name: str | None) -> dict:
 
 
 def _prepare_folder(root: Path, identity: dict, overwrite: bool) -> str:
-    """'fresh', 'resume' or 'complete'; refuses foreign folders and indexes built with other settings."""
+    """'fresh', 'resume', 'complete' or 'replace' (a finished index with other settings, and overwrite asked).
+
+    Refuses a folder holding anything but a matryoshka index, and an index with other settings unless overwrite.
+    """
     manifest, state = root / layout.MANIFEST, root / layout.BUILD_DIR / STATE
     ours = manifest.exists() or (root / layout.BUILD_DIR).exists() or (root / layout.SHARDS).exists()
     others = [p.name for p in root.iterdir() if p.name != layout.LOCK]
@@ -108,17 +113,47 @@ def _prepare_folder(root: Path, identity: dict, overwrite: bool) -> str:
         recorded = layout.read_json(manifest, "manifest").get("build", {}).get("identity")
     elif state.exists():
         recorded = layout.read_json(state, "build state").get("identity")
-    nothing_kept = recorded is None and not manifest.exists() and not (root / layout.SHARDS).exists()
-    if ours and recorded == identity and not overwrite:
+    if ours and recorded == identity:
         return "complete" if manifest.exists() else "resume"
-    if ours and not overwrite and not nothing_kept:
-        what = "a finished index" if manifest.exists() else "an unfinished build"
-        raise BuildRefused(f"{root} holds {what} made with other settings or input; pass --overwrite "
-                           "(overwrite=True) to replace it, or build into another folder")
-    for name in others:
-        p = root / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    nothing_kept = recorded is None and not manifest.exists() and not (root / layout.SHARDS).exists()
+    if ours and not nothing_kept:
+        if not overwrite:
+            what = "a finished index" if manifest.exists() else "an unfinished build"
+            raise BuildRefused(f"{root} holds {what} made with other settings or input; pass --overwrite "
+                               "(overwrite=True) to replace it, or build into another folder")
+        if manifest.exists():
+            return "replace"
+    _clear(root)
     return "fresh"
+
+
+def _clear(root: Path) -> None:
+    for p in root.iterdir():
+        if p.name != layout.LOCK:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _beside(root: Path, what: str) -> Path:
+    return root.parent / f".{root.name}.{what}"
+
+
+def _swap_in(new: Path, root: Path) -> None:
+    """Put a finished index in place of the old one: readers see the old index, then none, then the new one,
+    never a mix (a reader that opened the old one keeps its open files)."""
+    old = _beside(root, "old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(root, old)
+    os.rename(new, root)
+    layout.fsync_dir(root.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_swap(root: Path) -> None:
+    """A build killed between the two renames of a swap left the finished index beside the folder."""
+    new = _beside(root, "new")
+    if not root.exists() and (new / layout.MANIFEST).exists():
+        os.rename(new, root)
+        shutil.rmtree(_beside(root, "old"), ignore_errors=True)
 
 
 def _sample_rows(source, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,19 +176,18 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 def _train(root: Path, source, opts: BuildOptions, device: str, identity: dict, model_fp: dict | None) -> dict:
     """Fit the transform, the int8 codec and the IVF on a sample; save them and the build state."""
     t0 = time.perf_counter()
-    n_est = source.count if source.count is not None else None
     dim = min(opts.index_dim, source.dim)
-    factory, notes = ivf.plan_factory(n_est or 10 ** 9, dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
-    n_train = opts.train_size or ivf.train_size(n_est or 10 ** 9, int(factory.split(",")[0][3:]),
-                                                factory.split(",")[1])
-    if n_est is not None:
-        n_train = min(n_train, n_est)
-    rows, sample = _sample_rows(source, n_train, opts.seed)
-    if source.count is None:  # an iterator: plan from what the sample saw
-        factory, notes = ivf.plan_factory(len(sample) if len(sample) < n_train else 10 ** 9, dim,
-                                          opts.pq_bytes, opts.fast_scan, opts.nlist)
-    for note in notes:
-        say(f"note: {note}", opts.quiet)
+    if source.count is None:  # an iterator: its size is unknown, so plan from the rows the sample holds
+        rows, sample = _sample_rows(source, opts.train_size or ITERATOR_TRAIN_ROWS, opts.seed)
+        factory, notes = ivf.plan_factory(len(sample), dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
+    else:
+        factory, notes = ivf.plan_factory(source.count, dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
+        nlist, code = int(factory.split(",")[0][3:]), factory.split(",")[1]
+        rows, sample = _sample_rows(source, min(source.count, opts.train_size or ivf.train_size(
+            source.count, nlist, code)), opts.seed)
+        if nlist > 1 and len(sample) < nlist * ivf.MIN_POINTS_PER_LIST or len(sample) < ivf.min_train_points(code):
+            factory, more = ivf.plan_factory(len(sample), dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
+            notes = [f"a training sample of {len(sample)} vectors is too small for the plan above"] + more
     sample = normalize(as_matrix(sample, source.dim, "training sample", rows), opts.metric, "training sample", rows)
     say(f"training {factory} on {len(sample):,} vectors ({device})", opts.quiet)
     transform, choice = fit_transform(opts.transform, sample, dim, opts.metric)
@@ -207,6 +241,7 @@ def build_index(out: str | os.PathLike, source, options: BuildOptions | None = N
     if source.count == 0:
         raise InputError("the input holds no vectors; there is nothing to index")
     root = Path(out)
+    _recover_swap(root)
     root.mkdir(parents=True, exist_ok=True)
     lock = _Lock(root)
     try:
@@ -216,32 +251,61 @@ def build_index(out: str | os.PathLike, source, options: BuildOptions | None = N
         if status == "complete":
             say(f"{root} already holds this index, complete; nothing to do", opts.quiet)
             return root
-        state_path = root / layout.BUILD_DIR / STATE
-        if status == "fresh":  # record what is being built before anything else is written
-            (root / layout.BUILD_DIR).mkdir()
-            layout.write_json_atomic(state_path, {"identity": identity})
-        if hasattr(source, "prepare"):
-            source.prepare(root / layout.BUILD_DIR, opts.quiet)
-        state = layout.read_json(state_path, "build state")
-        if not ("factory" in state and (root / layout.TRAINED).exists()):
-            model_fp = None
-            if model_name:
-                model = getattr(source, "model", None) or encoder.load_model(model_name, "cpu")
-                model_fp = encoder.fingerprint(model, model_name)
-                if model_fp["dim"] != source.dim:
-                    raise InputError(f"model {model_name!r} makes {model_fp['dim']}-dim vectors but the input has "
-                                     f"{source.dim} dims; name the model that made these embeddings")
-            if source.count is not None:
-                dim = min(opts.index_dim, source.dim)
-                factory, _ = ivf.plan_factory(source.count, dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
-                _check_disk(root, source, {"full_dim": source.dim, "index_dim": dim, "factory": factory}, opts)
-            state = _train(root, source, opts, device, identity, model_fp)
-        shards = _add_all(root, source, opts, device, state)
-        _write_manifest(root, opts, state, shards, device)
-        shutil.rmtree(root / layout.BUILD_DIR, ignore_errors=True)
+        if status != "replace":
+            _build_into(root, status, source, opts, device, identity, model_name)
+            return root
+        # Build beside the old index and swap it in at the end, so searchers never see a half-written one.
+        work = _beside(root, "new")
+        work.mkdir(exist_ok=True)
+        if _prepare_folder_quietly(work, identity) == "fresh":
+            _clear(work)
+        _build_into(work, "resume" if (work / layout.BUILD_DIR).exists() else "fresh", source, opts, device,
+                    identity, model_name)
+        _swap_in(work, root)
         return root
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise BuildRefused(f"the disk of {root} filled up during the build ({e.strerror}); the index is left "
+                               "unfinished, never half-written: free space and re-run the same command to resume "
+                               "from the last complete shard") from None
+        raise
     finally:
         lock.release()
+
+
+def _prepare_folder_quietly(work: Path, identity: dict) -> str:
+    try:
+        status = _prepare_folder(work, identity, overwrite=True)
+    except BuildRefused:
+        status = "fresh"
+    return "fresh" if status == "replace" else status
+
+
+def _build_into(root: Path, status: str, source, opts: BuildOptions, device: str, identity: dict,
+                model_name: str | None) -> None:
+    state_path = root / layout.BUILD_DIR / STATE
+    if status == "fresh":  # record what is being built before anything else is written
+        (root / layout.BUILD_DIR).mkdir()
+        layout.write_json_atomic(state_path, {"identity": identity})
+    if hasattr(source, "prepare"):
+        source.prepare(root / layout.BUILD_DIR, opts.quiet)
+    state = layout.read_json(state_path, "build state")
+    if not ("factory" in state and (root / layout.TRAINED).exists()):
+        model_fp = None
+        if model_name:
+            model = getattr(source, "model", None) or encoder.load_model(model_name, "cpu")
+            model_fp = encoder.fingerprint(model, model_name)
+            if model_fp["dim"] != source.dim:
+                raise InputError(f"model {model_name!r} makes {model_fp['dim']}-dim vectors but the input has "
+                                 f"{source.dim} dims; name the model that made these embeddings")
+        if source.count is not None:
+            dim = min(opts.index_dim, source.dim)
+            factory, _ = ivf.plan_factory(source.count, dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
+            _check_disk(root, source, {"full_dim": source.dim, "index_dim": dim, "factory": factory}, opts)
+        state = _train(root, source, opts, device, identity, model_fp)
+    shards = _add_all(root, source, opts, device, state)
+    _write_manifest(root, opts, state, shards, device)
+    shutil.rmtree(root / layout.BUILD_DIR, ignore_errors=True)
 
 
 def _add_all(root: Path, source, opts: BuildOptions, device: str, state: dict) -> list[dict]:

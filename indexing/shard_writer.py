@@ -78,9 +78,11 @@ class ShardWriter:
         return meta
 
     def abandon(self) -> None:
-        for f in (self.full, self.short):
-            if not f._f.closed:
-                f._f.close()
-        if self.doc_bytes is not None and not self.doc_bytes.closed:
-            self.doc_bytes.close()
+        """Drop the unfinished shard (after an error); a resumed build writes it again from its first row."""
+        for f in (self.full._f, self.short._f, self.doc_bytes):
+            if f is not None and not f.closed:
+                try:
+                    f.close()
+                except OSError:  # a full disk cannot take the buffered tail; the folder goes anyway
+                    pass
         shutil.rmtree(self.tmp, ignore_errors=True)

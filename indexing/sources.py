@@ -79,6 +79,8 @@ class ArraySource:
             vectors = np.asarray(vectors)
         if vectors.ndim != 2:
             raise InputError(f"vectors must be a 2-D matrix (rows x dims); got shape {vectors.shape}")
+        if vectors.dtype.kind not in "fiu":
+            raise InputError(f"vectors must be numbers; got dtype {vectors.dtype}")
         self.vectors, self.count, self.dim = vectors, vectors.shape[0], vectors.shape[1]
         if ids is not None and len(ids) != self.count:
             raise InputError(f"got {len(ids)} ids for {self.count} vectors; give one id per vector")
@@ -229,6 +231,11 @@ class IteratorSource:
         vectors = np.asarray(vectors)
         if vectors.ndim != 2:
             raise InputError(f"batch at row {self._pos}: vectors must be a 2-D matrix, got shape {vectors.shape}")
+        if self._buffer or hasattr(self, "dim"):
+            dim = self._buffer[0].vectors.shape[1] if self._buffer else self.dim
+            if vectors.shape[1] != dim:
+                raise InputError(f"batch at row {self._pos}: vectors have {vectors.shape[1]} dims but the index "
+                                 f"expects {dim}; every vector must have the same length")
         n = vectors.shape[0]
         ids = as_ids(ids, self._pos) if ids is not None else pa.array(np.arange(self._pos, self._pos + n))
         if len(ids) != n:
