@@ -28,6 +28,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="sweep index dims x prefix/projection x float32/int8/PQ (default on)")
     p.add_argument("--frontier-n", type=int, default=200_000, help="documents the frontier uses (default 200k)")
     p.add_argument("--frontier-queries", type=int, default=500)
+    p.add_argument("--frontier-dims", help="comma-separated index dims to sweep (default 32, 64, ... full)")
     p.add_argument("--latency-queries", type=int, default=100, help="single queries timed for p50/p99")
     p.add_argument("--index-dim", type=int, help="engine index dim (default min(256, dim/2))")
     p.add_argument("--pq-bytes", type=int, help="engine PQ code bytes (default min(32, index_dim/2))")
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = Config(work, threads=args.threads, peers=peers, frontier=args.frontier, frontier_n=args.frontier_n,
                  frontier_queries=args.frontier_queries, latency_queries=args.latency_queries,
+                 frontier_dims=[int(d) for d in args.frontier_dims.split(",")] if args.frontier_dims else None,
                  points=_points(args.points), autofaiss_python=args.autofaiss_python,
                  log=lambda m: print(m, file=sys.stderr, flush=True))
     datasets = []

@@ -36,9 +36,9 @@ class EngineSetting:
 
 
 def default_settings(dim: int, index_dim: int | None = None, pq_bytes: int | None = None) -> list[EngineSetting]:
-    """256 dims (or half the full dim) with PQ32 and PQ64x4fs; smaller codes where the dim is small."""
+    """256 dims (or half the full dim) with PQ32 and PQ64x4fs; smaller codes (8 dims per byte) where the dim is small."""
     d = index_dim or min(256, dim // 2)
-    b = pq_bytes or min(32, d // 2)
+    b = pq_bytes or min(32, max(1, d // 8))
     return [EngineSetting(d, b, False), EngineSetting(d, b, True)]
 
 

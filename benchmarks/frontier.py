@@ -19,6 +19,7 @@ from .metrics import Qrels, ndcg_at_10, recall
 
 PQ_SIZES = (8, 16, 32, 64)
 TRAIN = 20_000
+PQ_TRAIN = 10_000  # faiss PQ k-means is slow on short sub-vectors; 39 points per centroid suffice
 DEPTH = 100
 
 
@@ -33,7 +34,7 @@ def default_dims(dim: int, smallest: int = 32) -> list[int]:
 def _codes(d: int, n_train: int) -> list[str]:
     out = ["float32", "int8"]
     if n_train >= 1000:  # 256 centroids per sub-quantizer need a few points each
-        out += [f"PQ{m}" for m in PQ_SIZES if d % m == 0 and d // m >= 2]
+        out += [f"PQ{m}" for m in PQ_SIZES if d % m == 0 and d // m >= 4]
     return out
 
 
@@ -51,7 +52,7 @@ def _encoded_index(code: str, short: np.ndarray, train: np.ndarray) -> tuple[fai
         m = int(code[2:])
         index, nbytes = faiss.IndexPQ(d, m, 8, faiss.METRIC_INNER_PRODUCT), m
         index.do_polysemous_training = False
-        index.train(train)
+        index.train(train[:PQ_TRAIN])
         index.add(short)
     return index, nbytes
 
@@ -63,7 +64,8 @@ def _rescore(q: np.ndarray, cand: np.ndarray, docs: np.ndarray) -> np.ndarray:
 
 
 def sweep(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, dims: list[int] | None = None,
-          shortenings=("prefix", "pca"), n_queries: int = 500, seed: int = 0) -> list[dict]:
+          shortenings=("prefix", "pca"), n_queries: int = 500, seed: int = 0,
+          codes: tuple[str, ...] | None = None) -> list[dict]:
     """One point per (shortening, index dim, code) on `ds` (keep it <= 200k vectors: it is held in RAM)."""
     docs = np.ascontiguousarray(ds.docs, dtype=np.float32)
     q = ds.queries[:n_queries]
@@ -78,7 +80,7 @@ def sweep(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, dims: list[int] |
                 continue
             t = fit_prefix(ds.dim, d, "cosine") if shortening == "prefix" else fit_pca(sample, d)
             short, qs, train = t.apply(docs), t.apply(q), t.apply(sample)
-            for code in _codes(d, len(train)):
+            for code in [c for c in _codes(d, len(train)) if codes is None or c in codes]:
                 t0 = time.perf_counter()
                 index, nbytes = _encoded_index(code, short, train)
                 _, cand = index.search(qs, min(DEPTH, len(docs)))

@@ -97,7 +97,7 @@ class BinaryInt8:
     """Binary first pass over every vector, int8 re-scoring of rescore_multiplier * k from a memory map."""
 
     def __init__(self, ds: Dataset, workdir: Path):
-        from sentence_transformers.quantization import quantize_embeddings
+        from sentence_transformers.util.quantization import quantize_embeddings
         self.quantize = quantize_embeddings
         cal = _sample(ds, 10_000)
         self.ranges = np.vstack([cal.min(0), cal.max(0)]).astype(np.float32)

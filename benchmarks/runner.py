@@ -31,6 +31,7 @@ class Config:
     frontier: bool = True
     frontier_n: int = 200_000
     frontier_queries: int = 500
+    frontier_dims: list[int] | None = None
     latency_queries: int = 100
     points: tuple = DEFAULT_POINTS
     settings: list[EngineSetting] | None = None
@@ -83,7 +84,7 @@ def run_dataset(ds: Dataset, cfg: Config) -> dict:
         sub = ds.subset(cfg.frontier_n)
         log(f"[{ds.name}] compression frontier on {sub.n:,} vectors")
         sub_truth = truth if sub is ds else exact_topk(sub, 100)[0]
-        points = fr.sweep(sub, sub_truth, sub.qrels, n_queries=cfg.frontier_queries)
+        points = fr.sweep(sub, sub_truth, sub.qrels, dims=cfg.frontier_dims, n_queries=cfg.frontier_queries)
     return {"dataset": ds.name, "n": ds.n, "dim": ds.dim, "queries": len(ds.queries), "meta": ds.meta,
             "labelled": bool(ds.qrels), "threads": threads, "ground_truth_seconds": gt_seconds,
             "faiss_version": faiss.__version__, "rows": rows, "reference": ref and _ref_key(ref),

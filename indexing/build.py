@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 from . import encoder, ivf, layout, sizing
 from .device import check_faiss_install, resolve_device, set_threads
 from .errors import BuildRefused, InputError
-from .ids import DuplicateGuard, id_kind
+from .ids import DuplicateGuard, hash_ids, id_kind
 from .int8_codec import Int8Codec
 from .progress import bar, say
 from .shard_writer import ShardWriter
-from .sources import IteratorSource
+from .sources import Batch, IteratorSource
 from .transform import ShortTransform, fit_transform
 from .vectors import as_matrix, check_metric, normalize
 
@@ -188,7 +188,8 @@ def _train(root: Path, source, opts: BuildOptions, device: str, identity: dict, 
         if nlist > 1 and len(sample) < nlist * ivf.MIN_POINTS_PER_LIST or len(sample) < ivf.min_train_points(code):
             factory, more = ivf.plan_factory(len(sample), dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
             notes = [f"a training sample of {len(sample)} vectors is too small for the plan above"] + more
-    sample = normalize(as_matrix(sample, source.dim, "training sample", rows), opts.metric, "training sample", rows)
+    sample = as_matrix(sample, source.dim, "training sample", rows)
+    sample = normalize(sample, opts.metric, "training sample", rows, inplace=sample.flags.writeable)
     say(f"training {factory} on {len(sample):,} vectors ({device})", opts.quiet)
     transform, choice = fit_transform(opts.transform, sample, dim, opts.metric)
     short = transform.apply(sample)
@@ -308,12 +309,82 @@ def _build_into(root: Path, status: str, source, opts: BuildOptions, device: str
     shutil.rmtree(root / layout.BUILD_DIR, ignore_errors=True)
 
 
+class _Pipeline:
+    """The per-batch work of every build: validate -> normalize -> transform -> int8, with the trained state."""
+
+    def __init__(self, root: Path, state: dict, opts: BuildOptions, timer: _Timer, id_type=None):
+        with np.load(root / layout.TRANSFORM) as a:
+            self.transform = ShortTransform.from_arrays(a)
+            self.codec = Int8Codec(a["int8_offset"], a["int8_scale"])
+        self.trained = np.frombuffer((root / layout.TRAINED).read_bytes(), dtype=np.uint8)
+        self.state, self.opts, self.timer, self.id_type = state, opts, timer, id_type
+
+    def prepare(self, batch: Batch, guard: DuplicateGuard):
+        """(ids, normalized vectors, short vectors, int8 codes) of a batch, or an InputError naming the row."""
+        t = time.perf_counter()
+        ids = batch.ids
+        if self.id_type is None:
+            self.id_type = ids.type
+        elif id_kind(ids) != id_kind(pa.array([], self.id_type)):
+            raise InputError(f"rows {batch.start}..: ids are {id_kind(ids)}s but earlier rows had "
+                             f"{id_kind(pa.array([], self.id_type))}s; use one id type for the whole corpus")
+        x = as_matrix(batch.vectors, self.state["full_dim"], "vectors", batch.start, ids)
+        x = normalize(x, self.opts.metric, "vectors", batch.start, ids)
+        guard.check(ids, batch.start)
+        t = self.timer.lap("validate", t)
+        short = self.transform.apply(x)
+        t = self.timer.lap("transform", t)
+        codes = self.codec.encode(short)
+        self.timer.lap("int8", t)
+        return ids, x, short, codes
+
+
+def _fill_shards(root: Path, batches, pipe: _Pipeline, guard: DuplicateGuard, number: int, start: int,
+                 has_text: bool, device: str, pbar, stop: int | None = None) -> list[dict]:
+    """Write the rows of `batches` (the first at row `start`, the first row of shard `number`) into shards
+    number, number + 1, ... until the batches end or row `stop`; return the finished shards' metadata."""
+    opts, timer, shards, writer = pipe.opts, pipe.timer, [], None
+    t = time.perf_counter()
+    try:
+        for batch in batches:
+            t = timer.lap("read", t)
+            if stop is not None and batch.start + len(batch.ids) > stop:
+                keep = max(stop - batch.start, 0)
+                batch = Batch(batch.start, batch.ids[:keep], batch.vectors[:keep],
+                              batch.texts[:keep] if batch.texts is not None else None)
+            if not len(batch.ids):
+                break
+            ids, x, short, codes = pipe.prepare(batch, guard)
+            lo = 0
+            while lo < len(ids):
+                if writer is None:
+                    writer = ShardWriter(root, number + len(shards), start + lo, pipe.trained,
+                                         pipe.state["full_dim"], pipe.state["index_dim"], has_text, device,
+                                         opts.shard_size, timer)
+                take = min(len(ids) - lo, opts.shard_size - writer.count)
+                sl = slice(lo, lo + take)
+                writer.add(ids[sl], x[sl], short[sl], codes[sl], batch.texts[sl] if batch.texts else None)
+                layout.crash_point("mid_shard", writer.number)
+                lo += take
+                if writer.count == opts.shard_size:
+                    shards.append(_finish_shard(writer, pipe.id_type, guard, opts, timer))
+                    writer = None
+            start += len(ids)
+            pbar.update(len(ids))
+            if stop is not None and start >= stop:
+                break
+            t = time.perf_counter()
+        if writer is not None and writer.count:
+            shards.append(_finish_shard(writer, pipe.id_type, guard, opts, timer))
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abandon()
+    return shards
+
+
 def _add_all(root: Path, source, opts: BuildOptions, device: str, state: dict) -> list[dict]:
-    """Stream every batch through normalize -> transform -> int8 -> IVF add, filling shards in order."""
-    with np.load(root / layout.TRANSFORM) as a:
-        transform = ShortTransform.from_arrays(a)
-        codec = Int8Codec(a["int8_offset"], a["int8_scale"])
-    trained = np.frombuffer((root / layout.TRAINED).read_bytes(), dtype=np.uint8)
+    """Stream every batch through the pipeline into shards, in order, after those already complete."""
     shards = _done_shards(root)
     guard = DuplicateGuard(lambda v: any(v in set(pq.read_table(p).column("id").to_pylist())
                                          for p in (root / layout.SHARDS).glob(f"[0-9]*/{layout.IDS_FILE}")))
@@ -327,54 +398,89 @@ def _add_all(root: Path, source, opts: BuildOptions, device: str, state: dict) -
         say(f"resuming after {len(shards)} complete shard(s), at row {start:,}", opts.quiet)
     timer = _Timer()
     timer.update(state.get("add_seconds", {}))
-    writer = None
-    t = time.perf_counter()
-    try:
-        with bar(source.count, "add", opts.quiet, initial=start) as pbar:
-            for batch in source.batches(opts.batch_rows, start):
-                t = timer.lap("read", t)
-                ids = batch.ids
-                if id_type is None:
-                    id_type = ids.type
-                elif id_kind(ids) != id_kind(pa.array([], id_type)):
-                    raise InputError(f"rows {batch.start}..: ids are {id_kind(ids)}s but earlier rows had "
-                                     f"{id_kind(pa.array([], id_type))}s; use one id type for the whole corpus")
-                x = as_matrix(batch.vectors, state["full_dim"], "vectors", batch.start, ids)
-                x = normalize(x, opts.metric, "vectors", batch.start, ids)
-                guard.check(ids, batch.start)
-                t = timer.lap("validate", t)
-                short = transform.apply(x)
-                t = timer.lap("transform", t)
-                codes = codec.encode(short)
-                t = timer.lap("int8", t)
-                lo = 0
-                while lo < len(ids):
-                    if writer is None:
-                        writer = ShardWriter(root, len(shards), start + lo, trained, state["full_dim"],
-                                             state["index_dim"], source.has_text, device, opts.shard_size)
-                    take = min(len(ids) - lo, opts.shard_size - writer.count)
-                    sl = slice(lo, lo + take)
-                    t = time.perf_counter()
-                    writer.add(ids[sl], x[sl], short[sl], codes[sl], batch.texts[sl] if batch.texts else None)
-                    t = timer.lap("add_and_write", t)
-                    layout.crash_point("mid_shard", writer.number)
-                    lo += take
-                    if writer.count == opts.shard_size:
-                        shards.append(_finish_shard(writer, id_type, guard, opts, timer))
-                        writer = None
-                start += len(ids)
-                pbar.update(len(ids))
-                t = time.perf_counter()
-        if writer is not None and writer.count:
-            shards.append(_finish_shard(writer, id_type, guard, opts, timer))
-            writer = None
-    finally:
-        if writer is not None:
-            writer.abandon()
+    pipe = _Pipeline(root, state, opts, timer, id_type)
+    with bar(source.count, "add", opts.quiet, initial=start) as pbar:
+        shards += _fill_shards(root, source.batches(opts.batch_rows, start), pipe, guard, len(shards), start,
+                               source.has_text, device, pbar)
     if not shards:
         raise InputError("the input holds no vectors; there is nothing to index")
     state["add_seconds"] = dict(timer)
     return shards
+
+
+def read_state(root: Path) -> dict:
+    """The build state a trained folder holds (written by training, before any shard)."""
+    state = layout.read_json(root / layout.BUILD_DIR / STATE, "build state")
+    if "factory" not in state or not (root / layout.TRAINED).exists():
+        raise BuildRefused(f"{root} holds no trained quantizer yet; train first (the driver of a build does)")
+    return state
+
+
+def shard_rows(source, shard_size: int) -> list[tuple[int, int]]:
+    """[lo, hi) rows of every shard of a source of known size: shard i holds rows i*shard_size onwards."""
+    if source.count is None:
+        raise InputError("a build by shards needs an input of known size (a .npy or Parquet path), not an iterator")
+    return [(lo, min(lo + shard_size, source.count)) for lo in range(0, source.count, shard_size)]
+
+
+def build_shard(root: str | os.PathLike, source, number: int, options: BuildOptions, device: str = "cpu") -> dict:
+    """Build shard `number` alone (rows number*shard_size onwards) into a trained index folder.
+
+    Engine-independent: any scheduler may run one call per shard, in any order, on any machine that sees the
+    folder. Ids are checked for duplicates within the shard only; `check_unique_ids` checks across shards.
+    Returns the shard's metadata, with the seconds spent per step under "seconds".
+    """
+    root = Path(root)
+    opts = options
+    state = read_state(root)
+    lo, hi = shard_rows(source, opts.shard_size)[number]
+    timer = _Timer()
+    pipe = _Pipeline(root, state, opts, timer)
+    guard = DuplicateGuard(lambda v: False)  # no other shard's ids are looked at here
+    with bar(hi - lo, f"shard {layout.shard_name(number)}", True) as pbar:
+        metas = _fill_shards(root, source.batches(opts.batch_rows, lo), pipe, guard, number, lo, source.has_text,
+                             device, pbar, stop=hi)
+    if len(metas) != 1 or metas[0]["count"] != hi - lo:
+        got = sum(m["count"] for m in metas)
+        raise InputError(f"shard {number}: the input gave {got} rows where {hi - lo} were expected (rows {lo}..{hi}); "
+                         "was the input changed during the build?")
+    return {**metas[0], "seconds": dict(timer)}
+
+
+def check_unique_ids(root: Path, shards: list[dict], keys: list[np.ndarray]) -> None:
+    """Refuse ids used twice across shards, given each shard's sorted id keys (`indexing.ids.hash_ids`)."""
+    kinds = {layout.shard_name(m["number"]): _id_type(root, m) for m in shards}
+    if len(set(kinds.values())) > 1:
+        raise InputError(f"ids are integers in some shards and strings in others ({kinds}); use one id type for the "
+                         "whole corpus")
+    if not keys:
+        return
+    allk = np.concatenate(keys)
+    owner = np.repeat(np.arange(len(keys)), [len(k) for k in keys])
+    order = np.argsort(allk, kind="stable")
+    sk = allk[order]
+    for j in np.flatnonzero(sk[1:] == sk[:-1]):
+        a, b = int(owner[order[j]]), int(owner[order[j + 1]])
+        found = [_rows_with_key(root, shards[s], sk[j]) for s in sorted({a, b})]
+        rows = [r for f in found for r in f]  # (global row, id) pairs holding this key
+        for x in range(len(rows)):
+            for y in range(x + 1, len(rows)):
+                if rows[x][1] == rows[y][1]:
+                    raise InputError(f"duplicate id {rows[x][1]!r} at rows {rows[x][0]} and {rows[y][0]}; ids must "
+                                     "be unique (the shards are kept; fix the input and build again)")
+
+
+def _rows_with_key(root: Path, meta: dict, key) -> list[tuple[int, object]]:
+    ids = pq.read_table(root / layout.SHARDS / layout.shard_name(meta["number"]) / layout.IDS_FILE).column("id")
+    ids = ids.combine_chunks()
+    pos = np.flatnonzero(hash_ids(ids) == key)
+    return [(meta["id_start"] + int(p), ids[int(p)].as_py()) for p in pos]
+
+
+def shard_id_keys(root: str | os.PathLike, number: int) -> np.ndarray:
+    """The sorted 64-bit id keys of a finished shard (8 bytes per id), for `check_unique_ids`."""
+    path = Path(root) / layout.SHARDS / layout.shard_name(number) / layout.IDS_FILE
+    return np.sort(hash_ids(pq.read_table(path).column("id").combine_chunks()))
 
 
 def _finish_shard(writer: ShardWriter, id_type, guard: DuplicateGuard, opts: BuildOptions, timer: _Timer) -> dict:

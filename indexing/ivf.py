@@ -12,17 +12,21 @@ from .errors import InputError
 
 MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
 MAX_POINTS_PER_LIST = 256
+MAX_AUTO_NLIST = 8192  # beyond this, k-means on 2 CPU cores takes longer than the rest of the build
+MAX_TRAIN_ROWS = 40 * MAX_AUTO_NLIST  # the default sample: bounds the build's peak memory whatever N is
 
 
 def faiss_metric(metric: str) -> int:
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
 
-def choose_nlist(n: int) -> int:
-    """About 4 sqrt(N) lists, a power of two, and never more than the data can train."""
+def choose_nlist(n: int, cap: int | None = MAX_AUTO_NLIST) -> int:
+    """About 4 sqrt(N) lists, a power of two, at most MAX_AUTO_NLIST (pass nlist for more), and never more than
+    the data can train."""
     if n < MIN_POINTS_PER_LIST * 2:
         return 1
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
+    nlist = min(nlist, cap) if cap else nlist
     return max(1, min(nlist, 2 ** int(math.log2(n // MIN_POINTS_PER_LIST))))
 
 
@@ -45,7 +49,9 @@ def min_train_points(code: str) -> int:
 
 
 def train_size(n: int, nlist: int, code: str) -> int:
-    return int(min(n, max(64 * nlist, min_train_points(code)), MAX_POINTS_PER_LIST * nlist + min_train_points(code)))
+    """64 points per list (at least what PQ needs), capped at MAX_TRAIN_ROWS unless nlist needs more."""
+    want = max(64 * nlist, min_train_points(code))
+    return int(min(n, max(min(want, MAX_TRAIN_ROWS), MIN_POINTS_PER_LIST * nlist)))
 
 
 def plan_factory(n: int, dim: int, pq_bytes: int, fast_scan: bool, nlist: int | None) -> tuple[str, list[str]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import faiss
@@ -20,7 +21,8 @@ class ShardWriter:
     """Appends (ids, full vectors, short float vectors, int8 codes, texts) batch by batch."""
 
     def __init__(self, root: Path, number: int, id_start: int, trained: np.ndarray, full_dim: int, dim: int,
-                 has_text: bool, device: str, reserve: int = 0):
+                 has_text: bool, device: str, reserve: int = 0, seconds: dict | None = None):
+        self.seconds = seconds if seconds is not None else {}  # time spent per step, added to the caller's
         self.root, self.number, self.id_start, self.count = root, number, id_start, 0
         self.final = root / layout.SHARDS / layout.shard_name(number)
         self.tmp = root / layout.SHARDS / f".tmp-{layout.shard_name(number)}"
@@ -42,7 +44,9 @@ class ShardWriter:
             texts: list[str] | None) -> None:
         n = len(ids)
         gids = np.arange(self.id_start + self.count, self.id_start + self.count + n, dtype=np.int64)
-        self.index.add_with_ids(short, gids)
+        t = time.perf_counter()
+        self.index.add_with_ids(short, gids)  # coarse assignment + PQ encoding
+        t = self._lap("pq_encode", t)
         self.full.append(full.astype(np.float16))
         self.short.append(codes)
         self.ids.append(ids)
@@ -53,6 +57,12 @@ class ShardWriter:
             self._doc_end = int(ends[-1]) if n else self._doc_end
             self.doc_offsets.append(ends)
         self.count += n
+        self._lap("write", t)
+
+    def _lap(self, name: str, t: float) -> float:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - t
+        return now
 
     def finish(self, id_type: pa.DataType) -> dict:
         """Flush every file, record sizes and checksums in shard.json, and rename the folder into place."""

@@ -53,8 +53,8 @@ def fit_pca(sample: np.ndarray, dim: int) -> ShortTransform:
     """Top-d eigenvectors of the uncentred second moment: the rank-d map that best keeps inner products."""
     n, full_dim = sample.shape
     cov = np.zeros((full_dim, full_dim), dtype=np.float64)
-    for lo in range(0, n, 65536):  # float64 accumulation, one block at a time
-        block = sample[lo:lo + 65536].astype(np.float64)
+    for lo in range(0, n, 16384):  # float64 accumulation, one block at a time
+        block = sample[lo:lo + 16384].astype(np.float64)
         cov += block.T @ block
     cov /= n
     evals, evecs = np.linalg.eigh(cov)

@@ -54,8 +54,8 @@ def _where(bad: np.ndarray, rows: int | np.ndarray, ids: Sequence | None) -> str
 
 
 def normalize(x: np.ndarray, metric: str, what: str = "vectors", rows: int | np.ndarray = 0,
-              ids: Sequence | None = None) -> np.ndarray:
-    """Unit-normalize rows for the cosine metric (a new array); zero rows are an error there."""
+              ids: Sequence | None = None, inplace: bool = False) -> np.ndarray:
+    """Unit-normalize rows for the cosine metric (in place if asked, else a new array); zero rows are an error."""
     if metric != "cosine":
         return x
     norms = np.linalg.norm(x, axis=1)
@@ -63,4 +63,7 @@ def normalize(x: np.ndarray, metric: str, what: str = "vectors", rows: int | np.
     if zero.any():
         raise InputError(f"{what}: {_where(np.flatnonzero(zero), rows, ids)} is a zero vector, which has no "
                          "direction under the cosine metric; drop it or build with metric='ip' or 'l2'")
+    if inplace:
+        x /= norms[:, None]
+        return x
     return x / norms[:, None]

@@ -8,16 +8,33 @@ from indexing.device import GPU_MAX_K, to_gpu
 
 from .shard import Shard
 
+MAX_ROWS = 0xFFFFFFFE  # rows below this merge by a packed 64-bit key; larger indexes fall back to lexsort
+
+
+def _order_keys(d: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """A uint64 key per hit that orders by score, then by lower row: unique, so any merge order gives one result."""
+    b = np.ascontiguousarray(d, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    ordered = np.where(b & 0x80000000, ~b & 0xFFFFFFFF, b | 0x80000000)
+    return (ordered << np.uint64(32)) | (np.uint64(0xFFFFFFFF) - (i + 1).astype(np.uint64))
+
 
 def merge_topk(dist: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge per-shard (nq, k) results (scores, higher is better) into the global top k."""
-    if len(dist) == 1:
-        return dist[0][:, :k], ids[0][:, :k]
-    d, i = np.hstack(dist), np.hstack(ids)
-    if d.shape[1] > k:
-        part = np.argpartition(-d, k - 1, axis=1)[:, :k]
-        d, i = np.take_along_axis(d, part, 1), np.take_along_axis(i, part, 1)
-    order = np.argsort(-d, axis=1, kind="stable")
+    """Merge per-shard (nq, k) results (scores, higher is better) into the global top k.
+
+    Ties are broken by the lower row id, so merging shards one level or two levels deep (per worker, then
+    across workers) gives the identical result.
+    """
+    d, i = (dist[0], ids[0]) if len(dist) == 1 else (np.hstack(dist), np.hstack(ids))
+    if d.shape[1] == 0:
+        return d, i
+    if len(i) and i.max(initial=-1) >= MAX_ROWS:
+        order = np.lexsort((i, -d), axis=1)[:, :k]
+    else:
+        key = _order_keys(d, i)
+        if key.shape[1] > k:
+            part = np.argpartition(key, key.shape[1] - k, axis=1)[:, -k:]
+            d, i, key = (np.take_along_axis(a, part, 1) for a in (d, i, key))
+        order = np.argsort(key, axis=1)[:, ::-1]
     return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
 
 
@@ -39,19 +56,29 @@ class FirstPass:
 
     def __init__(self, trained: faiss.Index, shards: list[Shard], metric: str, device: str):
         self.sign = -1.0 if metric == "l2" else 1.0
-        self.device = device
+        # 4-bit fast-scan codes have no GPU implementation: such an index is searched on the CPU
+        fast_scan = "FastScan" in type(faiss.downcast_index(faiss.extract_index_ivf(trained))).__name__
+        self.device = "cpu" if fast_scan else device
         self.trained = trained  # owns the quantizer below
         self.quantizer = faiss.downcast_index(faiss.extract_index_ivf(trained).quantizer)
         self.shards = [faiss.extract_index_ivf(s.index) for s in shards]
         self.nlist = self.quantizer.ntotal
-        if device == "gpu":
+        if self.device == "gpu":
             merged = faiss.clone_index(trained)
             for s in shards:
                 merged.merge_from(faiss.clone_index(s.index), 0)
             self.gpu = to_gpu(merged)
 
-    def search(self, xq: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, global row ids), each (nq, k), best first; missing hits have id -1 and score -inf."""
+    def assign(self, xq: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """The coarse assignment (distances, lists), each (nq, nprobe): computed once, shared by every shard."""
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        return self.quantizer.search(xq, min(nprobe, self.nlist))
+
+    def search(self, xq: np.ndarray, k: int, nprobe: int,
+               assigned: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, global row ids), each (nq, k), best first; missing hits have id -1 and score -inf.
+
+        `assigned` is the result of `assign` for these queries (computed here when not given)."""
         nprobe = min(nprobe, self.nlist)
         if self.device == "gpu":
             k, nprobe = min(k, GPU_MAX_K), min(nprobe, GPU_MAX_K)
@@ -60,7 +87,8 @@ class FirstPass:
             return self._scores(d, i), i
         params = faiss.SearchParametersIVF(nprobe=nprobe)
         xq = np.ascontiguousarray(xq, dtype=np.float32)
-        cd, ci = self.quantizer.search(xq, nprobe)
+        cd, ci = assigned if assigned is not None else self.quantizer.search(xq, nprobe)
+        cd, ci = np.ascontiguousarray(cd[:, :nprobe]), np.ascontiguousarray(ci[:, :nprobe])
         ds, is_ = [], []
         for index in self.shards:
             d, i = search_preassigned(index, xq, k, ci, cd, params)

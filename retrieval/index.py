@@ -15,12 +15,11 @@ from indexing.int8_codec import Int8Codec
 from indexing.transform import ShortTransform
 from indexing.vectors import as_matrix, normalize
 from rerank.cross_encoder import CrossEncoderReranker
-from rerank.gather import RowStore
-from rerank.rescore import full_scores, int8_scores
 
-from .first_pass import FirstPass
+from .first_pass import FirstPass, merge_topk
 from .results import Hit, SearchResult
-from .shard import Shard, check_files
+from .shard import check_files
+from .shard_group import ShardGroup, keep as _keep
 
 REQUIRED = ("format_version", "metric", "full_dim", "index_dim", "count", "factory", "shards", "trained",
             "transform_file", "model", "has_text")
@@ -63,21 +62,28 @@ class Index:
         with np.load(self.root / layout.TRANSFORM) as a:
             self.transform = ShortTransform.from_arrays(a)
             self.codec = Int8Codec(a["int8_offset"], a["int8_scale"])
-        self.shards = [Shard(self.root, s, self.full_dim, self.index_dim, m["has_text"], deep=verify)
-                       for s in m["shards"]]
-        self.count = sum(s.count for s in self.shards)
-        if self.count != m["count"]:
-            raise IndexFormatError(f"{self.root}: shards hold {self.count} vectors, the manifest says {m['count']}")
-        starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
-        self.starts = starts
-        self.short = RowStore(starts, [s.short for s in self.shards])
-        self.full = RowStore(starts, [s.full for s in self.shards])
-        self.first_pass = FirstPass(faiss.read_index(str(self.root / layout.TRAINED)), self.shards, self.metric,
-                                    self.device)
+        self.trained = faiss.read_index(str(self.root / layout.TRAINED))
+        self.assigner = FirstPass(self.trained, [], self.metric, "cpu")  # the one coarse assignment per batch
+        self.starts = np.array([s["id_start"] for s in m["shards"]], dtype=np.int64)
+        self.count = m["count"]
+        self._open_groups(verify)
         self._model_arg, self._model = model, None
         if model is not None:
             self._load_model()
         self.reranker = CrossEncoderReranker(reranker, device="cpu") if isinstance(reranker, str) else reranker
+
+    def _open_groups(self, verify: bool) -> None:
+        """One group over every shard, in this process (a distributed searcher puts groups in workers)."""
+        self.group = ShardGroup(self.root, self.manifest, None, self.device, verify, self.codec)
+        self.shards, self.first_pass = self.group.shards, self.group.first
+        count = sum(s.count for s in self.shards)
+        if count != self.count:
+            raise IndexFormatError(f"{self.root}: shards hold {count} vectors, the manifest says {self.count}")
+
+    def _fan(self, method: str, args: tuple, missing: set) -> list:
+        """Call `method` on every shard group; the answers of those that answered (`missing` gets the
+        shard numbers of groups that could not answer, when partial results are allowed)."""
+        return [getattr(self.group, method)(*args)]
 
     # -- queries -------------------------------------------------------------------------------------------
     def _load_model(self):
@@ -170,26 +176,36 @@ class Index:
         return possible if rerank is None else rerank
 
     def _cascade(self, x, texts, k, nprobe, k1, k2, k3, int8, full, rerank, full_dims, timings) -> SearchResult:
+        """First pass on every group -> global top k1 -> re-scoring by the owners -> cuts -> cross-encoder.
+
+        Every group answers only for its own shards and the merges break ties by row, so one group or many
+        give the identical result."""
         def lap(name, t):
             now = time.perf_counter()
             timings[name] = timings.get(name, 0.0) + now - t
             return now
 
+        missing: set = set()
         t = time.perf_counter()
         short = self.transform.apply(x)
-        s1, cand = self.first_pass.search(short, k1, nprobe)
+        assigned = None if self.device == "gpu" else self.assigner.assign(short, nprobe)
+        parts = self._fan("first_pass", (short, k1, nprobe, assigned), missing)
+        s1, cand = merge_topk([p[0] for p in parts], [p[1] for p in parts], k1)
         stages = {"first_pass": s1}
         t = lap("first_pass", t)
+        if int8 or full:
+            parts = self._fan("rescore", (x, short, cand, int8, full, k2, full_dims), missing)
+            for name in [n for n, on in (("int8", int8), ("full", full)) if on]:
+                got = [p[name] for p in parts]  # -inf where a group does not own the row
+                stages[name] = np.maximum.reduce(got) if got else np.full(cand.shape, -np.inf, np.float32)
         if int8:
-            stages["int8"] = int8_scores(short, cand, self.short, self.codec, self.metric)
             cand, stages = _keep(cand, stages, "int8", k2)
             t = lap("int8", t)
         if full:
-            stages["full"] = full_scores(x, cand, self.full, self.metric, full_dims)
             cand, stages = _keep(cand, stages, "full", k3 if rerank else k)
             t = lap("full", t)
         if rerank:
-            docs = self._texts(cand)
+            _, docs = self._lookup(cand, True, missing)
             scores = self.reranker.score(texts, docs)
             s = np.full(cand.shape, -np.inf, dtype=np.float32)
             for i, row in enumerate(scores):
@@ -199,63 +215,52 @@ class Index:
             t = lap("rerank", t)
         last = list(stages)[-1]
         cand, stages = _keep(cand, stages, last, k)
-        ids = self._external_ids(cand)
-        out_texts = self._texts(cand) if self.manifest["has_text"] else None
+        ids, out_texts = self._lookup(cand, self.manifest["has_text"], missing)
+        if missing:  # rows of a group that stopped answering after the first pass cannot be returned
+            lost = np.array([[v is None for v in row] for row in ids], dtype=bool).reshape(cand.shape) & (cand >= 0)
+            if lost.any():
+                stages = {n: np.where(lost, -np.inf, v).astype(np.float32) for n, v in stages.items()}
+                cand, stages = _keep(cand, stages, last, k)
+                ids, out_texts = self._lookup(cand, self.manifest["has_text"], missing)
         lap("ids_and_texts", t)
-        return SearchResult(cand, stages[last].copy(), stages, ids, out_texts, timings)
+        return SearchResult(cand, stages[last].copy(), stages, ids, out_texts, timings, bool(missing),
+                            sorted(missing))
 
-    def _locate(self, rows: np.ndarray):
-        """Yield (shard, positions in `rows`, local row numbers) for the valid rows."""
-        valid = np.flatnonzero(rows >= 0)
-        shard_of = np.searchsorted(self.starts, rows[valid], side="right") - 1
-        for s in np.unique(shard_of):
-            pos = valid[shard_of == s]
-            yield self.shards[s], pos, rows[pos] - self.starts[s]
-
-    def _external_ids(self, cand: np.ndarray) -> list[list]:
+    def _lookup(self, cand: np.ndarray, texts: bool, missing: set) -> tuple[list[list], list[list[str]] | None]:
+        """External ids per query (None for rows of groups that could not answer) and, if asked, texts of the
+        valid rows."""
         flat = cand.ravel()
-        out = [None] * len(flat)
-        for shard, pos, local in self._locate(flat):
-            for p, v in zip(pos, shard.external_ids(local)):
-                out[p] = v
-        k = cand.shape[1]
-        return [out[i * k:(i + 1) * k] for i in range(cand.shape[0])]
-
-    def _texts(self, cand: np.ndarray) -> list[list[str]]:
-        flat = cand.ravel()
-        out = [""] * len(flat)
-        for shard, pos, local in self._locate(flat):
-            for p, v in zip(pos, shard.texts(local)):
-                out[p] = v
-        k = cand.shape[1]
-        return [[out[i * k + j] for j in range(k) if cand[i, j] >= 0] for i in range(cand.shape[0])]
+        ids: list = [None] * len(flat)
+        out: list = [""] * len(flat)
+        for g_ids, g_texts in self._fan("lookup", (flat, texts), missing):
+            for p, v in enumerate(g_ids):
+                if v is not None:
+                    ids[p] = v
+                    if texts:
+                        out[p] = g_texts[p]
+        kk = cand.shape[1]
+        id_rows = [ids[i * kk:(i + 1) * kk] for i in range(cand.shape[0])]
+        if not texts:
+            return id_rows, None
+        return id_rows, [[out[i * kk + j] for j in range(kk) if cand[i, j] >= 0] for i in range(cand.shape[0])]
 
     # -- description ---------------------------------------------------------------------------------------
     def info(self) -> dict:
         """Manifest summary with bytes per vector resident in RAM, memory-mapped, and on disk."""
         n = max(self.count, 1)
-        ivf = faiss.extract_index_ivf(self.shards[0].index)
+        ivf = faiss.extract_index_ivf(self.trained)
         ram = ivf.code_size + 8 + ivf.nlist * self.index_dim * 4 / n  # code + id per vector, centroids shared
         shard_bytes = [sum(f["bytes"] for f in s["files"].values()) for s in self.manifest["shards"]]
-        mmapped = sum(s.short.nbytes + s.full.nbytes for s in self.shards)
+        mmapped = self.count * (self.index_dim + 2 * self.full_dim)  # int8 short + float16 full rows
         disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
         return {"path": str(self.root), "count": self.count, "metric": self.metric, "full_dim": self.full_dim,
                 "index_dim": self.index_dim, "factory": self.manifest["factory"],
                 "transform": self.manifest["transform"], "model": (self.manifest["model"] or {}).get("name"),
                 "device": self.device,
-                "shards": [{"number": s.number, "count": s.count, "bytes": b} for s, b in zip(self.shards, shard_bytes)],
+                "shards": [{"number": s["number"], "count": s["count"], "bytes": b}
+                           for s, b in zip(self.manifest["shards"], shard_bytes)],
                 "ram_bytes_per_vector": ram, "mmap_bytes_per_vector": mmapped / n,
                 "disk_bytes_per_vector": disk / n, "build": self.manifest["build"]}
-
-
-def _keep(cand: np.ndarray, stages: dict, key: str, depth: int):
-    """Sort candidates by one stage's score and keep the best `depth`, carrying every stage's scores along."""
-    order = np.argsort(-stages[key], axis=1, kind="stable")[:, :depth]
-    cand = np.take_along_axis(cand, order, 1)
-    stages = {s: np.take_along_axis(v, order, 1) for s, v in stages.items()}
-    invalid = ~np.isfinite(stages[key])
-    cand[invalid] = -1
-    return cand, stages
 
 
 def _concat(parts: list[SearchResult], timings: dict) -> SearchResult:
@@ -267,7 +272,8 @@ def _concat(parts: list[SearchResult], timings: dict) -> SearchResult:
                         np.vstack([pad(p.scores, -np.inf) for p in parts]),
                         {s: np.vstack([pad(p.stage_scores[s], -np.inf) for p in parts]) for s in parts[0].stage_scores},
                         [ids for p in parts for ids in p.ids],
-                        None if parts[0].texts is None else [t for p in parts for t in p.texts], timings)
+                        None if parts[0].texts is None else [t for p in parts for t in p.texts], timings,
+                        any(p.partial for p in parts), sorted({s for p in parts for s in p.missing_shards}))
 
 
 def open_index(path: str | Path, **kwargs) -> Index:

@@ -28,6 +28,8 @@ class SearchResult:
     ids: list[list]
     texts: list[list[str]] | None
     timings: dict[str, float]
+    partial: bool = False  # True when some shards could not answer (only with allow_partial=True)
+    missing_shards: list[int] = field(default_factory=list)  # the shard numbers whose rows are absent
 
     def __len__(self) -> int:
         return len(self.rows)

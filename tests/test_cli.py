@@ -74,3 +74,13 @@ def test_errors_are_one_clear_line_and_exit_2(built, tmp_path):
     p = run("search", built / "idx", "--queries", built / "docs.parquet", "--reranker", "/no/such/model",
             check=False)
     assert p.returncode == 2 and "--no-rerank" in p.stderr
+
+
+def test_demo_runs_end_to_end_on_a_slice_of_the_stdlib_docs(tmp_path):
+    out = run("demo", "--out", tmp_path / "demo", "--limit", 700, "--no-rerank", "--quiet").stdout
+    assert "corpus: 700 docstring passages" in out
+    assert out.count("query: ") == 5 and "first_pass=" in out and "full=" in out
+    recall = float(out.strip().rsplit(":", 1)[1])
+    assert recall >= 0.8
+    again = run("demo", "--out", tmp_path / "demo", "--limit", 700, "--no-rerank").stderr
+    assert "already holds this index" in again  # a second run reuses the index

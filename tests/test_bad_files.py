@@ -1,0 +1,126 @@
+"""Damaged, missing, foreign and future files: opening refuses with what is wrong and how to repair it."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import retrieval
+from indexing import layout
+from indexing.errors import IndexFormatError
+from retrieval.verify import verify_index
+
+
+@pytest.fixture
+def copy(small_index, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(small_index, dst)
+    return dst
+
+
+def shard_file(root, name, shard=1):
+    return root / layout.SHARDS / layout.shard_name(shard) / name
+
+
+def flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", [layout.INDEX_FILE, layout.IDS_FILE])
+def test_bit_flip_in_a_file_read_whole_is_caught_on_open(copy, name):
+    flip_byte(shard_file(copy, name), 1000)
+    with pytest.raises(IndexFormatError, match=f"{name}: checksum does not match.*rebuild"):
+        retrieval.open_index(copy)
+
+
+@pytest.mark.parametrize("name", [layout.SHORT_FILE, layout.FULL_FILE, layout.DOC_BYTES])
+def test_bit_flip_in_a_memory_mapped_store_is_caught_by_verify(copy, name):
+    flip_byte(shard_file(copy, name), 5000)
+    retrieval.open_index(copy)  # opening checks sizes and headers only, at any scale
+    with pytest.raises(IndexFormatError, match=f"{name}: checksum does not match"):
+        verify_index(copy)
+
+
+@pytest.mark.parametrize("name", [layout.INDEX_FILE, layout.IDS_FILE, layout.SHORT_FILE, layout.FULL_FILE])
+def test_truncated_files_are_refused_on_open(copy, name):
+    p = shard_file(copy, name)
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(IndexFormatError, match=f"{name}: size is .* bytes, the manifest says .*truncated"):
+        retrieval.open_index(copy)
+
+
+def test_missing_shard_and_missing_manifest(copy):
+    shutil.rmtree(copy / layout.SHARDS / "00002")
+    with pytest.raises(IndexFormatError, match="shard folder .*00002 is missing"):
+        retrieval.open_index(copy)
+    (copy / layout.MANIFEST).unlink()
+    with pytest.raises(IndexFormatError, match="not a matryoshka index"):
+        retrieval.open_index(copy)
+
+
+def test_manifest_from_a_newer_format_and_damaged_manifest(copy):
+    m = json.loads((copy / layout.MANIFEST).read_text())
+    (copy / layout.MANIFEST).write_text(json.dumps({**m, "format_version": layout.FORMAT_VERSION + 1}))
+    with pytest.raises(IndexFormatError, match="newer than this engine reads.*upgrade"):
+        retrieval.open_index(copy)
+    (copy / layout.MANIFEST).write_text(json.dumps(m)[:300])
+    with pytest.raises(IndexFormatError, match="not valid JSON"):
+        retrieval.open_index(copy)
+
+
+def test_store_with_a_wrong_header_is_refused(copy):
+    p = shard_file(copy, layout.SHORT_FILE)
+    np.save(p, np.zeros((1000, 31), np.int8))  # a well-formed .npy, but not what the manifest promises
+    m = json.loads((copy / layout.MANIFEST).read_text())
+    m["shards"][1]["files"][layout.SHORT_FILE]["bytes"] = p.stat().st_size
+    (copy / layout.MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match=r"holds \(1000, 31\) int8, expected \(1000, 32\) int8"):
+        retrieval.open_index(copy)
+
+
+def test_verify_passes_on_an_intact_index(small_index):
+    report = verify_index(small_index)
+    assert report["count"] == 3000 and report["shards"] == 3
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzzed_manifest_is_refused_cleanly_or_still_opens(copy, data):
+    """Random edits of the manifest text: opening either works or raises IndexFormatError, nothing else."""
+    original = (copy / layout.MANIFEST).read_bytes()
+    try:
+        raw = bytearray(original)
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(0, len(raw) - 1))
+            raw[i] = data.draw(st.integers(0, 255))
+        if data.draw(st.booleans()):
+            raw = raw[: data.draw(st.integers(0, len(raw)))]
+        (copy / layout.MANIFEST).write_bytes(bytes(raw))
+        try:
+            retrieval.open_index(copy)
+        except IndexFormatError:
+            pass
+    finally:
+        (copy / layout.MANIFEST).write_bytes(original)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=0, max_size=2000))
+def test_fuzzed_id_map_is_refused(copy, junk):
+    """Replace an id map with random bytes, even with the checksum updated: the loader refuses it cleanly."""
+    p = shard_file(copy, layout.IDS_FILE)
+    original, manifest = p.read_bytes(), (copy / layout.MANIFEST).read_bytes()
+    try:
+        p.write_bytes(junk)
+        m = json.loads(manifest)
+        m["shards"][1]["files"][layout.IDS_FILE] = layout.file_record(p)
+        (copy / layout.MANIFEST).write_text(json.dumps(m))
+        with pytest.raises(IndexFormatError):
+            retrieval.open_index(copy)
+    finally:
+        p.write_bytes(original)
+        (copy / layout.MANIFEST).write_bytes(manifest)
