@@ -230,8 +230,12 @@ def _check_disk(root: Path, source, state: dict, opts: BuildOptions) -> None:
 
 
 def build_index(out: str | os.PathLike, source, options: BuildOptions | None = None,
-                model_name: str | None = None) -> Path:
-    """Build (or resume building) an index in folder `out` from a source (see indexing.sources)."""
+                model_name: str | None = None, add=None) -> Path:
+    """Build (or resume building) an index in folder `out` from a source (see indexing.sources).
+
+    `add(root, source, opts, device, state) -> shard metadata list` writes the shards once training is done;
+    the default streams every batch in this process (`_add_all`), a distributed engine passes its own.
+    """
     opts = options or BuildOptions()
     check_faiss_install()
     check_metric(opts.metric)
@@ -253,7 +257,7 @@ def build_index(out: str | os.PathLike, source, options: BuildOptions | None = N
             say(f"{root} already holds this index, complete; nothing to do", opts.quiet)
             return root
         if status != "replace":
-            _build_into(root, status, source, opts, device, identity, model_name)
+            _build_into(root, status, source, opts, device, identity, model_name, add or _add_all)
             return root
         # Build beside the old index and swap it in at the end, so searchers never see a half-written one.
         work = _beside(root, "new")
@@ -261,7 +265,7 @@ def build_index(out: str | os.PathLike, source, options: BuildOptions | None = N
         if _prepare_folder_quietly(work, identity) == "fresh":
             _clear(work)
         _build_into(work, "resume" if (work / layout.BUILD_DIR).exists() else "fresh", source, opts, device,
-                    identity, model_name)
+                    identity, model_name, add or _add_all)
         _swap_in(work, root)
         return root
     except OSError as e:
@@ -283,7 +287,7 @@ def _prepare_folder_quietly(work: Path, identity: dict) -> str:
 
 
 def _build_into(root: Path, status: str, source, opts: BuildOptions, device: str, identity: dict,
-                model_name: str | None) -> None:
+                model_name: str | None, add) -> None:
     state_path = root / layout.BUILD_DIR / STATE
     if status == "fresh":  # record what is being built before anything else is written
         (root / layout.BUILD_DIR).mkdir()
@@ -304,7 +308,7 @@ def _build_into(root: Path, status: str, source, opts: BuildOptions, device: str
             factory, _ = ivf.plan_factory(source.count, dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
             _check_disk(root, source, {"full_dim": source.dim, "index_dim": dim, "factory": factory}, opts)
         state = _train(root, source, opts, device, identity, model_fp)
-    shards = _add_all(root, source, opts, device, state)
+    shards = add(root, source, opts, device, state)
     _write_manifest(root, opts, state, shards, device)
     shutil.rmtree(root / layout.BUILD_DIR, ignore_errors=True)
 
@@ -520,7 +524,7 @@ def _write_manifest(root: Path, opts: BuildOptions, state: dict, shards: list[di
                   "notes": state["notes"], "train_rows": state["train_rows"],
                   "seconds": {"train": state["train_seconds"], **add_seconds},
                   "vectors_per_second": n / add_total if add_total else None,
-                  "faiss_version": faiss.__version__},
+                  "faiss_version": faiss.__version__, "engine": state.get("engine", "local")},
     }
     layout.write_json_atomic(root / layout.MANIFEST, manifest)
 

@@ -1,6 +1,7 @@
 """Writes one shard into a temporary folder and renames it into place only when it is complete."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -71,7 +72,12 @@ class ShardWriter:
         index = self.index
         if "Gpu" in type(index).__name__:
             index = faiss.index_gpu_to_cpu(index)
-        faiss.write_index(index, str(self.tmp / layout.INDEX_FILE))
+        try:
+            faiss.write_index(index, str(self.tmp / layout.INDEX_FILE))
+        except RuntimeError as e:  # faiss reports I/O errors as RuntimeError; keep a full disk recognizable
+            if "No space left" in str(e):
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.tmp)) from None
+            raise
         ids = pa.concat_arrays([a.cast(id_type) for a in self.ids]) if self.ids else pa.array([], id_type)
         pq.write_table(pa.table({"id": ids}), self.tmp / layout.IDS_FILE)
         if self.doc_bytes is not None:

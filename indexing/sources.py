@@ -190,17 +190,27 @@ class ParquetSource:
         pos = 0
         for fragment in self.dataset.get_fragments():
             n = fragment.count_rows()
-            if pos + n <= start:  # resume: skip whole files without reading them
+            if pos + n <= start:  # resume, or one shard of many: skip whole files without reading them
                 pos += n
                 continue
-            for rb in fragment.to_batches(columns=self.cols, batch_size=size):
-                lo, pos = pos, pos + rb.num_rows
-                if pos <= start:
-                    continue
-                if lo < start:
-                    rb, lo = rb.slice(start - lo), start
-                texts = as_texts(rb.column(2), lo) if self.has_text else None
-                yield Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts)
+            pieces = [fragment]
+            if pos < start:  # ... and whole row groups of the file where reading starts
+                pieces = []
+                for piece in fragment.split_by_row_group():
+                    m = piece.row_groups[0].num_rows
+                    if pieces or pos + m > start:
+                        pieces.append(piece)
+                    else:
+                        pos += m
+            for piece in pieces:
+                for rb in piece.to_batches(columns=self.cols, batch_size=size):
+                    lo, pos = pos, pos + rb.num_rows
+                    if pos <= start:
+                        continue
+                    if lo < start:
+                        rb, lo = rb.slice(start - lo), start
+                    texts = as_texts(rb.column(2), lo) if self.has_text else None
+                    yield Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts)
 
 
 class IteratorSource:

@@ -133,3 +133,27 @@ def test_free_disk_is_checked_before_anything_is_written(tmp_path, small_data):
         assert not (mnt / "idx" / layout.SHARDS).exists()
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_a_disk_that_fills_up_mid_build_ends_in_a_clear_error_and_a_resumable_build(tmp_path):
+    import indexing
+    from benchmarks.synthetic import Synthetic
+    mnt = tmp_path / "filling-disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        docs = Synthetic(dim=32, clusters=16).documents(2000)
+        texts = [f"document {i} " + "x" * 3000 for i in range(2000)]  # ~6 MB of text: not in the up-front estimate
+        opts = dict(index_dim=16, pq_bytes=4, fast_scan=True, shard_size=500, quiet=True)
+        with pytest.raises(BuildRefused, match="filled up.*re-run the same command"):
+            indexing.build(mnt / "idx", docs, texts=texts, **opts)
+        with pytest.raises(IndexFormatError, match="not finished"):
+            retrieval.open_index(mnt / "idx")
+        assert not list((mnt / "idx" / layout.SHARDS).glob(".tmp-*"))  # the broken shard was removed
+        subprocess.run(["mount", "-o", "remount,size=40M", str(mnt)], check=True)
+        indexing.build(mnt / "idx", docs, texts=texts, **opts)
+        r = retrieval.open_index(mnt / "idx").search_batch(docs[:20], k=1, rerank=False)
+        assert list(r.rows[:, 0]) == list(range(20)) and r.texts[3][0].startswith("document 3 ")
+    finally:
+        subprocess.run(["umount", str(mnt)])
