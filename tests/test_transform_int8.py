@@ -90,3 +90,40 @@ def test_folding_scales_into_the_query_equals_dequantizing(seed):
     qs, const = codec.fold_query(q[None])
     np.testing.assert_allclose(codes.astype(np.float32) @ qs[0] + const[0], codec.decode(codes) @ q,
                                rtol=1e-4, atol=1e-3)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 12), st.integers(0, 10_000))
+def test_merging_shard_results_equals_the_top_k_of_their_union(shards, nq, k, seed):
+    from retrieval.first_pass import merge_topk
+    rng = np.random.default_rng(seed)
+    ds, is_ = [], []
+    for s in range(shards):
+        d = np.sort(rng.standard_normal((nq, k)).astype(np.float32), axis=1)[:, ::-1]
+        i = (rng.permutation(1000)[:k] + 1000 * s)[None, :].repeat(nq, 0)
+        missing = rng.random((nq, k)) < 0.2  # shards with fewer than k hits pad with -1 / -inf
+        d[missing], i[missing] = -np.inf, -1
+        order = np.argsort(-d, axis=1, kind="stable")
+        ds.append(np.take_along_axis(d, order, 1))
+        is_.append(np.take_along_axis(i, order, 1))
+    md, mi = merge_topk(ds, is_, k)
+    alld, alli = np.hstack(ds), np.hstack(is_)
+    for q in range(nq):
+        expect = np.sort(alld[q])[::-1][:k]
+        np.testing.assert_array_equal(md[q], expect)
+        assert np.all(md[q][:-1] >= md[q][1:])
+        for score, row in zip(md[q], mi[q]):  # every merged hit is one of the shards' hits with that score
+            if np.isfinite(score):
+                assert score in alld[q][alli[q] == row]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 40), st.integers(1, 16), st.sampled_from(["prefix", "pca"]), st.integers(0, 10_000))
+def test_transform_is_row_independent_and_a_projection_never_lengthens(n, dim, kind, seed):
+    rng = np.random.default_rng(seed)
+    full = max(dim, 16)
+    x = rng.standard_normal((max(n, dim), full)).astype(np.float32)
+    t = fit_prefix(full, dim, "ip") if kind == "prefix" else fit_pca(x, dim)
+    y = t.apply(x)
+    np.testing.assert_allclose(y[3 % len(x)], t.apply(x[3 % len(x):3 % len(x) + 1])[0], rtol=1e-5, atol=1e-5)
+    assert np.all(np.linalg.norm(y, axis=1) <= np.linalg.norm(x, axis=1) * (1 + 1e-4))
