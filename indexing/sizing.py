@@ -20,9 +20,9 @@ def estimate(n: int, full_dim: int, index_dim: int, factory: str, shard_size: in
     nlist = int(factory.split(",")[0][3:])
     code = code_bytes(factory, index_dim)
     centroids = nlist * index_dim * 4
-    first_pass = n * (code + 8) + centroids  # faiss inverted lists: code + int64 id per vector
-    short, full, ids = n * index_dim, n * full_dim * 2, n * ID_MAP_BYTES
     shards = max(1, math.ceil(n / shard_size))
+    first_pass = n * (code + 8) + shards * centroids  # code + int64 id per vector; each shard holds the centroids
+    short, full, ids = n * index_dim, n * full_dim * 2, n * ID_MAP_BYTES
     per_shard_codes = min(n, shard_size) * (code + 8)
     build_peak = per_shard_codes + batch_rows * full_dim * 4 * 6 + train_size * full_dim * 4 * 3
     return {

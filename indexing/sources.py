@@ -120,14 +120,23 @@ class NpySource(ArraySource):
                              "a build needs a C-ordered 2-D matrix of numbers")
         self.path, self.offset, self.dtype = Path(path), vectors.offset, vectors.dtype
         super().__init__(vectors, ids, texts, fingerprint)
-        self.vectors = None  # drop the map: sampling maps the file again only for as long as it needs
+        self.vectors = None  # read with plain file reads from here on, never through a map
 
     def sample(self, rows: np.ndarray) -> np.ndarray:
-        mm = np.load(self.path, mmap_mode="r")
+        """Read the sampled rows one by one: through a memory map, the kernel's fault-around would map (and
+        count as resident) most of a large file for a sample spread over all of it."""
+        row_bytes = self.dim * self.dtype.itemsize
+        out = np.empty((len(rows), self.dim), dtype=self.dtype)
+        buf = memoryview(out).cast("B")
+        fd = os.open(self.path, os.O_RDONLY)
         try:
-            return np.asarray(mm[rows], dtype=np.float32)
+            for j, r in enumerate(rows):
+                if os.preadv(fd, [buf[j * row_bytes:(j + 1) * row_bytes]], self.offset + int(r) * row_bytes) \
+                        != row_bytes:
+                    raise InputError(f"{self.path} is shorter than its header says (row {r})")
         finally:
-            del mm
+            os.close(fd)
+        return out.astype(np.float32, copy=False)
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
         row_bytes = self.dim * self.dtype.itemsize
