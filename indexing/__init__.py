@@ -49,12 +49,22 @@ def open_source(data, ids=None, texts=None, model: str | None = None, device: st
     raise InputError(f"cannot build from {type(data).__name__}; give a path, an array, texts or an iterator")
 
 
-def build(out: str | os.PathLike, data, *, ids=None, texts=None, model: str | None = None, **options) -> Path:
-    """Build an index in folder `out` from any input `open_source` accepts; options are BuildOptions fields."""
+def build(out: str | os.PathLike, data, *, ids=None, texts=None, model: str | None = None, ray: str | None = None,
+          **options) -> Path:
+    """Build an index in folder `out` from any input `open_source` accepts; options are BuildOptions fields.
+
+    ray="auto" or a cluster address builds the shards as Ray tasks (a .npy or Parquet path input only; needs
+    the `distributed` extra), see `indexing.distributed_build`."""
     unknown = set(options) - set(BuildOptions.__dataclass_fields__)
     if unknown:
         raise InputError(f"unknown build option(s) {', '.join(sorted(unknown))}; "
                          f"known: {', '.join(BuildOptions.__dataclass_fields__)}")
     opts = BuildOptions(**options)
+    if ray:
+        if texts is not None:
+            raise InputError("a distributed build reads texts from the Parquet input's `text` column; texts= is "
+                             "for single-machine builds")
+        from .distributed_build import build_distributed
+        return build_distributed(out, data, ids=ids, model=model, options=opts, address=ray)
     source = open_source(data, ids, texts, model, "cpu")
     return build_index(out, source, opts, model_name=model)

@@ -28,6 +28,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--overwrite", action="store_true", help="replace an index built with other settings")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p.add_argument("--ray", metavar="ADDRESS", help="build the shards as Ray tasks on the cluster at ADDRESS "
+                                                    "(or auto); input and --out on storage every node sees")
+    p.add_argument("--ray-gpus", type=float, default=0.0, help="with --ray: GPUs per shard task / encoder actor")
 
 
 def cmd_build(a) -> None:
@@ -36,8 +39,12 @@ def cmd_build(a) -> None:
                         fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
                         train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet,
                         overwrite=a.overwrite)
-    source = open_source(a.input, ids=a.ids, model=a.model)
-    out = build_index(a.out, source, opts, model_name=a.model)
+    if a.ray:
+        from indexing.distributed_build import build_distributed
+        out = build_distributed(a.out, a.input, ids=a.ids, model=a.model, options=opts, address=a.ray,
+                                num_gpus=a.ray_gpus)
+    else:
+        out = build_index(a.out, open_source(a.input, ids=a.ids, model=a.model), opts, model_name=a.model)
     if not a.quiet:
         print(f"index ready: {out}")
 
@@ -60,6 +67,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="query model (default: the model recorded in the index)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--threads", type=int)
+    p.add_argument("--ray", metavar="ADDRESS", help="search with Ray actors on the cluster at ADDRESS (or auto)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="with --ray: return results marked partial when shard workers are lost, not an error")
+    p.add_argument("--ray-gpus", type=float, default=0.0, help="with --ray: GPUs per shard worker (first pass)")
+    p.add_argument("--ray-workers", type=int, help="with --ray: shard workers (default: one per shard)")
 
 
 def cmd_search(a) -> None:
@@ -69,8 +81,9 @@ def cmd_search(a) -> None:
     from retrieval import open_index
     if (a.query is None) == (a.queries is None):
         raise InputError("give either a free-text QUERY or --queries Q.parquet")
+    extra = {"allow_partial": a.allow_partial, "num_gpus": a.ray_gpus, "workers": a.ray_workers} if a.ray else {}
     index = open_index(a.index, device=a.device, model=a.model, threads=a.threads,
-                       reranker=None if a.no_rerank else a.reranker)
+                       reranker=None if a.no_rerank else a.reranker, ray=a.ray, **extra)
     opts = dict(k=a.k, nprobe=a.nprobe, k1=a.k1, k2=a.k2, k3=a.k3, int8=not a.no_int8, full=not a.no_full,
                 full_dims=a.full_dims, rerank=False if a.no_rerank else None)
     if a.query is not None:
@@ -88,6 +101,10 @@ def cmd_search(a) -> None:
             result = index.search_batch(table.column("text").to_pylist(), **opts)
         else:
             raise InputError(f"{a.queries} needs an `embedding` or a `text` column")
+    if hasattr(index, "close"):
+        index.close()  # stop the Ray shard workers
+    if result.partial:
+        print(f"warning: partial results: shard(s) {result.missing_shards} did not answer", file=sys.stderr)
     if a.output:
         pq.write_table(result.to_table(qids), a.output)
         print(f"wrote {int((result.rows >= 0).sum())} hits for {len(qids)} queries to {a.output}")

@@ -276,6 +276,13 @@ def _concat(parts: list[SearchResult], timings: dict) -> SearchResult:
                         any(p.partial for p in parts), sorted({s for p in parts for s in p.missing_shards}))
 
 
-def open_index(path: str | Path, **kwargs) -> Index:
-    """Open an index folder for search; see `Index` for device, model, reranker and threads."""
+def open_index(path: str | Path, *, ray: str | None = None, **kwargs) -> Index:
+    """Open an index folder for search; see `Index` for device, model, reranker and threads.
+
+    ray="auto" or a cluster address searches with Ray actors instead (see `retrieval.distributed_search`;
+    needs the `distributed` extra); kwargs then also take RayIndex's options (workers, allow_partial, ...)."""
+    if ray:
+        from .distributed_search import RayIndex
+        kwargs.pop("device", None)
+        return RayIndex(path, address=ray, **kwargs)
     return Index(path, **kwargs)

@@ -1,0 +1,190 @@
+"""A build on a Ray cluster: training once on the driver, one Ray task per shard, the manifest on the driver.
+
+Needs `pip install matryoshka-retrieval[distributed]`. The input and the index folder must be on storage that
+every node sees at the same path. The result is the same index format as a single-machine build.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from . import encoder
+from .build import (BuildOptions, _beside, _done_shards, build_index, build_shard, check_unique_ids, shard_id_keys,
+                    shard_rows)
+from .errors import InputError, MatryoshkaError
+from .progress import bar, say
+from .sources import ParquetSource, _file_fingerprint
+
+
+def connect(address: str | None = "auto"):
+    """Import Ray and connect to the cluster at `address` ('auto': the one this node belongs to, or a local one)."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--ray / ray= needs Ray: pip install 'matryoshka-retrieval[distributed]'") from None
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(include_dashboard=False)
+        else:
+            try:
+                ray.init(address=address, include_dashboard=False)
+            except ConnectionError:
+                if address != "auto":
+                    raise InputError(f"cannot reach a Ray cluster at {address!r}; start one with `ray start --head` "
+                                     "or pass --ray auto") from None
+                ray.init(include_dashboard=False)  # no cluster running: start a local one
+    return ray
+
+
+def _unwrap(ray, ref):
+    """ray.get, raising an engine error from a task as itself (its message names the fix), not wrapped."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, MatryoshkaError):
+            raise e.cause from None
+        raise
+
+
+def _spec_source(spec: dict):
+    from . import open_source
+    return open_source(spec["path"], ids=spec.get("ids"))
+
+
+def _shard_task(root: str, spec: dict, number: int, opts: BuildOptions, device: str) -> tuple[dict, np.ndarray]:
+    """Run in a Ray worker: build one shard and return its metadata and sorted id keys."""
+    from .device import set_threads
+    set_threads(opts.threads)
+    meta = build_shard(root, _spec_source(spec), number, opts, device)
+    return meta, shard_id_keys(root, number)
+
+
+def _keys_task(root: str, number: int) -> np.ndarray:
+    return shard_id_keys(root, number)
+
+
+class _Encoded(ParquetSource):
+    """Texts encoded by Ray Data, spooled as Parquet; identified by the original input and the model."""
+
+    def __init__(self, path: Path, original: Path, model: str):
+        super().__init__(path)
+        self.model_name, self._fp = model, {"kind": "texts", "files": _file_fingerprint(
+            Path(f) for f in ds.dataset(original, format="parquet").files), "model": model}
+
+    def fingerprint(self) -> dict:
+        return self._fp
+
+
+class _Encoder:
+    """A Ray Data actor: loads the model once, encodes batches of texts into an `embedding` column."""
+
+    def __init__(self, model: str, device: str):
+        self.model = encoder.load_model(model, device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = [t or "" for t in batch.column("text").to_pylist()]
+        x = encoder.encode(self.model, texts)
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1])
+        return batch.append_column("embedding", emb)
+
+
+def encode_texts(ray, path: Path, out: Path, model: str, num_gpus: float, actors: int, quiet: bool) -> Path:
+    """Encode a Parquet input with texts and no embeddings through Ray Data map_batches on an actor pool;
+    the rows (id, text, embedding) are written in input order to `out`/encoded.parquet."""
+    done = out / "encoded.parquet"
+    if done.exists():
+        return done
+    out.mkdir(parents=True, exist_ok=True)
+    names = ds.dataset(path, format="parquet").schema.names
+    table = ds.dataset(path, format="parquet").to_table(columns=[c for c in ("id", "text") if c in names])
+    if "id" not in names:
+        table = table.append_column("id", pa.array(np.arange(len(table), dtype=np.int64)))
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    blocks = [table.slice(lo, 2048) for lo in range(0, len(table), 2048)]  # one block per task, spread over actors
+    data = ray.data.from_arrow(blocks).map_batches(
+        _Encoder, fn_constructor_args=(model, "gpu" if num_gpus else "cpu"), batch_format="pyarrow",
+        batch_size=256, concurrency=actors, num_gpus=num_gpus or None)
+    tmp = out / "encoded.parquet.tmp"
+    writer = None
+    with bar(len(table), "encode", quiet) as pbar:
+        for rb in data.iter_batches(batch_format="pyarrow", batch_size=4096):
+            rb = rb.select(["id", "text", "embedding"])
+            writer = writer or pq.ParquetWriter(tmp, rb.schema)
+            writer.write_table(rb)
+            pbar.update(rb.num_rows)
+    writer.close()
+    os.replace(tmp, done)
+    return done
+
+
+def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: str | None = None,
+                      model: str | None = None, options: BuildOptions | None = None, address: str | None = "auto",
+                      num_gpus: float = 0.0, encode_actors: int = 2) -> Path:
+    """Build an index in `out` from a `.npy` or Parquet path with one Ray task per shard.
+
+    Training runs once here (the driver); each task reads its own rows of the input and writes its shard
+    into `out`; ids are checked for duplicates across shards before the manifest is written. A Parquet input
+    with texts and no embeddings is first encoded with `model` by Ray Data (an actor pool, `num_gpus` per
+    actor). Resumes like a single-machine build: finished shards are kept.
+    """
+    ray = connect(address)
+    opts = options or BuildOptions()
+    path = Path(data)
+    if not isinstance(data, (str, os.PathLike)) or not path.exists():
+        raise InputError(f"a distributed build reads a .npy or Parquet path that every node sees; got {data!r}")
+    spec = {"path": str(path.resolve()), "ids": str(Path(ids).resolve()) if ids else None}
+    names = ds.dataset(path, format="parquet").schema.names if path.suffix != ".npy" else []
+    staging = None
+    if names and "embedding" not in names and "text" in names:
+        if not model:
+            raise InputError(f"{path} has texts but no `embedding` column; pass --model / model= to encode them")
+        staging = _beside(Path(out).resolve(), "encoded")
+        encoded = encode_texts(ray, path, staging, model, num_gpus, encode_actors, opts.quiet)
+        spec = {"path": str(encoded), "ids": None}
+        source = _Encoded(encoded, path, model)
+    else:
+        from . import open_source
+        source = open_source(path, ids=ids)
+    task = ray.remote(_shard_task).options(num_cpus=1, num_gpus=num_gpus or 0, max_retries=2)
+
+    def add(root: Path, src, o: BuildOptions, device: str, state: dict) -> list[dict]:
+        done = {m["number"]: m for m in _done_shards(root)}
+        plan = shard_rows(src, o.shard_size)
+        todo = [i for i in range(len(plan)) if i not in done]
+        if done:
+            say(f"resuming: {len(done)} shard(s) complete, {len(todo)} to build", o.quiet)
+        dev = "gpu" if num_gpus else "cpu"
+        refs = {i: task.remote(str(root), spec, i, o, dev) for i in todo}
+        refs.update({i: ray.remote(_keys_task).remote(str(root), i) for i in done})
+        metas, keys, seconds = dict(done), {}, dict(state.get("add_seconds", {}))
+        with bar(src.count, "add", o.quiet) as pbar:
+            pending = {r: i for i, r in refs.items()}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                i = pending.pop(ready[0])
+                got = _unwrap(ray, ready[0])
+                if i in done:
+                    keys[i] = got
+                else:
+                    meta, keys[i] = got
+                    for k, v in meta.pop("seconds").items():
+                        seconds[k] = seconds.get(k, 0.0) + v
+                    metas[i] = meta
+                pbar.update(metas[i]["count"])
+        shards = [metas[i] for i in range(len(plan))]
+        check_unique_ids(root, shards, [keys[i] for i in range(len(plan))])
+        state["add_seconds"], state["engine"] = seconds, "ray"
+        return shards
+
+    root = build_index(out, source, opts, model_name=model, add=add)
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+

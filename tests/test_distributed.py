@@ -1,0 +1,141 @@
+"""Build and search on a local Ray cluster: the same index and the same results as a single machine, and faults."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import indexing
+import retrieval
+from indexing import layout
+from indexing.errors import InputError
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+OPTS = dict(index_dim=32, pq_bytes=8, fast_scan=True, shard_size=1000, batch_rows=250, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, small_data):
+    docs, queries = small_data
+    tmp = tmp_path_factory.mktemp("dist")
+    np.save(tmp / "v.npy", docs)
+    ids = [f"doc-{i}" for i in range(len(docs))]
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(docs.astype(np.float32).ravel()), docs.shape[1])
+    table = pa.table({"id": ids, "embedding": emb, "text": [f"text of document {i}" for i in range(len(docs))]})
+    (tmp / "pq").mkdir()
+    pq.write_table(table.slice(0, 1700), tmp / "pq" / "a.parquet", row_group_size=300)
+    pq.write_table(table.slice(1700), tmp / "pq" / "b.parquet", row_group_size=300)
+    indexing.build(tmp / "local-npy", tmp / "v.npy", **OPTS)
+    indexing.build(tmp / "local-pq", tmp / "pq", **OPTS)
+    return tmp, queries
+
+
+def assert_same(a, b):
+    np.testing.assert_array_equal(a.rows, b.rows)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    for s in a.stage_scores:
+        np.testing.assert_array_equal(a.stage_scores[s], b.stage_scores[s])
+    assert a.ids == b.ids and a.texts == b.texts
+
+
+@pytest.mark.parametrize("kind", ["npy", "pq"])
+def test_distributed_build_equals_a_single_machine_build(cluster, inputs, kind):
+    tmp, queries = inputs
+    src = tmp / ("v.npy" if kind == "npy" else "pq")
+    out = indexing.build(tmp / f"ray-{kind}", src, ray="auto", **OPTS)
+    m = json.loads((out / layout.MANIFEST).read_text())
+    assert m["build"]["engine"] == "ray" and [s["count"] for s in m["shards"]] == [1000, 1000, 1000]
+    ref = json.loads((tmp / f"local-{kind}" / layout.MANIFEST).read_text())
+    for a, b in zip(m["shards"], ref["shards"]):
+        assert a["files"] == b["files"]  # byte-identical shards
+    got = retrieval.open_index(out).search_batch(queries, k=10)
+    assert_same(got, retrieval.open_index(tmp / f"local-{kind}").search_batch(queries, k=10))
+
+
+def test_distributed_build_refuses_duplicate_ids_across_shards(cluster, inputs):
+    tmp, _ = inputs
+    ids = np.arange(3000)
+    ids[2500] = 17  # shard 2 repeats an id of shard 0: no single task can see it
+    np.save(tmp / "dup-ids.npy", ids)
+    with pytest.raises(InputError, match="duplicate id 17 at rows 17 and 2500"):
+        indexing.build(tmp / "ray-dup", tmp / "v.npy", ids=str(tmp / "dup-ids.npy"), ray="auto", **OPTS)
+    assert not (tmp / "ray-dup" / layout.MANIFEST).exists()
+
+
+@pytest.fixture(scope="module")
+def ray_index(cluster, inputs):
+    tmp, _ = inputs
+    index = retrieval.open_index(tmp / "local-pq", ray="auto", workers=2, worker_cpus=0.5, timeout_s=60)
+    yield index
+    index.close()
+
+
+@pytest.mark.parametrize("settings", [dict(k=10), dict(k=5, nprobe=4, k1=50, k2=20),
+                                      dict(k=10, int8=False), dict(k=10, full=False), dict(k=10, full_dims=48)])
+def test_distributed_search_equals_single_process_search(ray_index, inputs, settings):
+    tmp, queries = inputs
+    assert [len(s) for s in ray_index.worker_shards] == [2, 1]
+    local = retrieval.open_index(tmp / "local-pq")
+    assert_same(ray_index.search_batch(queries, **settings), local.search_batch(queries, **settings))
+
+
+def test_a_killed_worker_is_restarted_and_answers_correctly(ray_index, inputs):
+    tmp, queries = inputs
+    expect = retrieval.open_index(tmp / "local-pq").search_batch(queries, k=10)
+    before = list(ray_index.pids)
+    ray.kill(ray_index.workers[0], no_restart=False)
+    got = ray_index.search_batch(queries, k=10)  # retried on the restarted actor
+    assert_same(got, expect)
+    assert not got.partial
+    assert ray.get(ray_index.workers[0].ready.remote()) != before[0]  # a new process reloaded its shards
+
+
+def test_a_lost_worker_fails_the_search_or_gives_results_marked_partial(cluster, inputs):
+    from retrieval.distributed_search import ShardsUnavailable
+    tmp, queries = inputs
+    index = retrieval.open_index(tmp / "local-pq", ray="auto", workers=3, worker_cpus=0.1, max_restarts=0,
+                                   timeout_s=30)
+    try:
+        ray.kill(index.workers[1], no_restart=True)
+        with pytest.raises(ShardsUnavailable, match=r"shard\(s\) \[1\] died.*allow_partial=True"):
+            index.search_batch(queries, k=10)
+        index.allow_partial = True
+        r = index.search_batch(queries, k=10)
+        assert r.partial and r.missing_shards == [1]
+        valid = r.rows[r.rows >= 0]
+        assert len(valid) and not ((valid >= 1000) & (valid < 2000)).any()
+    finally:
+        index.close()
+
+
+def test_an_error_in_a_shard_task_is_raised_as_itself(cluster, inputs):
+    tmp, _ = inputs
+    bad = np.load(tmp / "v.npy")
+    bad[1500, 3] = np.nan
+    np.save(tmp / "bad.npy", bad)
+    with pytest.raises(InputError, match="row 1500"):
+        indexing.build(tmp / "ray-bad", tmp / "bad.npy", ray="auto", **OPTS)
+
+
+def test_cli_builds_and_searches_with_ray(cluster, inputs, capsys):
+    from retrieval.cli import main
+    tmp, queries = inputs
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(queries[:3].astype(np.float32).ravel()), queries.shape[1])
+    pq.write_table(pa.table({"qid": ["a", "b", "c"], "embedding": emb}), tmp / "q.parquet")
+    assert main(["build", str(tmp / "v.npy"), "--out", str(tmp / "cli-ray"), "--index-dim", "32", "--pq-bytes", "8",
+                 "--fast-scan", "--shard-size", "1000", "--quiet", "--ray", "auto"]) == 0
+    assert main(["search", str(tmp / "cli-ray"), "--queries", str(tmp / "q.parquet"), "--output",
+                 str(tmp / "hits.parquet"), "--ray", "auto", "--ray-workers", "1"]) == 0
+    hits = pq.read_table(tmp / "hits.parquet")
+    local = retrieval.open_index(tmp / "local-npy").search_batch(queries[:3], k=10)
+    assert hits.column("id").to_pylist() == [i for row in local.ids for i in row]
