@@ -23,6 +23,7 @@ from .shard_group import ShardGroup, keep as _keep
 
 REQUIRED = ("format_version", "metric", "full_dim", "index_dim", "count", "factory", "shards", "trained",
             "transform_file", "model", "has_text")
+OPEN_ATTEMPTS = 3
 MAX_BATCH = 1024  # queries scored at once; larger batches are split so memory stays bounded
 
 
@@ -54,9 +55,32 @@ class Index:
                  threads: int | None = None, verify: bool = False):
         check_faiss_install()
         self.root = Path(path)
-        self.manifest = m = read_manifest(self.root)
         self.device = resolve_device(device)
         set_threads(threads)
+        for attempt in range(OPEN_ATTEMPTS):
+            self.manifest = read_manifest(self.root)
+            try:
+                self._open(verify)
+                break
+            except IndexFormatError:
+                # An index replaced while we opened it (an overwrite swaps folders) looks damaged for a moment:
+                # open it again; a manifest that did not change means the damage is real.
+                if attempt == OPEN_ATTEMPTS - 1 or not self._replaced():
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        self._model_arg, self._model = model, None
+        if model is not None:
+            self._load_model()
+        self.reranker = CrossEncoderReranker(reranker, device="cpu") if isinstance(reranker, str) else reranker
+
+    def _replaced(self) -> bool:
+        try:
+            return read_manifest(self.root) != self.manifest
+        except IndexFormatError:
+            return True
+
+    def _open(self, verify: bool) -> None:
+        m = self.manifest
         check_files(self.root, {layout.TRAINED: m["trained"], layout.TRANSFORM: m["transform_file"]}, deep=True)
         self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
         with np.load(self.root / layout.TRANSFORM) as a:
@@ -67,10 +91,6 @@ class Index:
         self.starts = np.array([s["id_start"] for s in m["shards"]], dtype=np.int64)
         self.count = m["count"]
         self._open_groups(verify)
-        self._model_arg, self._model = model, None
-        if model is not None:
-            self._load_model()
-        self.reranker = CrossEncoderReranker(reranker, device="cpu") if isinstance(reranker, str) else reranker
 
     def _open_groups(self, verify: bool) -> None:
         """One group over every shard, in this process (a distributed searcher puts groups in workers)."""
