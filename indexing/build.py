@@ -7,7 +7,6 @@ resumes from its last complete shard and ends with the same index as an uninterr
 from __future__ import annotations
 
 import errno
-import fcntl
 import io
 import os
 import shutil
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 from . import encoder, ivf, layout, sizing
 from .device import check_faiss_install, resolve_device, set_threads
 from .errors import BuildRefused, InputError
+from .folder import STATE, BuildLock, beside, clear, prepare_beside, prepare_folder, recover_swap, swap_in
 from .ids import DuplicateGuard, hash_ids, id_kind
 from .int8_codec import Int8Codec
 from .progress import bar, say
@@ -32,7 +32,6 @@ from .sources import Batch, IteratorSource
 from .transform import ShortTransform, fit_transform
 from .vectors import as_matrix, check_metric, normalize
 
-STATE = "state.json"
 ITERATOR_TRAIN_ROWS = 131072  # rows read ahead to train on when the input is a Python iterator
 
 
@@ -69,91 +68,9 @@ class _Timer(defaultdict):
         return t
 
 
-class _Lock:
-    """An flock on DIR/.lock: released by the kernel when the process dies, so a killed build can resume."""
-
-    def __init__(self, root: Path):
-        self.f = open(root / layout.LOCK, "a+")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.seek(0)
-            holder = self.f.read().strip() or "another process"
-            self.f.close()
-            raise BuildRefused(f"another build is writing to {root} (lock held by pid {holder}); wait for it "
-                               "to finish or build into another folder") from None
-        self.f.seek(0)
-        self.f.truncate()
-        self.f.write(str(os.getpid()))
-        self.f.flush()
-
-    def release(self) -> None:
-        fcntl.flock(self.f, fcntl.LOCK_UN)
-        self.f.close()
-
-
 def _identity(opts: BuildOptions, source, model_name: str | None) -> dict:
     return {"options": {k: getattr(opts, k) for k in IDENTITY}, "source": source.fingerprint(),
             "model": model_name}
-
-
-def _prepare_folder(root: Path, identity: dict, overwrite: bool) -> str:
-    """'fresh', 'resume', 'complete' or 'replace' (a finished index with other settings, and overwrite asked).
-
-    Refuses a folder holding anything but a matryoshka index, and an index with other settings unless overwrite.
-    """
-    manifest, state = root / layout.MANIFEST, root / layout.BUILD_DIR / STATE
-    ours = manifest.exists() or (root / layout.BUILD_DIR).exists() or (root / layout.SHARDS).exists()
-    others = [p.name for p in root.iterdir() if p.name != layout.LOCK]
-    if others and not ours:
-        raise BuildRefused(f"{root} is not empty ({', '.join(sorted(others)[:5])}) and holds no matryoshka index; "
-                           "build into an empty or new folder")
-    recorded = None
-    if manifest.exists():
-        recorded = layout.read_json(manifest, "manifest").get("build", {}).get("identity")
-    elif state.exists():
-        recorded = layout.read_json(state, "build state").get("identity")
-    if ours and recorded == identity:
-        return "complete" if manifest.exists() else "resume"
-    nothing_kept = recorded is None and not manifest.exists() and not (root / layout.SHARDS).exists()
-    if ours and not nothing_kept:
-        if not overwrite:
-            what = "a finished index" if manifest.exists() else "an unfinished build"
-            raise BuildRefused(f"{root} holds {what} made with other settings or input; pass --overwrite "
-                               "(overwrite=True) to replace it, or build into another folder")
-        if manifest.exists():
-            return "replace"
-    _clear(root)
-    return "fresh"
-
-
-def _clear(root: Path) -> None:
-    for p in root.iterdir():
-        if p.name != layout.LOCK:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-
-
-def _beside(root: Path, what: str) -> Path:
-    return root.parent / f".{root.name}.{what}"
-
-
-def _swap_in(new: Path, root: Path) -> None:
-    """Put a finished index in place of the old one: readers see the old index, then none, then the new one,
-    never a mix (a reader that opened the old one keeps its open files)."""
-    old = _beside(root, "old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(root, old)
-    os.rename(new, root)
-    layout.fsync_dir(root.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _recover_swap(root: Path) -> None:
-    """A build killed between the two renames of a swap left the finished index beside the folder."""
-    new = _beside(root, "new")
-    if not root.exists() and (new / layout.MANIFEST).exists():
-        os.rename(new, root)
-        shutil.rmtree(_beside(root, "old"), ignore_errors=True)
 
 
 def _sample_rows(source, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,13 +163,13 @@ def build_index(out: str | os.PathLike, source, options: BuildOptions | None = N
     if source.count == 0:
         raise InputError("the input holds no vectors; there is nothing to index")
     root = Path(out)
-    _recover_swap(root)
+    recover_swap(root)
     root.mkdir(parents=True, exist_ok=True)
-    lock = _Lock(root)
+    lock = BuildLock(root)
     try:
         model_name = model_name or getattr(source, "model_name", None)
         identity = _identity(opts, source, model_name)
-        status = _prepare_folder(root, identity, opts.overwrite)
+        status = prepare_folder(root, identity, opts.overwrite)
         if status == "complete":
             say(f"{root} already holds this index, complete; nothing to do", opts.quiet)
             return root
@@ -260,13 +177,13 @@ def build_index(out: str | os.PathLike, source, options: BuildOptions | None = N
             _build_into(root, status, source, opts, device, identity, model_name, add or _add_all)
             return root
         # Build beside the old index and swap it in at the end, so searchers never see a half-written one.
-        work = _beside(root, "new")
+        work = beside(root, "new")
         work.mkdir(exist_ok=True)
-        if _prepare_folder_quietly(work, identity) == "fresh":
-            _clear(work)
+        if prepare_beside(work, identity) == "fresh":
+            clear(work)
         _build_into(work, "resume" if (work / layout.BUILD_DIR).exists() else "fresh", source, opts, device,
                     identity, model_name, add or _add_all)
-        _swap_in(work, root)
+        swap_in(work, root)
         return root
     except OSError as e:
         if e.errno == errno.ENOSPC:
@@ -276,14 +193,6 @@ def build_index(out: str | os.PathLike, source, options: BuildOptions | None = N
         raise
     finally:
         lock.release()
-
-
-def _prepare_folder_quietly(work: Path, identity: dict) -> str:
-    try:
-        status = _prepare_folder(work, identity, overwrite=True)
-    except BuildRefused:
-        status = "fresh"
-    return "fresh" if status == "replace" else status
 
 
 def _build_into(root: Path, status: str, source, opts: BuildOptions, device: str, identity: dict,

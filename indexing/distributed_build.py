@@ -15,9 +15,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from . import encoder
-from .build import (BuildOptions, _beside, _done_shards, build_index, build_shard, check_unique_ids, shard_id_keys,
-                    shard_rows)
+from .build import BuildOptions, _done_shards, build_index, build_shard, check_unique_ids, shard_id_keys, shard_rows
 from .errors import InputError, MatryoshkaError
+from .folder import beside
 from .progress import bar, say
 from .sources import ParquetSource, _file_fingerprint
 
@@ -145,7 +145,7 @@ def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: s
     if names and "embedding" not in names and "text" in names:
         if not model:
             raise InputError(f"{path} has texts but no `embedding` column; pass --model / model= to encode them")
-        staging = _beside(Path(out).resolve(), "encoded")
+        staging = beside(Path(out).resolve(), "encoded")
         encoded = encode_texts(ray, path, staging, model, num_gpus, encode_actors, opts.quiet)
         spec = {"path": str(encoded), "ids": None}
         source = _Encoded(encoded, path, model)
