@@ -21,10 +21,16 @@ class RowStore:
         self.arrays = arrays
         self.width = arrays[0].shape[1]
 
-    def gather(self, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(block, inverse): block holds each distinct row once, read in sorted order; block[inverse] are the rows."""
-        uniq, inverse = np.unique(gids, return_inverse=True)
-        cuts = np.searchsorted(uniq, self.starts[1:])
-        parts = [a[rows - s] for a, s, rows in zip(self.arrays, self.starts, np.split(uniq, cuts)) if len(rows)]
-        block = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return block, inverse
+    def take(self, gids: np.ndarray) -> np.ndarray:
+        """Rows for global ids given in ascending order, read shard by shard (so the reads go forward)."""
+        cuts = np.searchsorted(gids, self.starts[1:])
+        parts = [a[rows - s] for a, s, rows in zip(self.arrays, self.starts, np.split(gids, cuts)) if len(rows)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def candidates(self, cand: np.ndarray) -> np.ndarray:
+        """(nq, k) global ids -> (nq, k, width) rows, read in sorted order; -1 entries get an arbitrary row."""
+        flat = np.where(cand >= 0, cand, self.starts[0]).ravel()
+        order = np.argsort(flat, kind="stable")
+        out = np.empty((len(flat), self.width), dtype=self.arrays[0].dtype)
+        out[order] = self.take(flat[order])
+        return out.reshape(*cand.shape, self.width)

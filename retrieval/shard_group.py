@@ -102,11 +102,11 @@ class ShardGroup:
 def _scatter(cand: np.ndarray, kept: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Place scores of `kept` (a subset of each row of `cand`, distinct rows) at their positions in `cand`."""
     out = np.full(cand.shape, -np.inf, dtype=np.float32)
-    for q in range(len(cand)):
-        valid = kept[q] >= 0
-        if not valid.any():
-            continue
-        order = np.argsort(cand[q], kind="stable")
-        pos = order[np.searchsorted(cand[q], kept[q][valid], sorter=order)]
-        out[q, pos] = score[q][valid]
+    # one sorted search over (query, row) keys for the whole batch instead of a loop over queries
+    q_of = np.arange(len(cand), dtype=np.int64)[:, None] << 40
+    keys = (q_of + np.where(cand >= 0, cand, (1 << 40) - 1)).ravel()
+    order = np.argsort(keys, kind="stable")
+    valid = kept >= 0
+    wanted = (np.broadcast_to(q_of, kept.shape) + kept)[valid]
+    out.ravel()[order[np.searchsorted(keys, wanted, sorter=order)]] = score[valid]
     return out

@@ -20,14 +20,16 @@ def test_prefix_keeps_leading_dims_and_renormalizes_for_cosine():
     y = t.apply(x)
     assert y.shape == (10, 16)
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1, rtol=1e-5)
-    np.testing.assert_allclose(y, unit(x[:, :16]), rtol=1e-5)
+    # a fixed rotation follows the prefix: the same vectors, turned, with every inner product kept
+    np.testing.assert_allclose(y @ t.rotation.T, unit(x[:, :16]), atol=1e-5)
+    np.testing.assert_allclose(y @ y.T, unit(x[:, :16]) @ unit(x[:, :16]).T, atol=1e-5)
     assert not fit_prefix(64, 16, "ip").renormalize
 
 
 def test_pca_is_orthonormal_and_round_trips_through_arrays():
     x = Synthetic(dim=64, matryoshka=False, seed=3).documents(2000)
     t = fit_pca(x, 16)
-    np.testing.assert_allclose(t.matrix.T @ t.matrix, np.eye(16), atol=1e-4)
+    np.testing.assert_allclose(t.matrix.T @ t.matrix, np.eye(16), atol=1e-4)  # orthonormal columns, rotated
     t2 = ShortTransform.from_arrays(t.to_arrays())
     np.testing.assert_array_equal(t.apply(x[:5]), t2.apply(x[:5]))
 
