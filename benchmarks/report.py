@@ -143,13 +143,8 @@ def _plots(out: Path, run: dict) -> list[str]:
         ax.set_xscale("log")
         ax.set_xlabel("queries per second (batch, log)")
         ax.set_ylabel("recall@10 vs exact full-dim")
-        ax.set_title(f"{run['dataset']}: {run['n']:,} x {run['dim']}, {run['threads']} threads")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        names.append(f"{slug}-systems.png")
-        fig.tight_layout()
-        fig.savefig(out / names[-1], dpi=110)
-        plt.close(fig)
+        names.append(_save(fig, ax, f"{run['dataset']}: {run['n']:,} x {run['dim']}, {run['threads']} threads",
+                           out, f"{slug}-systems.png"))
     metrics = ["recall_at_10", "recall_at_10_rescored"] + (["ndcg_at_10"] if run["labelled"] else [])
     for metric in metrics if run["frontier"] else []:
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -164,11 +159,18 @@ def _plots(out: Path, run: dict) -> list[str]:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("bytes per vector (log2)")
         ax.set_ylabel(metric.replace("_", " "))
-        ax.set_title(f"{run['dataset']}: compression frontier ({metric})")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        names.append(f"{slug}-frontier-{metric}.png")
-        fig.tight_layout()
-        fig.savefig(out / names[-1], dpi=110)
-        plt.close(fig)
+        names.append(_save(fig, ax, f"{run['dataset']}: compression frontier ({metric})", out,
+                           f"{slug}-frontier-{metric}.png"))
     return names
+
+
+def _save(fig, ax, title: str, out, name: str) -> str:
+    """Title, grid and legend, then write the PNG and close the figure."""
+    import matplotlib.pyplot as plt
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
