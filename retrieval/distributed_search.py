@@ -110,8 +110,3 @@ class RayIndex(Index):
 
     def __exit__(self, *exc):
         self.close()
-
-
-def open_ray_index(path: str | Path, address: str | None = "auto", **kwargs) -> RayIndex:
-    """Open an index for search by Ray actors; see `RayIndex` for the options."""
-    return RayIndex(path, address=address, **kwargs)
