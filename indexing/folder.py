@@ -48,7 +48,8 @@ def prepare_folder(root: Path, identity: dict, overwrite: bool) -> str:
                            "build into an empty or new folder")
     recorded = None
     if manifest.exists():
-        recorded = layout.read_json(manifest, "manifest").get("build", {}).get("identity")
+        build = layout.read_json(manifest, "manifest").get("build")
+        recorded = build.get("identity") if isinstance(build, dict) else None
     elif state.exists():
         recorded = layout.read_json(state, "build state").get("identity")
     if ours and recorded == identity:

@@ -17,35 +17,13 @@ from indexing.vectors import as_matrix, normalize
 from rerank.cross_encoder import CrossEncoderReranker
 
 from .first_pass import FirstPass, merge_topk
+from .manifest import read_manifest
 from .results import Hit, SearchResult
 from .shard import check_files
 from .shard_group import ShardGroup, keep as _keep
 
-REQUIRED = ("format_version", "metric", "full_dim", "index_dim", "count", "factory", "shards", "trained",
-            "transform_file", "model", "has_text")
 OPEN_ATTEMPTS = 3
 MAX_BATCH = 1024  # queries scored at once; larger batches are split so memory stays bounded
-
-
-def read_manifest(root: Path) -> dict:
-    """The manifest of a complete index, with errors that say how to get one."""
-    if not root.is_dir():
-        raise IndexFormatError(f"no index at {root}: the folder does not exist")
-    path = root / layout.MANIFEST
-    if not path.exists():
-        if (root / layout.BUILD_DIR).exists():
-            done = len([p for p in (root / layout.SHARDS).glob("[0-9]*")]) if (root / layout.SHARDS).exists() else 0
-            raise IndexFormatError(f"the build in {root} is not finished ({done} shard(s) complete, no manifest); "
-                                   "re-run the same build command to resume it")
-        raise IndexFormatError(f"{root} holds no {layout.MANIFEST}; it is not a matryoshka index")
-    m = layout.read_json(path, "manifest")
-    missing = [k for k in REQUIRED if k not in m]
-    if missing:
-        raise IndexFormatError(f"manifest {path} lacks {', '.join(missing)}; the file is damaged: rebuild the index")
-    if not isinstance(m["format_version"], int) or m["format_version"] > layout.FORMAT_VERSION:
-        raise IndexFormatError(f"{root} has index format version {m['format_version']!r}, newer than this engine "
-                               f"reads ({layout.FORMAT_VERSION}); upgrade matryoshka-retrieval")
-    return m
 
 
 class Index:

@@ -5,6 +5,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI replays the same examples every run, so a red run is reproducible; HYPOTHESIS_PROFILE=fuzz explores
+# fresh random inputs, many more of them, for hunting bugs locally.
+settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("fuzz", max_examples=1000, derandomize=False, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from benchmarks.synthetic import Synthetic  # noqa: E402
 

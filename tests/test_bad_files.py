@@ -87,28 +87,61 @@ def test_verify_passes_on_an_intact_index(small_index):
     assert report["count"] == 3000 and report["shards"] == 3
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.data())
-def test_fuzzed_manifest_is_refused_cleanly_or_still_opens(copy, data):
-    """Random edits of the manifest text: opening either works or raises IndexFormatError, nothing else."""
-    original = (copy / layout.MANIFEST).read_bytes()
+def opens_and_answers_or_refuses(root, manifest: bytes) -> None:
+    """Write `manifest` into the index at `root`: opening must answer queries or raise IndexFormatError."""
+    original = (root / layout.MANIFEST).read_bytes()
     try:
-        raw = bytearray(original)
-        for _ in range(data.draw(st.integers(1, 8))):
-            i = data.draw(st.integers(0, len(raw) - 1))
-            raw[i] = data.draw(st.integers(0, 255))
-        if data.draw(st.booleans()):
-            raw = raw[: data.draw(st.integers(0, len(raw)))]
-        (copy / layout.MANIFEST).write_bytes(bytes(raw))
+        (root / layout.MANIFEST).write_bytes(manifest)
         try:
-            retrieval.open_index(copy)
+            index = retrieval.open_index(root)
         except IndexFormatError:
-            pass
+            return
+        index.search_batch(np.ones((2, index.full_dim), np.float32), k=5)
     finally:
-        (copy / layout.MANIFEST).write_bytes(original)
+        (root / layout.MANIFEST).write_bytes(original)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzzed_manifest_bytes_are_refused_cleanly_or_still_open(copy, data):
+    """Random byte edits and truncations of the manifest text."""
+    raw = bytearray((copy / layout.MANIFEST).read_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    opens_and_answers_or_refuses(copy, bytes(raw))
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                         max_size=3), max_leaves=6)
+
+
+def _paths(obj, path=()):
+    yield path
+    children = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in children:
+        yield from _paths(value, path + (key,))
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_manifest_with_a_field_replaced_or_removed_is_refused_cleanly_or_still_opens(copy, data):
+    """Well-formed JSON with any one field, at any depth, replaced by another JSON value or removed."""
+    m = json.loads((copy / layout.MANIFEST).read_text())
+    path = data.draw(st.sampled_from([p for p in _paths(m) if p]))
+    parent = m
+    for key in path[:-1]:
+        parent = parent[key]
+    if isinstance(parent, dict) and data.draw(st.booleans()):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(JSON_VALUES)
+    opens_and_answers_or_refuses(copy, json.dumps(m).encode())
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(min_size=0, max_size=2000))
 def test_fuzzed_id_map_is_refused(copy, junk):
     """Replace an id map with random bytes, even with the checksum updated: the loader refuses it cleanly."""

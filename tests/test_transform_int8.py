@@ -57,7 +57,6 @@ def test_bad_transform_options_are_refused():
         fit_transform("prefix", x, 9, "cosine")
 
 
-@settings(max_examples=40, deadline=None)
 @given(arrays(np.float32, st.tuples(st.integers(2, 50), st.integers(1, 12)),
               elements=st.floats(-100, 100, width=32)))
 def test_int8_codec_error_is_within_half_a_step_inside_the_calibrated_range(x):
@@ -71,7 +70,6 @@ def test_int8_codec_error_is_within_half_a_step_inside_the_calibrated_range(x):
     assert np.all(err[inside] <= (codec.scale * 0.5 + 1e-3 * np.maximum(1, np.abs(x)))[inside])
 
 
-@settings(max_examples=30, deadline=None)
 @given(st.floats(1.5, 1e6))
 def test_int8_codec_clips_out_of_range_values_instead_of_wrapping(factor):
     rng = np.random.default_rng(0)
@@ -81,7 +79,6 @@ def test_int8_codec_clips_out_of_range_values_instead_of_wrapping(factor):
     assert (codes[0] == 127).all() and (codes[1] == -127).all()
 
 
-@settings(max_examples=30, deadline=None)
 @given(st.integers(0, 10_000))
 def test_folding_scales_into_the_query_equals_dequantizing(seed):
     rng = np.random.default_rng(seed)
@@ -94,7 +91,6 @@ def test_folding_scales_into_the_query_equals_dequantizing(seed):
                                rtol=1e-4, atol=1e-3)
 
 
-@settings(max_examples=50, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 12), st.integers(0, 10_000))
 def test_merging_shard_results_equals_the_top_k_of_their_union(shards, nq, k, seed):
     from retrieval.first_pass import merge_topk
@@ -119,7 +115,6 @@ def test_merging_shard_results_equals_the_top_k_of_their_union(shards, nq, k, se
                 assert score in alld[q][alli[q] == row]
 
 
-@settings(max_examples=30, deadline=None)
 @given(st.integers(2, 40), st.integers(1, 16), st.sampled_from(["prefix", "pca"]), st.integers(0, 10_000))
 def test_transform_is_row_independent_and_a_projection_never_lengthens(n, dim, kind, seed):
     rng = np.random.default_rng(seed)

@@ -1,0 +1,120 @@
+"""Reading an index's manifest and checking every field the engine relies on before anything trusts it.
+
+A manifest edited by hand, damaged on disk or written by another tool must be refused with the field that
+is wrong, never half-read into a KeyError or, worse, into silently wrong search results.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from indexing import layout
+from indexing.errors import IndexFormatError
+
+METRICS = ("cosine", "ip", "l2")
+STORE_FILES = (layout.INDEX_FILE, layout.IDS_FILE, layout.SHORT_FILE, layout.FULL_FILE)
+TEXT_FILES = (layout.DOC_OFFSETS, layout.DOC_BYTES)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class _Bad(Exception):
+    """A field of the manifest that is missing or of the wrong kind (turned into an IndexFormatError)."""
+
+
+def _get(obj: Any, key: str, where: str) -> Any:
+    if not isinstance(obj, dict):
+        raise _Bad(f"{where} is not an object")
+    if key not in obj:
+        raise _Bad(f"{where} lacks {key!r}")
+    return obj[key]
+
+
+def _int(obj: Any, key: str, where: str, low: int = 0) -> int:
+    v = _get(obj, key, where)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise _Bad(f"{where}.{key} is {v!r}, expected an integer >= {low}")
+    return v
+
+
+def _of(obj: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+    v = _get(obj, key, where)
+    if not isinstance(v, kind):
+        raise _Bad(f"{where}.{key} is {type(v).__name__}, expected {getattr(kind, '__name__', kind)}")
+    return v
+
+
+def _file_record(rec: Any, where: str) -> None:
+    _int(rec, "bytes", where)
+    if not _SHA256.fullmatch(str(_get(rec, "sha256", where))):
+        raise _Bad(f"{where}.sha256 is not a SHA-256 hex digest")
+
+
+def _shards(m: dict) -> None:
+    shards = _of(m, "shards", "manifest", list)
+    want = set(STORE_FILES) | (set(TEXT_FILES) if m["has_text"] else set())
+    start = 0
+    for i, s in enumerate(shards):
+        where = f"shards[{i}]"
+        if _int(s, "number", where) != i:
+            raise _Bad(f"{where}.number is {s['number']}, expected {i} (shards are numbered in order)")
+        if _int(s, "id_start", where) != start:
+            raise _Bad(f"{where}.id_start is {s['id_start']}, expected {start} (the rows of the shards before it)")
+        start += _int(s, "count", where)
+        files = _of(s, "files", where, dict)
+        if set(files) != want:
+            raise _Bad(f"{where}.files names {sorted(files)}, expected {sorted(want)}")
+        for name, rec in files.items():
+            _file_record(rec, f"{where}.files[{name!r}]")
+    if start != m["count"]:
+        raise _Bad(f"the shards hold {start} rows but count is {m['count']}")
+
+
+def check_manifest(m: dict) -> None:
+    """Raise `_Bad` naming the first field the engine cannot trust."""
+    if _of(m, "metric", "manifest", str) not in METRICS:
+        raise _Bad(f"metric is {m['metric']!r}, expected one of {', '.join(METRICS)}")
+    full, short = _int(m, "full_dim", "manifest", 1), _int(m, "index_dim", "manifest", 1)
+    if short > full:
+        raise _Bad(f"index_dim {short} is larger than full_dim {full}")
+    _int(m, "count", "manifest")
+    _of(m, "factory", "manifest", str)
+    _of(m, "has_text", "manifest", bool)
+    _file_record(_get(m, "trained", "manifest"), "trained")
+    _file_record(_get(m, "transform_file", "manifest"), "transform_file")
+    _of(_get(m, "transform", "manifest"), "selection", "transform", dict)
+    model = _get(m, "model", "manifest")
+    if model is not None:
+        _of(model, "name", "model", str)
+        _int(model, "dim", "model", 1)
+        probe = _of(model, "probe", "model", list)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in probe):
+            raise _Bad("model.probe holds something other than numbers")
+    _shards(m)
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of a complete index, checked, with errors that say how to get a good one."""
+    if not root.is_dir():
+        raise IndexFormatError(f"no index at {root}: the folder does not exist")
+    path = root / layout.MANIFEST
+    if not path.exists():
+        if (root / layout.BUILD_DIR).exists():
+            done = len(list((root / layout.SHARDS).glob("[0-9]*"))) if (root / layout.SHARDS).exists() else 0
+            raise IndexFormatError(f"the build in {root} is not finished ({done} shard(s) complete, no manifest); "
+                                   "re-run the same build command to resume it")
+        raise IndexFormatError(f"{root} holds no {layout.MANIFEST}; it is not a matryoshka index")
+    m = layout.read_json(path, "manifest")
+    version = m.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise IndexFormatError(f"manifest {path}: format_version is {version!r}; the file is damaged: rebuild "
+                               "the index")
+    if version > layout.FORMAT_VERSION:
+        raise IndexFormatError(f"{root} has index format version {version}, newer than this engine reads "
+                               f"({layout.FORMAT_VERSION}); upgrade matryoshka-retrieval")
+    try:
+        check_manifest(m)
+    except _Bad as e:
+        raise IndexFormatError(f"manifest {path}: {e}; the file is damaged: rebuild the index or restore it "
+                               "from a copy") from None
+    return m
