@@ -19,7 +19,9 @@ from .build import BuildOptions, _done_shards, build_index, build_shard, check_u
 from .errors import InputError, MatryoshkaError
 from .folder import beside
 from .progress import bar, say
-from .sources import ParquetSource, _file_fingerprint
+from .sources import ParquetSource, _file_fingerprint, as_texts
+
+ENCODE_BLOCK_ROWS = 2048  # rows per Ray Data block: small enough to spread a single file over the actor pool
 
 
 def connect(address: str | None = "auto"):
@@ -88,37 +90,51 @@ class _Encoder:
         self.model = encoder.load_model(model, device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        texts = [t or "" for t in batch.column("text").to_pylist()]
-        x = encoder.encode(self.model, texts)
+        x = encoder.encode(self.model, as_texts(batch.column("text"), 0))
         emb = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1])
         return batch.append_column("embedding", emb)
 
 
+def _read_row_groups(items: pa.Table, columns: list[str]):
+    """Ray Data UDF: the rows of the listed Parquet row groups, in blocks of at most ENCODE_BLOCK_ROWS."""
+    for f, g in zip(items.column("file").to_pylist(), items.column("group").to_pylist()):
+        table = pq.ParquetFile(f).read_row_group(g, columns=columns)
+        for lo in range(0, table.num_rows, ENCODE_BLOCK_ROWS):
+            yield table.slice(lo, ENCODE_BLOCK_ROWS)
+
+
 def encode_texts(ray, path: Path, out: Path, model: str, num_gpus: float, actors: int, quiet: bool) -> Path:
     """Encode a Parquet input with texts and no embeddings through Ray Data map_batches on an actor pool;
-    the rows (id, text, embedding) are written in input order to `out`/encoded.parquet."""
+    the rows (id, text, embedding) are streamed in input order to `out`/encoded.parquet. Workers read the
+    input themselves, so the driver holds one batch at a time, never the corpus."""
     done = out / "encoded.parquet"
     if done.exists():
         return done
     out.mkdir(parents=True, exist_ok=True)
-    names = ds.dataset(path, format="parquet").schema.names
-    table = ds.dataset(path, format="parquet").to_table(columns=[c for c in ("id", "text") if c in names])
-    if "id" not in names:
-        table = table.append_column("id", pa.array(np.arange(len(table), dtype=np.int64)))
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    blocks = [table.slice(lo, 2048) for lo in range(0, len(table), 2048)]  # one block per task, spread over actors
-    data = ray.data.from_arrow(blocks).map_batches(
-        _Encoder, fn_constructor_args=(model, "gpu" if num_gpus else "cpu"), batch_format="pyarrow",
-        batch_size=256, concurrency=actors, num_gpus=num_gpus or None)
-    tmp = out / "encoded.parquet.tmp"
-    writer = None
-    with bar(len(table), "encode", quiet) as pbar:
+    dataset = ds.dataset(path, format="parquet")
+    has_ids, count = "id" in dataset.schema.names, dataset.count_rows()
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    # One item per row group, read by the workers (not ray.data.read_parquet: its path handling imports
+    # fsspec's HTTP filesystem and fails where fsspec is installed without aiohttp).
+    files = [str(Path(f).resolve()) for f in dataset.files]  # workers may run in another directory
+    groups = [{"file": f, "group": g} for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
+    data = ray.data.from_items(groups, override_num_blocks=len(groups)).map_batches(
+        _read_row_groups, fn_kwargs={"columns": ["id", "text"] if has_ids else ["text"]}, batch_size=1,
+        batch_format="pyarrow", num_cpus=0)  # I/O only: the encoder pool may hold every CPU
+    data = data.map_batches(_Encoder, fn_constructor_args=(model, "gpu" if num_gpus else "cpu"),
+                            batch_format="pyarrow", batch_size=256, concurrency=actors, num_gpus=num_gpus or None)
+    tmp, writer, row = out / "encoded.parquet.tmp", None, 0
+    with bar(count, "encode", quiet) as pbar:
         for rb in data.iter_batches(batch_format="pyarrow", batch_size=4096):
+            if not has_ids:  # row numbers, as a single-machine build assigns them
+                rb = rb.append_column("id", pa.array(np.arange(row, row + rb.num_rows, dtype=np.int64)))
             rb = rb.select(["id", "text", "embedding"])
             writer = writer or pq.ParquetWriter(tmp, rb.schema)
             writer.write_table(rb)
+            row += rb.num_rows
             pbar.update(rb.num_rows)
+    if writer is None:
+        raise InputError(f"{path} holds no rows; there is nothing to index")
     writer.close()
     os.replace(tmp, done)
     return done

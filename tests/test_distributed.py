@@ -139,3 +139,28 @@ def test_cli_builds_and_searches_with_ray(cluster, inputs, capsys):
     hits = pq.read_table(tmp / "hits.parquet")
     local = retrieval.open_index(tmp / "local-npy").search_batch(queries[:3], k=10)
     assert hits.column("id").to_pylist() == [i for row in local.ids for i in row]
+
+
+def test_texts_are_encoded_by_ray_data_into_the_index_a_single_machine_builds(cluster, tmp_path):
+    """A Parquet folder of texts without ids or embeddings: Ray Data encodes it on an actor pool (the packaged
+    MiniLM in every actor); the index holds the same rows, ids and vectors as a single-machine build."""
+    from indexing.encoder import DEFAULT_MODEL
+    from indexing.stdlib_docs import stdlib_passages
+    _, texts = stdlib_passages(limit=600)
+    (tmp_path / "texts").mkdir()
+    pq.write_table(pa.table({"text": texts[:350]}), tmp_path / "texts" / "a.parquet")
+    pq.write_table(pa.table({"text": texts[350:]}), tmp_path / "texts" / "b.parquet")
+    opts = dict(index_dim=64, pq_bytes=8, shard_size=250, quiet=True)
+    local = retrieval.open_index(indexing.build(tmp_path / "local", tmp_path / "texts", model=DEFAULT_MODEL, **opts))
+    dist = retrieval.open_index(indexing.build(tmp_path / "ray", tmp_path / "texts", model=DEFAULT_MODEL,
+                                               ray="auto", **opts))
+    assert dist.manifest["build"]["engine"] == "ray" and dist.count == local.count == 600
+    assert not (tmp_path / ".ray.encoded").exists()  # the encoding spool is removed once the index is complete
+    for a, b in zip(dist.shards, local.shards):
+        np.testing.assert_array_equal(a.ids, b.ids)  # row numbers, in input order
+        # batches are padded differently in the actors, so vectors agree to float16 precision, not bitwise
+        np.testing.assert_allclose(np.asarray(a.full, np.float32), np.asarray(b.full, np.float32), atol=2e-3)
+        assert a.texts(np.arange(3)) == b.texts(np.arange(3))
+    queries = ["read a file line by line", "parse command line arguments", "compress data with zlib"]
+    got, want = dist.search_batch(queries, k=5), local.search_batch(queries, k=5)
+    assert got.ids == want.ids
