@@ -91,4 +91,6 @@ def serialize(index: faiss.Index) -> np.ndarray:
 
 
 def clone_empty(blob: np.ndarray) -> faiss.Index:
-    return faiss.deserialize_index(blob)
+    """A copy of the trained, empty index to add one shard to (without the L2 precomputed table, which
+    adding does not use)."""
+    return faiss.deserialize_index(blob, faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)

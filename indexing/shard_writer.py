@@ -84,7 +84,8 @@ class ShardWriter:
             self.doc_bytes.close()
             np.save(self.tmp / layout.DOC_OFFSETS, np.concatenate(self.doc_offsets))
         files = {p.name: layout.file_record(p) for p in sorted(self.tmp.iterdir())}
-        meta = {"number": self.number, "count": self.count, "id_start": self.id_start, "files": files}
+        meta = {"number": self.number, "count": self.count, "id_start": self.id_start, "files": files,
+                "ids_are_rows": self._ids_are_rows(ids)}
         layout.write_json_atomic(self.tmp / layout.SHARD_META, meta)
         for p in self.tmp.iterdir():  # data must be on disk before the rename makes the shard visible
             with open(p, "rb") as f:
@@ -92,6 +93,13 @@ class ShardWriter:
         self.tmp.rename(self.final)
         layout.fsync_dir(self.final.parent)
         return meta
+
+    def _ids_are_rows(self, ids: pa.Array) -> bool:
+        """Whether the external ids are the global row numbers (the default): then no id map is held in RAM."""
+        if not pa.types.is_integer(ids.type):
+            return False
+        return bool(np.array_equal(ids.to_numpy(zero_copy_only=False), np.arange(self.id_start,
+                                                                                  self.id_start + self.count)))
 
     def abandon(self) -> None:
         """Drop the unfinished shard (after an error); a resumed build writes it again from its first row."""

@@ -21,7 +21,8 @@ def estimate(n: int, full_dim: int, index_dim: int, factory: str, shard_size: in
     code = code_bytes(factory, index_dim)
     centroids = nlist * index_dim * 4
     shards = max(1, math.ceil(n / shard_size))
-    first_pass = n * (code + 8) + shards * centroids  # code + int64 id per vector; each shard holds the centroids
+    first_pass = n * (code + 8) + centroids  # code + int64 id per vector; one copy of the centroids for all shards
+    index_files = first_pass + shards * centroids  # on disk every shard file carries its own copy
     short, full, ids = n * index_dim, n * full_dim * 2, n * ID_MAP_BYTES
     per_shard_codes = min(n, shard_size) * (code + 8)
     build_peak = per_shard_codes + batch_rows * full_dim * 4 * 6 + train_size * full_dim * 4 * 3
@@ -30,8 +31,8 @@ def estimate(n: int, full_dim: int, index_dim: int, factory: str, shard_size: in
         "ram_first_pass": first_pass, "ram_bytes_per_vector": first_pass / max(n, 1),
         "gpu_first_pass": first_pass,
         "mmap_short_int8": short, "mmap_full_f16": full, "id_maps": ids,
-        "disk_total": first_pass + short + full + ids,
-        "disk_bytes_per_vector": (first_pass + short + full + ids) / max(n, 1),
+        "disk_total": index_files + short + full + ids,
+        "disk_bytes_per_vector": (index_files + short + full + ids) / max(n, 1),
         "build_peak_ram": build_peak,
     }
 

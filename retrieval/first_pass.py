@@ -50,6 +50,22 @@ def search_preassigned(index: faiss.IndexIVF, xq: np.ndarray, k: int, ci: np.nda
     return d, i
 
 
+def share_quantizer(ivf: faiss.IndexIVF, shared: faiss.Index) -> None:
+    """Point a shard's IVF at the one shared quantizer and free the centroids its file carried (nlist x dim
+    floats per shard: 8 MB at nlist 8192, 256 dims). `shared` must outlive `ivf`.
+
+    The old quantizer's storage is emptied rather than the object deleted: handing its ownership to Python
+    (faiss.contrib.ivf_tools.replace_ivf_quantizer) corrupts SWIG's type table for fast-scan indexes in
+    faiss 1.15, and the empty object left behind is a few hundred bytes."""
+    old = faiss.downcast_index(ivf.quantizer)
+    if old.ntotal != shared.ntotal or old.d != shared.d:
+        raise ValueError(f"a shard has {old.ntotal} centroids of {old.d} dims, the index {shared.ntotal} of {shared.d}")
+    ivf.own_fields = False
+    ivf.quantizer = shared
+    if isinstance(old, faiss.IndexFlatCodes):
+        old.codes = faiss.MaybeOwnedVectorUInt8()
+
+
 class FirstPass:
     """CPU: the shared quantizer assigns each query once, then every shard scans those lists.
     GPU: the shards are merged into one GPU index (k and nprobe are capped at faiss's GPU limit)."""
@@ -63,6 +79,8 @@ class FirstPass:
         self.quantizer = faiss.downcast_index(faiss.extract_index_ivf(trained).quantizer)
         self.shards = [faiss.extract_index_ivf(s.index) for s in shards]
         self.nlist = self.quantizer.ntotal
+        for ivf in self.shards:
+            share_quantizer(ivf, self.quantizer)
         if self.device == "gpu":
             merged = faiss.clone_index(trained)
             for s in shards:

@@ -19,7 +19,7 @@ from rerank.cross_encoder import CrossEncoderReranker
 from .first_pass import FirstPass, merge_topk
 from .manifest import read_manifest
 from .results import Hit, SearchResult
-from .shard import check_files
+from .shard import check_files, read_faiss
 from .shard_group import ShardGroup, keep as _keep
 
 OPEN_ATTEMPTS = 3
@@ -64,7 +64,7 @@ class Index:
         with np.load(self.root / layout.TRANSFORM) as a:
             self.transform = ShortTransform.from_arrays(a)
             self.codec = Int8Codec(a["int8_offset"], a["int8_scale"])
-        self.trained = faiss.read_index(str(self.root / layout.TRAINED))
+        self.trained = read_faiss(self.root / layout.TRAINED)
         self.assigner = FirstPass(self.trained, [], self.metric, "cpu")  # the one coarse assignment per batch
         self.starts = np.array([s["id_start"] for s in m["shards"]], dtype=np.int64)
         self.count = m["count"]
@@ -72,7 +72,7 @@ class Index:
 
     def _open_groups(self, verify: bool) -> None:
         """One group over every shard, in this process (a distributed searcher puts groups in workers)."""
-        self.group = ShardGroup(self.root, self.manifest, None, self.device, verify, self.codec)
+        self.group = ShardGroup(self.root, self.manifest, None, self.device, verify, self.codec, self.trained)
         self.shards, self.first_pass = self.group.shards, self.group.first
         count = sum(s.count for s in self.shards)
         if count != self.count:
@@ -247,7 +247,13 @@ class Index:
         """Manifest summary with bytes per vector resident in RAM, memory-mapped, and on disk."""
         n = max(self.count, 1)
         ivf = faiss.extract_index_ivf(self.trained)
-        ram = ivf.code_size + 8 + ivf.nlist * self.index_dim * 4 / n  # code + id per vector, centroids shared
+        if hasattr(self, "shards"):  # external ids, held in RAM (by the workers, in a distributed searcher)
+            id_maps = sum(s.ids.nbytes for s in self.shards if s.ids is not None)
+        else:
+            id_maps = sum(s["files"][layout.IDS_FILE]["bytes"] for s in self.manifest["shards"]
+                          if not s.get("ids_are_rows"))
+        # code + faiss's int64 row id per vector, the external ids, one copy of the centroids
+        ram = ivf.code_size + 8 + (id_maps + ivf.nlist * self.index_dim * 4) / n
         shard_bytes = [sum(f["bytes"] for f in s["files"].values()) for s in self.manifest["shards"]]
         mmapped = self.count * (self.index_dim + 2 * self.full_dim)  # int8 short + float16 full rows
         disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())

@@ -61,6 +61,8 @@ def _shards(m: dict) -> None:
         if _int(s, "id_start", where) != start:
             raise _Bad(f"{where}.id_start is {s['id_start']}, expected {start} (the rows of the shards before it)")
         start += _int(s, "count", where)
+        if not isinstance(s.get("ids_are_rows", False), bool):
+            raise _Bad(f"{where}.ids_are_rows is {s['ids_are_rows']!r}, expected true or false")
         files = _of(s, "files", where, dict)
         if set(files) != want:
             raise _Bad(f"{where}.files names {sorted(files)}, expected {sorted(want)}")

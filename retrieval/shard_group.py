@@ -17,7 +17,7 @@ from rerank.gather import RowStore
 from rerank.rescore import full_scores, int8_scores
 
 from .first_pass import FirstPass
-from .shard import Shard
+from .shard import Shard, read_faiss
 
 
 def keep(cand: np.ndarray, stages: dict, key: str, depth: int):
@@ -34,7 +34,7 @@ class ShardGroup:
     """Shards `numbers` of the index at `root` (all of them when None), opened for search."""
 
     def __init__(self, root: str | Path, manifest: dict, numbers: list[int] | None = None, device: str = "cpu",
-                 verify: bool = False, codec: Int8Codec | None = None):
+                 verify: bool = False, codec: Int8Codec | None = None, trained: faiss.Index | None = None):
         self.root = Path(root)
         m = manifest
         self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
@@ -50,7 +50,8 @@ class ShardGroup:
         self.ends = self.starts + np.array([s.count for s in self.shards], dtype=np.int64)
         self.short = RowStore(self.starts, [s.short for s in self.shards])
         self.full = RowStore(self.starts, [s.full for s in self.shards])
-        self.first = FirstPass(faiss.read_index(str(self.root / layout.TRAINED)), self.shards, self.metric, device)
+        trained = trained if trained is not None else read_faiss(self.root / layout.TRAINED)
+        self.first = FirstPass(trained, self.shards, self.metric, device)
 
     def owns(self, rows: np.ndarray) -> np.ndarray:
         """A mask of the rows (global row ids) held by this group's shards."""

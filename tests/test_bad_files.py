@@ -157,3 +157,11 @@ def test_fuzzed_id_map_is_refused(copy, junk):
     finally:
         p.write_bytes(original)
         (copy / layout.MANIFEST).write_bytes(manifest)
+
+
+def test_a_manifest_claiming_row_number_ids_for_an_id_map_that_is_not_is_refused(copy):
+    m = json.loads((copy / layout.MANIFEST).read_text())
+    m["shards"][1]["ids_are_rows"] = True  # the small index has string ids
+    (copy / layout.MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="ids are the rows 1000..1999, its statistics disagree"):
+        retrieval.open_index(copy)
