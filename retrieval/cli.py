@@ -160,7 +160,7 @@ def cmd_plan_size(a) -> None:
             ("GPU memory, first pass", e["gpu_first_pass"]),
             ("memory-mapped int8 short vectors", e["mmap_short_int8"]),
             ("memory-mapped float16 full vectors", e["mmap_full_f16"]),
-            ("id maps (Parquet)", e["id_maps"]),
+            ("id maps (in RAM unless the ids are row numbers)", e["id_maps"]),
             ("disk, total (texts not counted)", e["disk_total"]),
             ("build peak RAM (one shard's codes + batches + sample)", e["build_peak_ram"])]
     for name, v in rows:

@@ -63,7 +63,6 @@ def _id_map(path: Path, count: int, row_start: int | None) -> np.ndarray | pa.Ar
     ids = pq.read_table(path).column("id").combine_chunks()
     if len(ids) != count:
         raise _damaged(path, f"holds {len(ids)} ids, expected {count}")
-    pa.default_memory_pool().release_unused()  # Parquet decoding leaves ~2x the id map cached in the pool
     return ids.to_numpy() if pa.types.is_integer(ids.type) else ids
 
 
