@@ -9,7 +9,7 @@ import numpy as np
 from .build import BuildOptions, build_index
 from .errors import InputError
 from .sources import ArraySource, IteratorSource, ParquetSource, npy_source
-from .text_source import TextSource
+from .text_source import ParquetTextSource, TextSource
 
 __all__ = ["build", "build_index", "BuildOptions", "open_source"]
 
@@ -32,8 +32,7 @@ def open_source(data, ids=None, texts=None, model: str | None = None, device: st
                 if not model:
                     raise InputError(f"{path} has texts but no `embedding` column; pass --model / model= to "
                                      "encode them")
-                table = ds.dataset(path, format="parquet").to_table(columns=[c for c in ("id", "text") if c in names])
-                return TextSource(table.column("text"), table.column("id") if "id" in names else None, model, device)
+                return ParquetTextSource(path, model, device)
             return ParquetSource(path)
         raise InputError(f"input {path} must be a .npy file, a .parquet file or a folder of Parquet files")
     if isinstance(data, np.ndarray) or hasattr(data, "__array__"):

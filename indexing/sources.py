@@ -196,30 +196,38 @@ class ParquetSource:
         return list_column_to_matrix(table.column(0), 0)
 
     def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
-        pos = 0
-        for fragment in self.dataset.get_fragments():
-            n = fragment.count_rows()
-            if pos + n <= start:  # resume, or one shard of many: skip whole files without reading them
-                pos += n
-                continue
-            pieces = [fragment]
-            if pos < start:  # ... and whole row groups of the file where reading starts
-                pieces = []
-                for piece in fragment.split_by_row_group():
-                    m = piece.row_groups[0].num_rows
-                    if pieces or pos + m > start:
-                        pieces.append(piece)
-                    else:
-                        pos += m
-            for piece in pieces:
-                for rb in piece.to_batches(columns=self.cols, batch_size=size):
-                    lo, pos = pos, pos + rb.num_rows
-                    if pos <= start:
-                        continue
-                    if lo < start:
-                        rb, lo = rb.slice(start - lo), start
-                    texts = as_texts(rb.column(2), lo) if self.has_text else None
-                    yield Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts)
+        for lo, rb in record_batches(self.dataset, self.cols, size, start):
+            texts = as_texts(rb.column(2), lo) if self.has_text else None
+            yield Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts)
+
+
+def record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: int = 0
+                   ) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(first row, record batch of `columns`) for the rows of a Parquet dataset from row `start`, in order.
+    Whole files and row groups before `start` are skipped without being read."""
+    pos = 0
+    for fragment in dataset.get_fragments():
+        n = fragment.count_rows()
+        if pos + n <= start:  # resume, or one shard of many: skip whole files without reading them
+            pos += n
+            continue
+        pieces = [fragment]
+        if pos < start:  # ... and whole row groups of the file where reading starts
+            pieces = []
+            for piece in fragment.split_by_row_group():
+                m = piece.row_groups[0].num_rows
+                if pieces or pos + m > start:
+                    pieces.append(piece)
+                else:
+                    pos += m
+        for piece in pieces:
+            for rb in piece.to_batches(columns=columns, batch_size=size):
+                lo, pos = pos, pos + rb.num_rows
+                if pos <= start:
+                    continue
+                if lo < start:
+                    rb, lo = rb.slice(start - lo), start
+                yield lo, rb
 
 
 class IteratorSource:

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
 
 from . import encoder
 from .errors import InputError
+from .ids import as_ids
+from .layout import crash_point
 from .progress import bar
-from .sources import ArraySource, Batch, as_texts
+from .sources import ArraySource, Batch, _file_fingerprint, as_texts, record_batches
 
 SPOOL = "encoded.f32.npy"
 SPOOL_DONE = "encoded.rows"
@@ -29,7 +34,7 @@ class TextSource:
         self.model_name, self.device, self.encode_batch = model, device, encode_batch
         self.model = encoder.load_model(model, device)
         self.dim = encoder.model_dim(self.model)
-        self._inner: ArraySource | None = None
+        self._spool: np.ndarray | None = None  # the encoded vectors, once `prepare` ran
 
     def fingerprint(self) -> dict:
         h = hashlib.sha256()
@@ -37,6 +42,11 @@ class TextSource:
             h.update(t.encode())
             h.update(b"\0")
         return {"kind": "texts", "count": self.count, "sha256": h.hexdigest(), "model": self.model_name}
+
+    def _chunks(self, start: int) -> Iterator[tuple[int, list[str]]]:
+        """(first row, texts) from row `start` on, CHUNK_ROWS at a time."""
+        for lo in range(start, self.count, CHUNK_ROWS):
+            yield lo, self.texts[lo:lo + CHUNK_ROWS]
 
     def prepare(self, workdir: Path, quiet: bool = False) -> None:
         """Encode all texts into workdir, continuing from the last checkpoint of an interrupted build."""
@@ -46,17 +56,48 @@ class TextSource:
         mode = "r+" if done else "w+"
         out = np.lib.format.open_memmap(spool, mode=mode, dtype=np.float32, shape=(self.count, self.dim))
         with bar(self.count, "encode", quiet, initial=done) as pbar:
-            for lo in range(done, self.count, CHUNK_ROWS):
-                hi = min(lo + CHUNK_ROWS, self.count)
-                out[lo:hi] = encoder.encode(self.model, self.texts[lo:hi], self.encode_batch)
+            for i, (lo, texts) in enumerate(self._chunks(done)):
+                hi = lo + len(texts)
+                out[lo:hi] = encoder.encode(self.model, texts, self.encode_batch)
                 out.flush()
                 done_file.write_text(str(hi))
                 pbar.update(hi - lo)
+                crash_point("encode", i)
         del out
-        self._inner = ArraySource(np.load(spool, mmap_mode="r"), self.ids, self.texts)
+        self._spool = np.load(spool, mmap_mode="r")
 
     def sample(self, rows: np.ndarray) -> np.ndarray:
-        return self._inner.sample(rows)
+        return np.asarray(self._spool[rows], dtype=np.float32)
 
     def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
-        return self._inner.batches(size, start)
+        return ArraySource(self._spool, self.ids, self.texts).batches(size, start)
+
+
+class ParquetTextSource(TextSource):
+    """Texts (and ids, when the files have an `id` column) read from Parquet in batches: neither the texts nor
+    their vectors are ever held whole, so a text corpus builds out of core like a vector one."""
+
+    def __init__(self, path: str | os.PathLike, model: str = encoder.DEFAULT_MODEL, device: str = "cpu",
+                 encode_batch: int = 64):
+        self.dataset = ds.dataset(path, format="parquet")
+        self.cols = ["text"] + (["id"] if "id" in self.dataset.schema.names else [])
+        self.count, self.has_text, self.ids, self._spool = self.dataset.count_rows(), True, None, None
+        if not self.count:
+            raise InputError(f"{path} holds no rows; there is nothing to index")
+        self.model_name, self.device, self.encode_batch = model, device, encode_batch
+        self.model = encoder.load_model(model, device)
+        self.dim = encoder.model_dim(self.model)
+
+    def fingerprint(self) -> dict:
+        return {"kind": "texts", "files": _file_fingerprint(Path(f) for f in self.dataset.files),
+                "model": self.model_name}
+
+    def _chunks(self, start: int) -> Iterator[tuple[int, list[str]]]:
+        for lo, rb in record_batches(self.dataset, ["text"], CHUNK_ROWS, start):
+            yield lo, as_texts(rb.column(0), lo)
+
+    def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
+        for lo, rb in record_batches(self.dataset, self.cols, size, start):
+            hi = lo + rb.num_rows
+            ids = as_ids(rb.column(1), lo) if len(self.cols) > 1 else pa.array(np.arange(lo, hi, dtype=np.int64))
+            yield Batch(lo, ids, np.asarray(self._spool[lo:hi]), as_texts(rb.column(0), lo))

@@ -157,3 +157,33 @@ def test_a_disk_that_fills_up_mid_build_ends_in_a_clear_error_and_a_resumable_bu
         assert list(r.rows[:, 0]) == list(range(20)) and r.texts[3][0].startswith("document 3 ")
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_text_encoding_killed_midway_resumes_from_its_checkpoint(tmp_path):
+    """Parquet texts are encoded in checkpointed chunks (one per row group here): a build killed after the
+    third chunk keeps what it encoded and resumes to the index an uninterrupted build writes, byte for byte."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from indexing.encoder import DEFAULT_MODEL
+    from indexing.stdlib_docs import stdlib_passages
+    ids, texts = stdlib_passages(limit=300)
+    pq.write_table(pa.table({"id": ids, "text": texts}), tmp_path / "t.parquet", row_group_size=50)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop(layout.CRASH_ENV, None)
+
+    def build(out, crash_at=None):
+        cmd = [sys.executable, "-m", "retrieval.cli", "build", str(tmp_path / "t.parquet"), "--out", str(out),
+               "--model", DEFAULT_MODEL, "--quiet"]
+        return subprocess.run(cmd, env={**env, **({layout.CRASH_ENV: crash_at} if crash_at else {})},
+                              capture_output=True, text=True, timeout=300)
+
+    killed = build(tmp_path / "idx", "encode:2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    spool = next((tmp_path / "idx" / layout.BUILD_DIR).rglob("encoded.rows"))
+    assert spool.read_text() == "150"  # three chunks of 50 survived the kill
+    assert build(tmp_path / "idx").returncode == 0
+    assert build(tmp_path / "ref").returncode == 0
+    got, want = (json.loads((p / layout.MANIFEST).read_text())["shards"] for p in (tmp_path / "idx", tmp_path / "ref"))
+    assert [s["files"] for s in got] == [s["files"] for s in want]

@@ -76,3 +76,25 @@ def test_text_queries_on_an_index_without_a_model_say_what_to_do(small_index):
     index = retrieval.open_index(small_index)
     with pytest.raises(InputError, match="without a model"):
         index.search("hello")
+
+
+def test_parquet_texts_are_streamed_and_index_like_the_same_texts_in_a_list(text_index, tmp_path):
+    """A folder of Parquet files with `id` and `text` (no embeddings) is encoded batch by batch from the files
+    (small row groups, so batches cross file and row-group boundaries) into the index the list gives."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from indexing.text_source import ParquetTextSource
+    listed, ids, texts = text_index
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ids[:130], "text": texts[:130]}), tmp_path / "in" / "a.parquet", row_group_size=50)
+    pq.write_table(pa.table({"id": ids[130:], "text": texts[130:]}), tmp_path / "in" / "b.parquet", row_group_size=70)
+    source = indexing.open_source(tmp_path / "in", model=MODEL)
+    assert isinstance(source, ParquetTextSource) and not hasattr(source, "texts")  # never read whole
+    streamed = retrieval.open_index(indexing.build(tmp_path / "idx", tmp_path / "in", model=MODEL, quiet=True))
+    reference = retrieval.open_index(listed)
+    rows = np.arange(len(texts))
+    assert streamed.shards[0].external_ids(rows) == ids and streamed.shards[0].texts(rows) == texts
+    np.testing.assert_allclose(np.asarray(streamed.shards[0].full, np.float32),
+                               np.asarray(reference.shards[0].full, np.float32), atol=2e-3)
+    queries = ["read a file line by line", "parse command line arguments"]
+    assert streamed.search_batch(queries, k=5).ids == reference.search_batch(queries, k=5).ids
