@@ -5,6 +5,7 @@ import faiss
 import numpy as np
 
 from indexing.device import GPU_MAX_K, to_gpu
+from indexing.errors import IndexFormatError
 
 from .shard import Shard
 
@@ -59,7 +60,8 @@ def share_quantizer(ivf: faiss.IndexIVF, shared: faiss.Index) -> None:
     faiss 1.15, and the empty object left behind is a few hundred bytes."""
     old = faiss.downcast_index(ivf.quantizer)
     if old.ntotal != shared.ntotal or old.d != shared.d:
-        raise ValueError(f"a shard has {old.ntotal} centroids of {old.d} dims, the index {shared.ntotal} of {shared.d}")
+        raise IndexFormatError(f"a shard has {old.ntotal} centroids of {old.d} dims but the index has "
+                               f"{shared.ntotal} of {shared.d}: the shard belongs to another index; rebuild it")
     ivf.own_fields = False
     ivf.quantizer = shared
     if isinstance(old, faiss.IndexFlatCodes):
