@@ -111,3 +111,16 @@ def test_text_benchmark_on_a_small_slice(tmp_path):
     flat = next(r for r in doc["rows"] if r["system"] == "flat")
     assert flat["recall_at_10"] == 1.0 and 0.0 < flat["ndcg_at_10"] <= 1.0
     assert any("ndcg_at_10" in p for p in doc["frontier"])
+
+
+def test_open_memory_measures_what_an_opened_index_holds(tmp_path):
+    """Resident memory of a fresh process's second opening: the PQ codes and row ids of 20k vectors at least,
+    and nowhere near the memory-mapped full vectors, which must not be read in."""
+    import indexing
+    from benchmarks.open_memory import measure
+    from benchmarks.synthetic import Synthetic
+    docs = Synthetic(dim=256, clusters=64, seed=4).documents(20000)
+    indexing.build(tmp_path / "idx", docs, index_dim=64, pq_bytes=16, shard_size=10000, quiet=True)
+    r = measure(tmp_path / "idx", queries=50)
+    assert r["count"] == 20000 and r["shards"] == 2
+    assert 16 + 8 <= r["open_bytes_per_vector"] < 256 * 2  # codes + row ids, < one float16 full vector
