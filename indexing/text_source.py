@@ -30,8 +30,11 @@ class TextSource:
         self.texts = as_texts(texts, 0)
         if not self.texts:
             raise InputError("no texts were given; there is nothing to index")
-        self.ids, self.count, self.has_text = ids, len(self.texts), True
-        self.model_name, self.device, self.encode_batch = model, device, encode_batch
+        self.ids, self.count = ids, len(self.texts)
+        self._load_model(model, device, encode_batch)
+
+    def _load_model(self, model: str, device: str, encode_batch: int) -> None:
+        self.has_text, self.model_name, self.device, self.encode_batch = True, model, device, encode_batch
         self.model = encoder.load_model(model, device)
         self.dim = encoder.model_dim(self.model)
         self._spool: np.ndarray | None = None  # the encoded vectors, once `prepare` ran
@@ -81,12 +84,10 @@ class ParquetTextSource(TextSource):
                  encode_batch: int = 64):
         self.dataset = ds.dataset(path, format="parquet")
         self.cols = ["text"] + (["id"] if "id" in self.dataset.schema.names else [])
-        self.count, self.has_text, self.ids, self._spool = self.dataset.count_rows(), True, None, None
+        self.count, self.ids = self.dataset.count_rows(), None
         if not self.count:
             raise InputError(f"{path} holds no rows; there is nothing to index")
-        self.model_name, self.device, self.encode_batch = model, device, encode_batch
-        self.model = encoder.load_model(model, device)
-        self.dim = encoder.model_dim(self.model)
+        self._load_model(model, device, encode_batch)
 
     def fingerprint(self) -> dict:
         return {"kind": "texts", "files": _file_fingerprint(Path(f) for f in self.dataset.files),

@@ -55,8 +55,9 @@ def _id_map(path: Path, count: int, row_start: int | None) -> np.ndarray | pa.Ar
     if row_start is not None:
         md = pq.ParquetFile(path).metadata
         stats = [md.row_group(g).column(0).statistics for g in range(md.num_row_groups)]
-        if md.num_rows != count or (count and not all(s is not None and s.has_min_max for s in stats)) or \
-                (count and (min(s.min for s in stats), max(s.max for s in stats)) != (row_start, row_start + count - 1)):
+        bounds = [(s.min, s.max) if s is not None and s.has_min_max else None for s in stats]
+        span = (min(b[0] for b in bounds), max(b[1] for b in bounds)) if bounds and None not in bounds else None
+        if md.num_rows != count or (count and span != (row_start, row_start + count - 1)):
             raise _damaged(path, f"the manifest says its ids are the rows {row_start}..{row_start + count - 1}, "
                                  "its statistics disagree")
         return None
