@@ -1,0 +1,51 @@
+"""Queries per second of an opened index, for the whole cascade and for the first pass alone.
+
+    python -m benchmarks.search_speed IDX --data VECTORS.npy [--queries 1000] [--points 8/200,32/500] [--threads 2]
+
+Queries are rows of the index's own input with a little noise. Each figure is the best of three batches.
+Meant for before/after comparisons on one machine (run both in one session and compare ratios).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import retrieval
+
+
+def best_seconds(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("index")
+    ap.add_argument("--data", required=True, help="the .npy the index was built from (queries are noisy rows)")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--points", default="8/200,32/500", help="nprobe/k1 pairs, comma-separated")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    index = retrieval.open_index(a.index, threads=a.threads)
+    x = np.load(a.data, mmap_mode="r")
+    rng = np.random.default_rng(0)
+    q = x[np.sort(rng.choice(len(x), a.queries, replace=False))].astype(np.float32)
+    q += 0.05 * rng.standard_normal(q.shape).astype(np.float32)
+    index.search_batch(q[:100], k=10)  # warm up
+    for point in a.points.split(","):
+        nprobe, k1 = (int(v) for v in point.split("/"))
+        cascade = best_seconds(lambda: index.search_batch(q, k=10, nprobe=nprobe, k1=k1))
+        first = best_seconds(lambda: index.search_batch(q, k=10, nprobe=nprobe, k1=10, int8=False, full=False))
+        print(f"nprobe {nprobe}, k1 {k1}: cascade {a.queries / cascade:,.0f} QPS, first pass alone "
+              f"{a.queries / first:,.0f} QPS")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
