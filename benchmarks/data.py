@@ -61,7 +61,7 @@ def synthetic(n: int, dim: int, flavour: str, n_queries: int, workdir: Path, clu
     gen = Synthetic(dim=dim, matryoshka=flavour == "matryoshka", clusters=clusters, seed=seed)
     path = Path(workdir) / f"synthetic-{flavour}-{dim}d-{n}-s{seed}.f16.npy"
     if not path.exists():
-        from indexing.npy_writer import NpyAppender
+        from matryoshka.storage.npy_writer import NpyAppender
         tmp = path.with_name(path.name + ".part")
         w = NpyAppender(tmp, dim, np.float16)
         for lo in range(0, n, CHUNK):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.npy_writer import NpyAppender
+from matryoshka.storage.npy_writer import NpyAppender
 from indexing.sources import ParquetSource, npy_source
 
 from .data import Dataset, normalize

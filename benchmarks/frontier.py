@@ -11,7 +11,7 @@ import time
 import faiss
 import numpy as np
 
-from indexing.int8_codec import Int8Codec
+from matryoshka.core.codec import Int8Codec
 from indexing.transform import fit_pca, fit_prefix
 
 from .data import Dataset

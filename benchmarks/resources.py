@@ -12,7 +12,7 @@ import resource
 import time
 from contextlib import contextmanager
 
-from indexing.device import set_threads
+from matryoshka.core.device import set_threads
 
 __all__ = ["set_threads", "reset_peak", "peak_rss", "timed", "PEAK_RSS_NOTE"]
 

@@ -93,7 +93,7 @@ def encode_cached(texts: list[str], workdir: Path, model_name: str) -> np.ndarra
     path = Path(workdir) / f"emb-{h.hexdigest()[:16]}.npy"
     if path.exists():
         return np.load(path)
-    from indexing import encoder
+    from matryoshka.core import encoder
     x = normalize(encoder.encode(encoder.load_model(model_name), texts))
     Path(workdir).mkdir(parents=True, exist_ok=True)
     np.save(path, x)

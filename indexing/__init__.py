@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .build import BuildOptions, build_index
-from .errors import InputError
+from matryoshka.core.errors import InputError
 from .sources import ArraySource, IteratorSource, ParquetSource, npy_source
 from .text_source import ParquetTextSource, TextSource
 

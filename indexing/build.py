@@ -20,17 +20,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import encoder, ivf, layout, sizing
-from .device import check_faiss_install, resolve_device, set_threads
-from .errors import BuildRefused, InputError
+from matryoshka.core import encoder, layout
+
+from . import ivf, sizing
+from matryoshka.core.device import check_faiss_install, resolve_device, set_threads
+from matryoshka.core.errors import BuildRefused, InputError
 from .folder import STATE, BuildLock, beside, clear, prepare_beside, prepare_folder, recover_swap, swap_in
 from .ids import DuplicateGuard, hash_ids, id_kind
-from .int8_codec import Int8Codec
-from .progress import bar, say
+from matryoshka.core.codec import Int8Codec
+from matryoshka.core.progress import bar, say
 from .shard_writer import ShardWriter
 from .sources import Batch, IteratorSource
 from .transform import ShortTransform, fit_transform
-from .vectors import as_matrix, check_metric, normalize
+from matryoshka.core.vectors import as_matrix, check_metric, normalize
 
 ITERATOR_TRAIN_ROWS = 131072  # rows read ahead to train on when the input is a Python iterator
 

@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from . import encoder
+from matryoshka.core import encoder
 from .build import BuildOptions, _done_shards, build_index, build_shard, check_unique_ids, shard_id_keys, shard_rows
-from .errors import InputError, MatryoshkaError
+from matryoshka.core.errors import InputError, MatryoshkaError
 from .folder import beside
-from .progress import bar, say
+from matryoshka.core.progress import bar, say
 from .sources import ParquetSource, _file_fingerprint, as_texts
 
 ENCODE_BLOCK_ROWS = 2048  # rows per Ray Data block: small enough to spread a single file over the actor pool
@@ -61,7 +61,7 @@ def _spec_source(spec: dict):
 
 def _shard_task(root: str, spec: dict, number: int, opts: BuildOptions, device: str) -> tuple[dict, np.ndarray]:
     """Run in a Ray worker: build one shard and return its metadata and sorted id keys."""
-    from .device import set_threads
+    from matryoshka.core.device import set_threads
     set_threads(opts.threads)
     meta = build_shard(root, _spec_source(spec), number, opts, device)
     return meta, shard_id_keys(root, number)

@@ -6,8 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
-from . import layout
-from .errors import BuildRefused
+from matryoshka.core import layout
+from matryoshka.core.errors import BuildRefused
 
 STATE = "state.json"  # in layout.BUILD_DIR: what an unfinished build is building, and its trained state
 

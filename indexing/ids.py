@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from .errors import InputError
+from matryoshka.core.errors import InputError
 
 MAX_ID_BYTES = 1024
 

@@ -7,8 +7,8 @@ import re
 import faiss
 import numpy as np
 
-from .device import to_gpu
-from .errors import InputError
+from matryoshka.core.device import to_gpu
+from matryoshka.core.errors import InputError
 
 MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
 MAX_POINTS_PER_LIST = 256

@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import layout
-from .device import to_gpu
+from matryoshka.core import layout
+from matryoshka.core.device import to_gpu
 from .ivf import clone_empty
-from .npy_writer import NpyAppender
+from matryoshka.storage.npy_writer import NpyAppender
 
 
 class ShardWriter:

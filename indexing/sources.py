@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from .errors import InputError
+from matryoshka.core.errors import InputError
 from .ids import as_ids
 
 

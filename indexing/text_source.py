@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from . import encoder
-from .errors import InputError
+from matryoshka.core import encoder
+from matryoshka.core.errors import InputError
 from .ids import as_ids
-from .layout import crash_point
-from .progress import bar
+from matryoshka.core.layout import crash_point
+from matryoshka.core.progress import bar
 from .sources import ArraySource, Batch, _file_fingerprint, as_texts, record_batches
 
 SPOOL = "encoded.f32.npy"

@@ -1,53 +1,14 @@
-"""Shortening full vectors to the index dim: a Matryoshka prefix or a fixed linear projection."""
+"""Fitting the shortening to the index dim on a training sample: a Matryoshka prefix or a fixed linear
+projection (`auto` measures both). The fitted transform is a `matryoshka.core.codec.ShortTransform`."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
-from .errors import InputError
+from matryoshka.core.codec import ShortTransform
+from matryoshka.core.errors import InputError
 
 KINDS = ("prefix", "pca", "auto")
-
-
-@dataclass
-class ShortTransform:
-    """x (n, D) -> (n, d). `prefix` keeps the first d dims, `pca` multiplies by a fitted (D, d) matrix.
-
-    Both end with a fixed random rotation of the d dims (folded into the pca matrix): it keeps every inner
-    product and spreads the variance, which the leading dims hold, evenly over PQ's sub-quantizers. Measured
-    on 200k rotated synthetic vectors (1024 -> 256, IVF1024,PQ32): first-pass recall@10 0.27 -> 0.53.
-    """
-
-    kind: str
-    full_dim: int
-    dim: int
-    renormalize: bool
-    matrix: np.ndarray | None = None  # (D, d) for pca, the rotation included
-    rotation: np.ndarray | None = None  # (d, d) after a prefix
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        if self.kind == "prefix":
-            y = np.ascontiguousarray(x[:, : self.dim], dtype=np.float32)
-            if self.renormalize:
-                y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-            return y @ self.rotation if self.rotation is not None else y
-        return np.ascontiguousarray(x @ self.matrix, dtype=np.float32)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        out = {"kind": np.array(self.kind), "full_dim": np.array(self.full_dim), "dim": np.array(self.dim),
-               "renormalize": np.array(self.renormalize)}
-        for name in ("matrix", "rotation"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return out
-
-    @classmethod
-    def from_arrays(cls, a) -> "ShortTransform":
-        return cls(kind=str(a["kind"]), full_dim=int(a["full_dim"]), dim=int(a["dim"]),
-                   renormalize=bool(a["renormalize"]), matrix=a["matrix"] if "matrix" in a else None,
-                   rotation=a["rotation"] if "rotation" in a else None)
 
 
 def random_rotation(dim: int, seed: int = 0) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexing.errors import RerankerUnavailable
+from matryoshka.core.errors import RerankerUnavailable
 
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L6-v2"
 
@@ -14,7 +14,7 @@ class CrossEncoderReranker:
     def __init__(self, name_or_path: str, device: str = "cpu", batch_size: int = 32, max_length: int | None = None):
         from sentence_transformers import CrossEncoder
 
-        from indexing.encoder import quiet_transformers
+        from matryoshka.core.encoder import quiet_transformers
         quiet_transformers()
         self.name, self.batch_size = name_or_path, batch_size
         try:

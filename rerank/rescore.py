@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexing.int8_codec import Int8Codec
+from matryoshka.core.codec import Int8Codec
 
-from .gather import RowStore
+from matryoshka.storage.row_store import RowStore
 
 CHUNK_BYTES = 8 << 20  # float32 candidates scored at once: small blocks stay in cache and reuse memory
 

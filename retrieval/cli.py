@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from indexing.errors import MatryoshkaError
+from matryoshka.core.errors import MatryoshkaError
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
@@ -76,7 +76,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_search(a) -> None:
     import pyarrow.parquet as pq
-    from indexing.errors import InputError
+    from matryoshka.core.errors import InputError
     from indexing.sources import list_column_to_matrix
     from retrieval import open_index
     if (a.query is None) == (a.queries is None):

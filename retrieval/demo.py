@@ -8,8 +8,8 @@ import faiss
 import numpy as np
 
 from indexing import BuildOptions, build_index
-from indexing.encoder import DEFAULT_MODEL
-from indexing.errors import RerankerUnavailable
+from matryoshka.core.encoder import DEFAULT_MODEL
+from matryoshka.core.errors import RerankerUnavailable
 from indexing.stdlib_docs import stdlib_passages
 from indexing.text_source import TextSource
 from rerank.cross_encoder import DEFAULT_RERANKER, CrossEncoderReranker

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.errors import MatryoshkaError
+from matryoshka.core.errors import MatryoshkaError
 
 from .index import Index
 from .shard_group import ShardGroup

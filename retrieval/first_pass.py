@@ -4,10 +4,10 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from indexing.device import GPU_MAX_K, to_gpu
-from indexing.errors import IndexFormatError
+from matryoshka.core.device import GPU_MAX_K, to_gpu
+from matryoshka.core.errors import IndexFormatError
 
-from .shard import Shard
+from matryoshka.storage.shard_files import Shard
 
 MAX_ROWS = 0xFFFFFFFE  # rows below this merge by a packed 64-bit key; larger indexes fall back to lexsort
 

@@ -10,18 +10,18 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from indexing import encoder, layout
-from indexing.device import check_faiss_install, resolve_device, set_threads
-from indexing.errors import IndexFormatError, InputError
-from indexing.int8_codec import Int8Codec
-from indexing.transform import ShortTransform
-from indexing.vectors import as_matrix, normalize
+from matryoshka.core import encoder, layout
+from matryoshka.core.device import check_faiss_install, resolve_device, set_threads
+from matryoshka.core.errors import IndexFormatError, InputError
+from matryoshka.core.codec import Int8Codec
+from matryoshka.core.codec import ShortTransform
+from matryoshka.core.vectors import as_matrix, normalize
 from rerank.cross_encoder import CrossEncoderReranker
 
 from .first_pass import FirstPass, merge_topk
-from .manifest import read_manifest
+from matryoshka.storage.manifest import read_manifest
 from .results import Hit, SearchResult
-from .shard import check_files, read_faiss
+from matryoshka.storage.shard_files import check_files, read_faiss
 from .shard_group import ShardGroup, keep as _keep
 
 OPEN_ATTEMPTS = 3

@@ -11,13 +11,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexing import layout
-from indexing.int8_codec import Int8Codec
-from rerank.gather import RowStore
+from matryoshka.core import layout
+from matryoshka.core.codec import Int8Codec
+from matryoshka.storage.row_store import RowStore
 from rerank.rescore import full_scores, int8_scores
 
 from .first_pass import FirstPass
-from .shard import Shard, read_faiss
+from matryoshka.storage.shard_files import Shard, read_faiss
 
 
 def keep(cand: np.ndarray, stages: dict, key: str, depth: int):

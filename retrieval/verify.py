@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing import layout
-from indexing.errors import IndexFormatError
+from matryoshka.core import layout
+from matryoshka.core.errors import IndexFormatError
 
 from .index import Index
 

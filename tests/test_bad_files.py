@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import retrieval
-from indexing import layout
-from indexing.errors import IndexFormatError
+from matryoshka.core import layout
+from matryoshka.core.errors import IndexFormatError
 from retrieval.verify import verify_index
 
 

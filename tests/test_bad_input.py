@@ -8,8 +8,8 @@ import pytest
 
 import indexing
 import retrieval
-from indexing import layout
-from indexing.errors import InputError
+from matryoshka.core import layout
+from matryoshka.core.errors import InputError
 
 OPTS = dict(index_dim=16, pq_bytes=4, fast_scan=True, quiet=True)
 

@@ -9,8 +9,8 @@ import indexing
 import retrieval
 from benchmarks.synthetic import Synthetic
 from conftest import exact_topk, recall_at
-from indexing import layout
-from indexing.errors import InputError
+from matryoshka.core import layout
+from matryoshka.core.errors import InputError
 
 
 def test_layout_on_disk_is_self_describing(small_index):

@@ -9,7 +9,7 @@ import numpy as np
 
 import indexing
 import retrieval
-from indexing.errors import IndexFormatError
+from matryoshka.core.errors import IndexFormatError
 
 
 def test_sixteen_threads_get_exactly_the_serial_results(small_index, small_data, tiny_cross_encoder):

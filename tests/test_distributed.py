@@ -8,8 +8,8 @@ import pytest
 
 import indexing
 import retrieval
-from indexing import layout
-from indexing.errors import InputError
+from matryoshka.core import layout
+from matryoshka.core.errors import InputError
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -144,7 +144,7 @@ def test_cli_builds_and_searches_with_ray(cluster, inputs, capsys):
 def test_texts_are_encoded_by_ray_data_into_the_index_a_single_machine_builds(cluster, tmp_path):
     """A Parquet folder of texts without ids or embeddings: Ray Data encodes it on an actor pool (the packaged
     MiniLM in every actor); the index holds the same rows, ids and vectors as a single-machine build."""
-    from indexing.encoder import DEFAULT_MODEL
+    from matryoshka.core.encoder import DEFAULT_MODEL
     from indexing.stdlib_docs import stdlib_passages
     _, texts = stdlib_passages(limit=600)
     (tmp_path / "texts").mkdir()

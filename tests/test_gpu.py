@@ -5,8 +5,8 @@ import pytest
 import indexing
 import retrieval
 from conftest import exact_topk, recall_at
-from indexing.device import GPU_MAX_K, gpu_count, resolve_device
-from indexing.errors import InputError
+from matryoshka.core.device import GPU_MAX_K, gpu_count, resolve_device
+from matryoshka.core.errors import InputError
 
 needs_gpu = pytest.mark.skipif(gpu_count() == 0, reason="no GPU visible to faiss (faiss-cpu or no device)")
 

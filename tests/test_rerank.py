@@ -4,7 +4,7 @@ import pytest
 from sentence_transformers import CrossEncoder
 
 import retrieval
-from indexing.errors import RerankerUnavailable
+from matryoshka.core.errors import RerankerUnavailable
 
 
 def test_final_order_follows_the_cross_encoder_scores(small_index, small_data, tiny_cross_encoder):

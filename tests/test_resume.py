@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import retrieval
-from indexing import layout
-from indexing.errors import BuildRefused, IndexFormatError
+from matryoshka.core import layout
+from matryoshka.core.errors import BuildRefused, IndexFormatError
 
 WORKER = Path(__file__).with_name("build_worker.py")
 
@@ -166,7 +166,7 @@ def test_text_encoding_killed_midway_resumes_from_its_checkpoint(tmp_path):
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from indexing.encoder import DEFAULT_MODEL
+    from matryoshka.core.encoder import DEFAULT_MODEL
     from indexing.stdlib_docs import stdlib_passages
     ids, texts = stdlib_passages(limit=300)
     pq.write_table(pa.table({"id": ids, "text": texts}), tmp_path / "t.parquet", row_group_size=50)

@@ -4,8 +4,8 @@ import pytest
 
 import indexing
 import retrieval
-from indexing.encoder import DEFAULT_MODEL
-from indexing.errors import InputError, ModelMismatchError
+from matryoshka.core.encoder import DEFAULT_MODEL
+from matryoshka.core.errors import InputError, ModelMismatchError
 from indexing.stdlib_docs import stdlib_passages
 
 MODEL = DEFAULT_MODEL

@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from benchmarks.synthetic import Synthetic
-from indexing.errors import InputError
-from indexing.int8_codec import Int8Codec
+from matryoshka.core.errors import InputError
+from matryoshka.core.codec import Int8Codec
 from indexing.transform import ShortTransform, fit_pca, fit_prefix, fit_transform
 
 

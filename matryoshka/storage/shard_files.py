@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexing import layout
-from indexing.errors import IndexFormatError
-from rerank.gather import advise_random
+from matryoshka.core import layout
+from matryoshka.core.errors import IndexFormatError
+from .row_store import advise_random
 
 
 def _damaged(path: Path, what: str) -> IndexFormatError:

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from indexing import layout
-from indexing.errors import IndexFormatError
+from matryoshka.core import layout
+from matryoshka.core.errors import IndexFormatError
 
 METRICS = ("cosine", "ip", "l2")
 STORE_FILES = (layout.INDEX_FILE, layout.IDS_FILE, layout.SHORT_FILE, layout.FULL_FILE)

@@ -1,0 +1,1 @@
+"""Shared core: errors, file layout, the shortening codec, device and threads, the embedding model."""
