@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from matryoshka.storage.npy_writer import NpyAppender
 from indexing.sources import ParquetSource, npy_source
+from matryoshka.storage.npy_writer import NpyAppender
 
 from .data import Dataset, normalize
 

@@ -9,6 +9,7 @@ import numpy as np
 
 import indexing
 import retrieval
+from retrieval import SearchParams
 
 from .data import Dataset
 from .measure import measure
@@ -58,14 +59,16 @@ def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: Eng
     rows = []
     for nprobe, k1, k2 in points:
         k1, k2 = min(k1, ds.n), min(k2, k1)
+        point = SearchParams(k=10, nprobe=nprobe, k1=k1, k2=k2, k3=10, rerank=False)
 
-        def search(q, k, nprobe=nprobe, k1=k1, k2=k2):
-            return index.search_batch(q, k=k, nprobe=nprobe, k1=max(k1, k), k2=max(k2, k), k3=k, rerank=False).rows
+        def search(q, k, point=point):
+            return index.search_batch(q, params=point.updated(k=k, k1=max(point.k1, k), k2=max(point.k2, k),
+                                                              k3=k)).rows
         m = measure(search, ds.queries, truth, qrels, latency_queries)
-        timed = index.search_batch(ds.queries, k=10, nprobe=nprobe, k1=k1, k2=k2, k3=10, rerank=False)
+        timed = index.search_batch(ds.queries, params=point)
         per_q = {s: 1000.0 * v / len(ds.queries) for s, v in timed.timings.items()}
-        first = index.search_batch(ds.queries, k=k1, nprobe=nprobe, k1=k1, int8=False, full=False, rerank=False)
-        mid = index.search_batch(ds.queries, k=k2, nprobe=nprobe, k1=k1, k2=k2, full=False, rerank=False)
+        first = index.search_batch(ds.queries, params=point.updated(k=k1, int8=False, full=False))
+        mid = index.search_batch(ds.queries, params=point.updated(k=k2, full=False))
         stages = {"first_pass": quality(first.rows, truth, qrels, k1), "int8": quality(mid.rows, truth, qrels, k2),
                   "full": quality(timed.rows, truth, qrels, 10)}
         for s, q in stages.items():

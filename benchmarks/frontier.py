@@ -11,8 +11,8 @@ import time
 import faiss
 import numpy as np
 
-from matryoshka.core.codec import Int8Codec
 from indexing.transform import fit_pca, fit_prefix
+from matryoshka.core.codec import Int8Codec
 
 from .data import Dataset
 from .metrics import Qrels, ndcg_at_10, recall

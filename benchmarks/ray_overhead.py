@@ -33,6 +33,7 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def run(n: int, dim: int, out: Path, results: Path) -> dict:
     import ray
+
     from indexing.distributed_build import build_distributed
     out.mkdir(parents=True, exist_ok=True)
     s = Synthetic(dim=dim, matryoshka=False, clusters=512, seed=3)

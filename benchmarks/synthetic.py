@@ -54,8 +54,8 @@ class Synthetic:
 
     def write_npy(self, path: str | Path, n: int, dtype=np.float16, progress: bool = True) -> Path:
         """Stream n documents into a .npy file without holding them in RAM."""
-        from matryoshka.storage.npy_writer import NpyAppender
         from matryoshka.core.progress import bar
+        from matryoshka.storage.npy_writer import NpyAppender
         w = NpyAppender(Path(path), self.dim, dtype)
         with bar(n, "generate", not progress) as pbar:
             for lo in range(0, n, CHUNK):

@@ -1,69 +1,9 @@
 """Build side: turn embeddings (or texts) into a sharded, self-describing index folder."""
-from __future__ import annotations
+from matryoshka.core.errors import BuildRefused, InputError, MatryoshkaError
 
-import os
-from pathlib import Path
+from .api import build
+from .build import build_index
+from .inputs import open_source
+from .options import BuildOptions
 
-import numpy as np
-
-from .build import BuildOptions, build_index
-from matryoshka.core.errors import InputError
-from .sources import ArraySource, IteratorSource, ParquetSource, npy_source
-from .text_source import ParquetTextSource, TextSource
-
-__all__ = ["build", "build_index", "BuildOptions", "open_source"]
-
-
-def open_source(data, ids=None, texts=None, model: str | None = None, device: str = "cpu"):
-    """Pick the reader for `data`: a Parquet file/folder, a .npy path, an array, a list of texts, or an iterator.
-
-    A Parquet input without an `embedding` column is encoded from its `text` column with `model`.
-    """
-    if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.exists():
-            raise InputError(f"input {path} does not exist")
-        if path.suffix == ".npy":
-            return npy_source(path, ids, texts)
-        if path.suffix == ".parquet" or path.is_dir():
-            import pyarrow.dataset as ds
-            names = ds.dataset(path, format="parquet").schema.names
-            if "embedding" not in names and "text" in names:
-                if not model:
-                    raise InputError(f"{path} has texts but no `embedding` column; pass --model / model= to "
-                                     "encode them")
-                return ParquetTextSource(path, model, device)
-            return ParquetSource(path)
-        raise InputError(f"input {path} must be a .npy file, a .parquet file or a folder of Parquet files")
-    if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
-        return ArraySource(np.asarray(data) if not isinstance(data, np.ndarray) else data, ids, texts)
-    if isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data):
-        if not model:
-            raise InputError("texts need a model to encode them; pass model= (e.g. 'all-MiniLM-L6-v2')")
-        return TextSource(data, ids, model, device)
-    if isinstance(data, (list, tuple)) and not data:
-        raise InputError("the input holds no vectors; there is nothing to index")
-    if hasattr(data, "__iter__"):
-        return IteratorSource(data)
-    raise InputError(f"cannot build from {type(data).__name__}; give a path, an array, texts or an iterator")
-
-
-def build(out: str | os.PathLike, data, *, ids=None, texts=None, model: str | None = None, ray: str | None = None,
-          **options) -> Path:
-    """Build an index in folder `out` from any input `open_source` accepts; options are BuildOptions fields.
-
-    ray="auto" or a cluster address builds the shards as Ray tasks (a .npy or Parquet path input only; needs
-    the `distributed` extra), see `indexing.distributed_build`."""
-    unknown = set(options) - set(BuildOptions.__dataclass_fields__)
-    if unknown:
-        raise InputError(f"unknown build option(s) {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(BuildOptions.__dataclass_fields__)}")
-    opts = BuildOptions(**options)
-    if ray:
-        if texts is not None:
-            raise InputError("a distributed build reads texts from the Parquet input's `text` column; texts= is "
-                             "for single-machine builds")
-        from .distributed_build import build_distributed
-        return build_distributed(out, data, ids=ids, model=model, options=opts, address=ray)
-    source = open_source(data, ids, texts, model, "cpu")
-    return build_index(out, source, opts, model_name=model)
+__all__ = ["build", "build_index", "BuildOptions", "open_source", "MatryoshkaError", "InputError", "BuildRefused"]

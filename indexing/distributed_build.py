@@ -15,10 +15,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from matryoshka.core import encoder
-from .build import BuildOptions, _done_shards, build_index, build_shard, check_unique_ids, shard_id_keys, shard_rows
 from matryoshka.core.errors import InputError, MatryoshkaError
-from .folder import beside
 from matryoshka.core.progress import bar, say
+
+from .build import BuildJob, build_index, done_shards
+from .folder import beside
+from .inputs import open_source
+from .options import BuildOptions
+from .shard_api import build_shard, check_unique_ids, shard_id_keys, shard_rows
 from .sources import ParquetSource, _file_fingerprint, as_texts
 
 ENCODE_BLOCK_ROWS = 2048  # rows per Ray Data block: small enough to spread a single file over the actor pool
@@ -55,7 +59,6 @@ def _unwrap(ray, ref):
 
 
 def _spec_source(spec: dict):
-    from . import open_source
     return open_source(spec["path"], ids=spec.get("ids"))
 
 
@@ -166,12 +169,12 @@ def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: s
         spec = {"path": str(encoded), "ids": None}
         source = _Encoded(encoded, path, model)
     else:
-        from . import open_source
         source = open_source(path, ids=ids)
     task = ray.remote(_shard_task).options(num_cpus=1, num_gpus=num_gpus or 0, max_retries=2)
 
-    def add(root: Path, src, o: BuildOptions, device: str, state: dict) -> list[dict]:
-        done = {m["number"]: m for m in _done_shards(root)}
+    def add(job: BuildJob) -> list[dict]:
+        root, src, o, state = job.root, job.source, job.opts, job.state
+        done = {m["number"]: m for m in done_shards(root)}
         plan = shard_rows(src, o.shard_size)
         todo = [i for i in range(len(plan)) if i not in done]
         if done:
@@ -179,7 +182,7 @@ def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: s
         dev = "gpu" if num_gpus else "cpu"
         refs = {i: task.remote(str(root), spec, i, o, dev) for i in todo}
         refs.update({i: ray.remote(_keys_task).remote(str(root), i) for i in done})
-        metas, keys, seconds = dict(done), {}, dict(state.get("add_seconds", {}))
+        metas, keys, seconds = dict(done), {}, dict(state.add_seconds)
         with bar(src.count, "add", o.quiet) as pbar:
             pending = {r: i for i, r in refs.items()}
             while pending:
@@ -196,7 +199,7 @@ def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: s
                 pbar.update(metas[i]["count"])
         shards = [metas[i] for i in range(len(plan))]
         check_unique_ids(root, shards, [keys[i] for i in range(len(plan))])
-        state["add_seconds"], state["engine"] = seconds, "ray"
+        state.add_seconds, state.engine = seconds, "ray"
         return shards
 
     root = build_index(out, source, opts, model_name=model, add=add)

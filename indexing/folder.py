@@ -9,8 +9,6 @@ from pathlib import Path
 from matryoshka.core import layout
 from matryoshka.core.errors import BuildRefused
 
-STATE = "state.json"  # in layout.BUILD_DIR: what an unfinished build is building, and its trained state
-
 
 class BuildLock:
     """An flock on DIR/.lock: released by the kernel when the process dies, so a killed build can resume."""
@@ -40,7 +38,7 @@ def prepare_folder(root: Path, identity: dict, overwrite: bool) -> str:
 
     Refuses a folder holding anything but a matryoshka index, and an index with other settings unless overwrite.
     """
-    manifest, state = root / layout.MANIFEST, root / layout.BUILD_DIR / STATE
+    manifest, state = root / layout.MANIFEST, root / layout.BUILD_DIR / layout.BUILD_STATE
     ours = manifest.exists() or (root / layout.BUILD_DIR).exists() or (root / layout.SHARDS).exists()
     others = [p.name for p in root.iterdir() if p.name != layout.LOCK]
     if others and not ours:

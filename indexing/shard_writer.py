@@ -4,7 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -14,40 +14,55 @@ import pyarrow.parquet as pq
 
 from matryoshka.core import layout
 from matryoshka.core.device import to_gpu
-from .ivf import clone_empty
+from matryoshka.core.timing import StageTimer
 from matryoshka.storage.npy_writer import NpyAppender
+
+from .ivf import clone_empty
+
+
+@dataclass
+class ShardSpec:
+    """What every shard of a build shares: the folder, the trained empty IVF (serialized), the widths."""
+
+    root: Path
+    trained: np.ndarray
+    full_dim: int
+    index_dim: int
+    has_text: bool
+    device: str
+    reserve: int = 0  # vectors to reserve GPU memory for
 
 
 class ShardWriter:
     """Appends (ids, full vectors, short float vectors, int8 codes, texts) batch by batch."""
 
-    def __init__(self, root: Path, number: int, id_start: int, trained: np.ndarray, full_dim: int, dim: int,
-                 has_text: bool, device: str, reserve: int = 0, seconds: dict | None = None):
-        self.seconds = seconds if seconds is not None else {}  # time spent per step, added to the caller's
+    def __init__(self, spec: ShardSpec, number: int, id_start: int, timer: StageTimer):
+        self.timer = timer  # time spent per step, added to the build's
+        root = spec.root
         self.root, self.number, self.id_start, self.count = root, number, id_start, 0
         self.final = root / layout.SHARDS / layout.shard_name(number)
         self.tmp = root / layout.SHARDS / f".tmp-{layout.shard_name(number)}"
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
-        self.index = clone_empty(trained)
-        if device == "gpu" and "FastScan" not in type(self.index).__name__:
+        self.index = clone_empty(spec.trained)
+        if spec.device == "gpu" and "FastScan" not in type(self.index).__name__:
             self.index = to_gpu(self.index)
-            if reserve and hasattr(self.index, "reserveMemory"):
-                self.index.reserveMemory(reserve)
-        self.full = NpyAppender(self.tmp / layout.FULL_FILE, full_dim, np.float16)
-        self.short = NpyAppender(self.tmp / layout.SHORT_FILE, dim, np.int8)
+            if spec.reserve and hasattr(self.index, "reserveMemory"):
+                self.index.reserveMemory(spec.reserve)
+        self.full = NpyAppender(self.tmp / layout.FULL_FILE, spec.full_dim, np.float16)
+        self.short = NpyAppender(self.tmp / layout.SHORT_FILE, spec.index_dim, np.int8)
         self.ids: list[pa.Array] = []
-        self.doc_bytes = open(self.tmp / layout.DOC_BYTES, "wb") if has_text else None
-        self.doc_offsets = [np.zeros(1, np.int64)] if has_text else None
+        self.doc_bytes = open(self.tmp / layout.DOC_BYTES, "wb") if spec.has_text else None
+        self.doc_offsets = [np.zeros(1, np.int64)] if spec.has_text else None
         self._doc_end = 0
 
     def add(self, ids: pa.Array, full: np.ndarray, short: np.ndarray, codes: np.ndarray,
             texts: list[str] | None) -> None:
         n = len(ids)
         gids = np.arange(self.id_start + self.count, self.id_start + self.count + n, dtype=np.int64)
-        t = time.perf_counter()
+        self.timer.mark()
         self.index.add_with_ids(short, gids)  # coarse assignment + PQ encoding
-        t = self._lap("pq_encode", t)
+        self.timer.lap("pq_encode")
         self.full.append(full.astype(np.float16))
         self.short.append(codes)
         self.ids.append(ids)
@@ -58,12 +73,7 @@ class ShardWriter:
             self._doc_end = int(ends[-1]) if n else self._doc_end
             self.doc_offsets.append(ends)
         self.count += n
-        self._lap("write", t)
-
-    def _lap(self, name: str, t: float) -> float:
-        now = time.perf_counter()
-        self.seconds[name] = self.seconds.get(name, 0.0) + now - t
-        return now
+        self.timer.lap("write")
 
     def finish(self, id_type: pa.DataType) -> dict:
         """Flush every file, record sizes and checksums in shard.json, and rename the folder into place."""

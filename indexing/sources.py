@@ -1,19 +1,17 @@
-"""Inputs of a build, each read in batches without holding the corpus in RAM.
-
-A source has `dim`, `count` (None when unknown), `has_text`, `sample(rows)` and `batches(size, start)`.
-"""
+"""Inputs of a build, each read in batches without holding the corpus in RAM (the `Source` protocol)."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
 from matryoshka.core.errors import InputError
+
 from .ids import as_ids
 
 
@@ -23,6 +21,45 @@ class Batch:
     ids: pa.Array
     vectors: np.ndarray
     texts: list[str] | None = None
+
+
+class Source(Protocol):
+    """What a build reads. `count` is None for an input of unknown size (a Python iterator): such an input is
+    sampled from its first rows (`take_sample`) and cannot resume."""
+
+    dim: int
+    count: int | None
+    has_text: bool
+    model_name: str | None  # the model that encoded the vectors from texts, if the source did
+    model: object | None  # that model, loaded
+
+    def fingerprint(self) -> dict:
+        """What identifies the input's content, recorded with the index."""
+
+    def prepare(self, workdir: Path, quiet: bool) -> None:
+        """Work needed before sampling (encoding texts), resumable in `workdir`."""
+
+    def sample(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of the given sorted rows, float32."""
+
+    def take_sample(self, n: int) -> np.ndarray:
+        """The first n vectors, for a source of unknown size."""
+
+    def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
+        """Batches of about `size` rows, in order, from row `start`."""
+
+
+class SourceBase:
+    """Defaults of the `Source` protocol for inputs of vectors."""
+
+    model_name: str | None = None
+    model: object | None = None
+
+    def prepare(self, workdir: Path, quiet: bool) -> None:
+        pass
+
+    def take_sample(self, n: int) -> np.ndarray:
+        raise NotImplementedError("only a source of unknown size is sampled from its first rows")
 
 
 def as_texts(values, start: int) -> list[str]:
@@ -71,7 +108,7 @@ def list_column_to_matrix(col, start: int) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, dim)
 
 
-class ArraySource:
+class ArraySource(SourceBase):
     """Vectors from a numpy array or memory map, with optional ids (default: row numbers) and texts."""
 
     def __init__(self, vectors, ids=None, texts=None, fingerprint: dict | None = None):
@@ -167,7 +204,7 @@ def load_ids(path: Path):
     raise InputError(f"ids file {path} must be .npy or .parquet (column `id`)")
 
 
-class ParquetSource:
+class ParquetSource(SourceBase):
     """A Parquet file or folder of files with columns `id`, `embedding` and optional `text`, read in batches."""
 
     def __init__(self, path: str | os.PathLike, id_col: str = "id", vector_col: str = "embedding",
@@ -230,7 +267,7 @@ def record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: in
                 yield lo, rb
 
 
-class IteratorSource:
+class IteratorSource(SourceBase):
     """Batches from a Python iterable of (ids, vectors) or (ids, vectors, texts); read once, so not resumable."""
 
     def __init__(self, iterable: Iterable):

@@ -12,17 +12,18 @@ import pyarrow.dataset as ds
 
 from matryoshka.core import encoder
 from matryoshka.core.errors import InputError
-from .ids import as_ids
 from matryoshka.core.layout import crash_point
 from matryoshka.core.progress import bar
-from .sources import ArraySource, Batch, _file_fingerprint, as_texts, record_batches
+
+from .ids import as_ids
+from .sources import ArraySource, Batch, SourceBase, _file_fingerprint, as_texts, record_batches
 
 SPOOL = "encoded.f32.npy"
 SPOOL_DONE = "encoded.rows"
 CHUNK_ROWS = 2048  # rows encoded between two progress checkpoints
 
 
-class TextSource:
+class TextSource(SourceBase):
     """Encodes every text once (`prepare`), then reads like an ArraySource over the spooled vectors."""
 
     def __init__(self, texts, ids=None, model: str = encoder.DEFAULT_MODEL, device: str = "cpu",

@@ -1,4 +1,4 @@
-"""Exact re-scoring of candidates: int8 short vectors, then full-dimension float16 vectors.
+"""Stages 2 and 3: exact scores of first-pass candidates from the int8 short vectors, then the full vectors.
 
 Scores are similarities, higher is better: inner product for cosine/ip, minus squared distance for l2.
 Candidates are read in sorted row order a few queries at a time and scored with one batched matmul; the
@@ -6,13 +6,66 @@ int8 per-dimension scales are folded into the query instead of de-quantizing eve
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from matryoshka.core.codec import Int8Codec
-
+from matryoshka.core.params import SearchParams
 from matryoshka.storage.row_store import RowStore
 
 CHUNK_BYTES = 8 << 20  # float32 candidates scored at once: small blocks stay in cache and reuse memory
+
+
+@dataclass
+class Stores:
+    """What re-scoring reads: the int8 short vectors, their codec, and the float16 full vectors."""
+
+    short: RowStore
+    full: RowStore
+    int8: Int8Codec
+    metric: str
+
+
+def rescore(stores: Stores, x: np.ndarray, short: np.ndarray, cand: np.ndarray,
+            params: SearchParams) -> dict[str, np.ndarray]:
+    """Scores per stage of the candidates (global rows, -1 for none) that `stores` hold; -inf elsewhere.
+
+    int8 scores every candidate; full scores those among the best k2 by int8, or every candidate when int8
+    is off. Candidates outside `stores` must be -1 (a store answers only for its own rows).
+    """
+    out = {}
+    if params.int8:
+        out["int8"] = int8_scores(short, cand, stores.short, stores.int8, stores.metric)
+        if params.full:
+            kept, _ = keep(cand, {"int8": out["int8"]}, "int8", params.k2)
+            out["full"] = scatter(cand, kept, full_scores(x, kept, stores.full, stores.metric, params.full_dims))
+    elif params.full:
+        out["full"] = full_scores(x, cand, stores.full, stores.metric, params.full_dims)
+    return out
+
+
+def keep(cand: np.ndarray, stages: dict, key: str, depth: int):
+    """Sort candidates by one stage's score and keep the best `depth`, carrying every stage's scores along."""
+    order = np.argsort(-stages[key], axis=1, kind="stable")[:, :depth]
+    cand = np.take_along_axis(cand, order, 1)
+    stages = {s: np.take_along_axis(v, order, 1) for s, v in stages.items()}
+    invalid = ~np.isfinite(stages[key])
+    cand[invalid] = -1
+    return cand, stages
+
+
+def scatter(cand: np.ndarray, kept: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Place scores of `kept` (a subset of each row of `cand`, distinct rows) at their positions in `cand`."""
+    out = np.full(cand.shape, -np.inf, dtype=np.float32)
+    # one sorted search over (query, row) keys for the whole batch instead of a loop over queries
+    q_of = np.arange(len(cand), dtype=np.int64)[:, None] << 40
+    keys = (q_of + np.where(cand >= 0, cand, (1 << 40) - 1)).ravel()
+    order = np.argsort(keys, kind="stable")
+    valid = kept >= 0
+    wanted = (np.broadcast_to(q_of, kept.shape) + kept)[valid]
+    out.ravel()[order[np.searchsorted(keys, wanted, sorter=order)]] = score[valid]
+    return out
 
 
 def _rescore(q: np.ndarray, cand: np.ndarray, store: RowStore, score_chunk) -> np.ndarray:

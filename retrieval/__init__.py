@@ -1,5 +1,11 @@
 """Query side: open an index and search it through the cascade."""
-from .index import Index, open_index
+from matryoshka.core.errors import (IndexFormatError, InputError, MatryoshkaError, ModelMismatchError,
+                                    RerankerUnavailable, ShardsUnavailable)
+from matryoshka.core.params import SearchParams
+
+from .api import open_index
+from .index import Index
 from .results import Hit, SearchResult
 
-__all__ = ["Index", "open_index", "Hit", "SearchResult"]
+__all__ = ["Index", "open_index", "Hit", "SearchResult", "SearchParams", "MatryoshkaError", "InputError",
+           "IndexFormatError", "ModelMismatchError", "RerankerUnavailable", "ShardsUnavailable"]

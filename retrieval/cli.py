@@ -1,11 +1,15 @@
-"""The `matryoshka` command: build, search, info, verify, plan-size, demo, bench."""
+"""The `matryoshka` command: build, search, info, verify, plan-size, demo, and the commands other packages
+register under the `matryoshka.commands` entry point group (the benchmark suite adds `bench`)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from importlib.metadata import entry_points
 
 from matryoshka.core.errors import MatryoshkaError
+
+PLUGIN_GROUP = "matryoshka.commands"
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
@@ -76,16 +80,17 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_search(a) -> None:
     import pyarrow.parquet as pq
-    from matryoshka.core.errors import InputError
+
     from indexing.sources import list_column_to_matrix
-    from retrieval import open_index
+    from matryoshka.core.errors import InputError
+    from retrieval import SearchParams, open_index
     if (a.query is None) == (a.queries is None):
         raise InputError("give either a free-text QUERY or --queries Q.parquet")
     extra = {"allow_partial": a.allow_partial, "num_gpus": a.ray_gpus, "workers": a.ray_workers} if a.ray else {}
     index = open_index(a.index, device=a.device, model=a.model, threads=a.threads,
                        reranker=None if a.no_rerank else a.reranker, ray=a.ray, **extra)
-    opts = dict(k=a.k, nprobe=a.nprobe, k1=a.k1, k2=a.k2, k3=a.k3, int8=not a.no_int8, full=not a.no_full,
-                full_dims=a.full_dims, rerank=False if a.no_rerank else None)
+    opts = {"params": SearchParams(k=a.k, nprobe=a.nprobe, k1=a.k1, k2=a.k2, k3=a.k3, int8=not a.no_int8,
+                                   full=not a.no_full, full_dims=a.full_dims, rerank=False if a.no_rerank else None)}
     if a.query is not None:
         qids, result = ["q"], index.search_batch([a.query], **opts)
     else:
@@ -101,8 +106,7 @@ def cmd_search(a) -> None:
             result = index.search_batch(table.column("text").to_pylist(), **opts)
         else:
             raise InputError(f"{a.queries} needs an `embedding` or a `text` column")
-    if hasattr(index, "close"):
-        index.close()  # stop the Ray shard workers
+    index.close()  # stops Ray shard workers
     if result.partial:
         print(f"warning: partial results: shard(s) {result.missing_shards} did not answer", file=sys.stderr)
     if a.output:
@@ -146,7 +150,7 @@ def cmd_verify(a) -> None:
 
 
 def cmd_plan_size(a) -> None:
-    from indexing.ivf import code_string, choose_nlist
+    from indexing.ivf import choose_nlist, code_string
     from indexing.sizing import estimate, human
     d = min(a.index_dim, a.full_dim)
     factory = f"IVF{a.nlist or choose_nlist(a.n, cap=None)},{code_string(a.pq_bytes, a.fast_scan, d)}"
@@ -204,11 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-rerank", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
-    sub.add_parser("bench", help="benchmarks: quality and speed per stage, peers, frontier (bench --help)")
+    plugins = {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+    for name, ep in sorted(plugins.items()):
+        sub.add_parser(name, help=f"{name} --help (from {ep.value.split(':')[0]})")
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # the benchmark suite has its own argument parser
-        from benchmarks.cli import main as bench_main
-        return bench_main(argv[1:])
+    if argv[:1] and argv[0] in plugins:  # a plugin command parses its own arguments
+        return plugins[argv[0]].load()(argv[1:])
     a = parser.parse_args(argv)
     try:
         a.func(a)

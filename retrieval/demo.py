@@ -8,13 +8,13 @@ import faiss
 import numpy as np
 
 from indexing import BuildOptions, build_index
-from matryoshka.core.encoder import DEFAULT_MODEL
-from matryoshka.core.errors import RerankerUnavailable
 from indexing.stdlib_docs import stdlib_passages
 from indexing.text_source import TextSource
+from matryoshka.core.encoder import DEFAULT_MODEL
+from matryoshka.core.errors import RerankerUnavailable
 from rerank.cross_encoder import DEFAULT_RERANKER, CrossEncoderReranker
 
-from .index import open_index
+from .api import open_index
 
 QUERIES = [
     "how do I parse command line arguments",
@@ -63,7 +63,7 @@ def run_demo(out: str = "matryoshka-demo-index", limit: int | None = None, reran
 def _exact_recall(index, queries, result, k) -> float:
     q = index.encode(queries)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    full = np.concatenate([np.asarray(s.full, dtype=np.float32) for s in index.shards])
+    full = np.concatenate([np.asarray(s.full, dtype=np.float32) for s in index.backend.shards])
     _, gt = faiss.knn(q, full, k, metric=faiss.METRIC_INNER_PRODUCT)
     rows = result.rows if "rerank" not in result.stage_scores else None
     if rows is None:  # with a cross-encoder the final order is its own; compare the full-dim stage instead

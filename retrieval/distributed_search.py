@@ -1,9 +1,10 @@
-"""Search on a Ray cluster: shard workers are Ray actors, the driver fans each query batch out and merges.
+"""Search on a Ray cluster: shard groups live in Ray actors; the driver fans each stage out and merges.
 
 Each `ShardWorker` actor opens one or more shards (a `ShardGroup`) from the index folder, which must be on
 storage every node sees. Per batch the driver makes three small rounds: the first pass (each worker's top k1),
 the re-scoring of the global top k1 by the workers that own them, and the ids/texts of the rows it keeps;
-the merges break ties by row, so results equal the single-process searcher's. The cross-encoder runs here.
+the merges break ties by row, so results equal the single-process searcher's. The cross-encoder runs on the
+driver, in `Index`.
 
 Faults: a worker that dies is restarted by Ray (`max_restarts`) and reloads its shards; calls in flight are
 retried (`max_task_retries`). A worker that still does not answer within `timeout_s` fails the search with
@@ -14,17 +15,18 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from matryoshka.core.errors import MatryoshkaError
+from indexing.distributed_build import connect
+from matryoshka.core.errors import MatryoshkaError, ShardsUnavailable
+from matryoshka.core.params import SearchParams
 
-from .index import Index
+from .first_pass import merge_topk
 from .shard_group import ShardGroup
 
-
-class ShardsUnavailable(MatryoshkaError):
-    """Shard workers died or timed out and partial results were not allowed."""
+__all__ = ["RayBackend", "ShardWorker", "ShardsUnavailable"]
 
 
 class ShardWorker(ShardGroup):
@@ -41,40 +43,63 @@ def _split(numbers: list[int], workers: int) -> list[list[int]]:
     return [[int(n) for n in c] for c in np.array_split(np.array(numbers), workers)]
 
 
-class RayIndex(Index):
-    """An index searched by Ray actors; the same API as `Index` (search, search_batch, info)."""
+class RayBackend:
+    """Shard groups in Ray actors, with the interface of `backend.Backend`."""
 
-    def __init__(self, path: str | Path, *, address: str | None = "auto", workers: int | None = None,
+    def __init__(self, root: Path, manifest: dict, *, address: str | None = "auto", workers: int | None = None,
                  worker_cpus: float = 1.0, num_gpus: float = 0.0, max_restarts: int = 3, max_task_retries: int = 3,
-                 timeout_s: float = 120.0, allow_partial: bool = False, model=None, reranker=None,
-                 threads: int | None = None, verify: bool = False):
-        self._ray_cfg = dict(address=address, workers=workers, worker_cpus=worker_cpus, num_gpus=num_gpus,
-                             max_restarts=max_restarts, max_task_retries=max_task_retries)
+                 timeout_s: float = 120.0, allow_partial: bool = False, verify: bool = False):
         self.timeout_s, self.allow_partial = timeout_s, allow_partial
-        super().__init__(path, device="cpu", model=model, reranker=reranker, threads=threads, verify=verify)
-        if num_gpus:
-            self.device = "gpu"  # the workers' first pass runs on their GPUs; no coarse assignment here
-
-    def _open_groups(self, verify: bool) -> None:
-        from indexing.distributed_build import connect
-        cfg = self._ray_cfg
-        ray = connect(cfg["address"])
-        self._ray = ray
-        numbers = [s["number"] for s in self.manifest["shards"]]
-        self.worker_shards = _split(numbers, cfg["workers"] or len(numbers))
-        actor = ray.remote(ShardWorker).options(
-            num_cpus=cfg["worker_cpus"], num_gpus=cfg["num_gpus"], max_restarts=cfg["max_restarts"],
-            max_task_retries=cfg["max_task_retries"])
-        device = "gpu" if cfg["num_gpus"] else "cpu"
-        self.workers = [actor.remote(str(self.root.resolve()), self.manifest, chunk, device, verify)
+        self._ray = connect(address)
+        numbers = [s["number"] for s in manifest["shards"]]
+        self.worker_shards = _split(numbers, workers or len(numbers))
+        actor = self._ray.remote(ShardWorker).options(num_cpus=worker_cpus, num_gpus=num_gpus,
+                                                      max_restarts=max_restarts, max_task_retries=max_task_retries)
+        device = "gpu" if num_gpus else "cpu"
+        self.workers = [actor.remote(str(root.resolve()), manifest, chunk, device=device, verify=verify)
                         for chunk in self.worker_shards]
-        self.pids = self._fan("ready", (), set())
+        self.pids = self._gather("opening", lambda w: w.ready.remote(), set())
 
-    def _fan(self, method: str, args: tuple, missing: set) -> list:
-        ray = self._ray
+    def first_pass(self, short: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None,
+                   missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
+        short, assigned = self._put(short), self._put(assigned)
+        parts = self._gather("the first pass", lambda w: w.first_pass.remote(short, k, nprobe, assigned), missing)
+        if not parts:
+            return np.full((len(short), 0), -np.inf, np.float32), np.full((len(short), 0), -1, np.int64)
+        return merge_topk([p[0] for p in parts], [p[1] for p in parts], k)
+
+    def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,
+                missing: set | None = None) -> dict[str, np.ndarray]:
+        refs = [self._put(a) for a in (x, short, cand)]
+        parts = self._gather("re-scoring", lambda w: w.rescore.remote(*refs, params), missing)
+        names = [n for n, on in (("int8", params.int8), ("full", params.full)) if on]
+        none = np.full(cand.shape, -np.inf, np.float32)
+        return {n: np.maximum.reduce([p[n] for p in parts]) if parts else none for n in names}  # -inf: not owned
+
+    def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:
+        ids: list = [None] * len(rows)
+        out: list | None = [""] * len(rows) if texts else None
+        for g_ids, g_texts in self._gather("the id lookup", lambda w: w.lookup.remote(rows, texts), missing):
+            for p, v in enumerate(g_ids):
+                if v is not None:
+                    ids[p] = v
+                    if texts:
+                        out[p] = g_texts[p]
+        return ids, out
+
+    def id_map_bytes(self) -> int:
+        return sum(self._gather("the id map count", lambda w: w.id_map_bytes.remote(), set()))
+
+    def _put(self, a):
+        """Large arrays go to the object store once, not once per worker."""
+        return self._ray.put(a) if isinstance(a, (np.ndarray, tuple)) and len(self.workers) > 1 else a
+
+    def _gather(self, stage: str, call: Callable, missing: set | None) -> list:
+        """Every worker's answer to `call(worker)`; a worker that cannot answer raises ShardsUnavailable, or
+        adds its shards to `missing` when partial results are allowed."""
         from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
-        args = tuple(ray.put(a) if isinstance(a, np.ndarray) and len(self.workers) > 1 else a for a in args)
-        refs = [getattr(w, method).remote(*args) for w in self.workers]
+        ray = self._ray
+        refs = [call(w) for w in self.workers]
         deadline = time.monotonic() + self.timeout_s
         out = []
         for shards, ref in zip(self.worker_shards, refs):
@@ -91,9 +116,9 @@ class RayIndex(Index):
             except (RayActorError, ObjectLostError, WorkerCrashedError) as e:
                 last = [ln.strip() for ln in str(e).splitlines() if ln.strip()][-1:] or [""]
                 why = f"died and could not be restarted ({type(e).__name__}: {last[0][:200]})"
-            if not self.allow_partial:
+            if not self.allow_partial or missing is None:
                 raise ShardsUnavailable(
-                    f"the worker for shard(s) {shards} {why} during {method}; no partial results are returned: "
+                    f"the worker for shard(s) {shards} {why} during {stage}; no partial results are returned: "
                     "retry, raise max_restarts / timeout_s, or open with allow_partial=True to accept results "
                     "marked partial") from None
             missing.update(shards)
@@ -101,12 +126,6 @@ class RayIndex(Index):
 
     def close(self) -> None:
         """Stop the shard workers."""
-        for w in getattr(self, "workers", []):
+        for w in self.workers:
             self._ray.kill(w, no_restart=True)
         self.workers = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

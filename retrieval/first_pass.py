@@ -6,7 +6,6 @@ import numpy as np
 
 from matryoshka.core.device import GPU_MAX_K, to_gpu
 from matryoshka.core.errors import IndexFormatError
-
 from matryoshka.storage.shard_files import Shard
 
 MAX_ROWS = 0xFFFFFFFE  # rows below this merge by a packed 64-bit key; larger indexes fall back to lexsort

@@ -15,7 +15,7 @@ def verify_index(path: str | Path) -> dict:
     """Open the index with every checksum checked, then check the document offsets; raise on the first fault."""
     index = Index(path, device="cpu", verify=True)
     nbytes = 0
-    for meta, shard in zip(index.manifest["shards"], index.shards):
+    for meta, shard in zip(index.manifest["shards"], index.backend.shards):
         nbytes += sum(f["bytes"] for f in meta["files"].values())
         if shard.doc_offsets is not None:
             off = shard.doc_offsets
@@ -28,4 +28,4 @@ def verify_index(path: str | Path) -> dict:
             if int(off[0]) != 0 or int(off[-1]) != len(shard.doc_bytes):
                 raise IndexFormatError(f"shard {layout.shard_name(shard.number)}: document offsets do not match "
                                        "the size of the text file; rebuild that shard")
-    return {"shards": len(index.shards), "count": index.count, "bytes": nbytes}
+    return {"shards": len(index.backend.shards), "count": index.count, "bytes": nbytes}

@@ -4,11 +4,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import exact_topk, recall_at
 
 import indexing
 import retrieval
 from benchmarks.synthetic import Synthetic
-from conftest import exact_topk, recall_at
 from matryoshka.core import layout
 from matryoshka.core.errors import InputError
 
@@ -151,17 +151,18 @@ def test_shards_share_one_quantizer_and_hold_no_l2_precomputed_tables(tmp_path):
     """Every shard file carries the centroids, and faiss would give every L2 IVF-PQ shard its own
     nlist x M x 256 precomputed table: opened, the shards point at one quantizer and hold no table."""
     import faiss
+
     from benchmarks.synthetic import Synthetic
     syn = Synthetic(dim=64, clusters=64, seed=3)
     docs, queries = syn.documents(12000), syn.queries(30)
     indexing.build(tmp_path / "l2", docs, metric="l2", index_dim=32, pq_bytes=8, shard_size=4000, quiet=True)
     index = retrieval.open_index(tmp_path / "l2")
-    shared = index.first_pass.quantizer
-    for shard in index.shards:
+    shared = index.backend.first.quantizer
+    for shard in index.backend.shards:
         ivf = faiss.downcast_index(faiss.extract_index_ivf(shard.index))
         assert int(ivf.quantizer.this) == int(shared.this) and not ivf.own_fields
         assert ivf.precomputed_table.size() == 0
-    assert len(index.shards) == 3
+    assert len(index.backend.shards) == 3
     r = index.search_batch(queries, k=10)
     assert recall_at(r.rows, exact_topk(docs, queries, 10, "l2")) >= 0.9
 
@@ -170,11 +171,11 @@ def test_row_number_ids_hold_no_id_map_in_ram(tmp_path, small_data):
     docs, queries = small_data
     index = retrieval.open_index(indexing.build(tmp_path / "rows", docs, index_dim=32, pq_bytes=8, shard_size=1000,
                                                 quiet=True))
-    assert all(s.ids is None for s in index.shards)
+    assert all(s.ids is None for s in index.backend.shards)
     r = index.search_batch(queries, k=5)
     assert r.ids == r.rows.tolist()
     shifted = retrieval.open_index(indexing.build(tmp_path / "shifted", docs, ids=np.arange(len(docs)) + 1,
                                                   index_dim=32, pq_bytes=8, shard_size=1000, quiet=True))
-    assert all(s.ids is not None for s in shifted.shards)
+    assert all(s.ids is not None for s in shifted.backend.shards)
     assert shifted.search_batch(queries, k=5).ids == (r.rows + 1).tolist()
     assert shifted.info()["ram_bytes_per_vector"] == pytest.approx(index.info()["ram_bytes_per_vector"] + 8)

@@ -84,7 +84,7 @@ def ray_index(cluster, inputs):
                                       dict(k=10, int8=False), dict(k=10, full=False), dict(k=10, full_dims=48)])
 def test_distributed_search_equals_single_process_search(ray_index, inputs, settings):
     tmp, queries = inputs
-    assert [len(s) for s in ray_index.worker_shards] == [2, 1]
+    assert [len(s) for s in ray_index.backend.worker_shards] == [2, 1]
     local = retrieval.open_index(tmp / "local-pq")
     assert_same(ray_index.search_batch(queries, **settings), local.search_batch(queries, **settings))
 
@@ -92,24 +92,24 @@ def test_distributed_search_equals_single_process_search(ray_index, inputs, sett
 def test_a_killed_worker_is_restarted_and_answers_correctly(ray_index, inputs):
     tmp, queries = inputs
     expect = retrieval.open_index(tmp / "local-pq").search_batch(queries, k=10)
-    before = list(ray_index.pids)
-    ray.kill(ray_index.workers[0], no_restart=False)
+    before = list(ray_index.backend.pids)
+    ray.kill(ray_index.backend.workers[0], no_restart=False)
     got = ray_index.search_batch(queries, k=10)  # retried on the restarted actor
     assert_same(got, expect)
     assert not got.partial
-    assert ray.get(ray_index.workers[0].ready.remote()) != before[0]  # a new process reloaded its shards
+    assert ray.get(ray_index.backend.workers[0].ready.remote()) != before[0]  # a new process reloaded its shards
 
 
 def test_a_lost_worker_fails_the_search_or_gives_results_marked_partial(cluster, inputs):
-    from retrieval.distributed_search import ShardsUnavailable
+    from retrieval import ShardsUnavailable
     tmp, queries = inputs
     index = retrieval.open_index(tmp / "local-pq", ray="auto", workers=3, worker_cpus=0.1, max_restarts=0,
                                    timeout_s=30)
     try:
-        ray.kill(index.workers[1], no_restart=True)
+        ray.kill(index.backend.workers[1], no_restart=True)
         with pytest.raises(ShardsUnavailable, match=r"shard\(s\) \[1\] died.*allow_partial=True"):
             index.search_batch(queries, k=10)
-        index.allow_partial = True
+        index.backend.allow_partial = True
         r = index.search_batch(queries, k=10)
         assert r.partial and r.missing_shards == [1]
         valid = r.rows[r.rows >= 0]
@@ -144,8 +144,8 @@ def test_cli_builds_and_searches_with_ray(cluster, inputs, capsys):
 def test_texts_are_encoded_by_ray_data_into_the_index_a_single_machine_builds(cluster, tmp_path):
     """A Parquet folder of texts without ids or embeddings: Ray Data encodes it on an actor pool (the packaged
     MiniLM in every actor); the index holds the same rows, ids and vectors as a single-machine build."""
-    from matryoshka.core.encoder import DEFAULT_MODEL
     from indexing.stdlib_docs import stdlib_passages
+    from matryoshka.core.encoder import DEFAULT_MODEL
     _, texts = stdlib_passages(limit=600)
     (tmp_path / "texts").mkdir()
     pq.write_table(pa.table({"text": texts[:350]}), tmp_path / "texts" / "a.parquet")
@@ -156,7 +156,7 @@ def test_texts_are_encoded_by_ray_data_into_the_index_a_single_machine_builds(cl
                                                ray="auto", **opts))
     assert dist.manifest["build"]["engine"] == "ray" and dist.count == local.count == 600
     assert not (tmp_path / ".ray.encoded").exists()  # the encoding spool is removed once the index is complete
-    for a, b in zip(dist.shards, local.shards):
+    for a, b in zip(dist.backend.shards, local.backend.shards):
         np.testing.assert_array_equal(a.ids, b.ids)  # row numbers, in input order
         # batches are padded differently in the actors, so vectors agree to float16 precision, not bitwise
         np.testing.assert_allclose(np.asarray(a.full, np.float32), np.asarray(b.full, np.float32), atol=2e-3)

@@ -1,10 +1,10 @@
 """The GPU path: training, adding and the first pass on a faiss GPU build. Skipped where there is none."""
 import numpy as np
 import pytest
+from conftest import exact_topk, recall_at
 
 import indexing
 import retrieval
-from conftest import exact_topk, recall_at
 from matryoshka.core.device import GPU_MAX_K, gpu_count, resolve_device
 from matryoshka.core.errors import InputError
 

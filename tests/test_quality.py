@@ -1,10 +1,10 @@
 """The quality bar of the cascade with default settings, on structured synthetic data."""
 import numpy as np
+from conftest import exact_topk, recall_at
 
 import indexing
 import retrieval
 from benchmarks.synthetic import Synthetic
-from conftest import exact_topk, recall_at
 
 
 def test_cascade_recall_at_10_reaches_095_on_20k_vectors_with_defaults(tmp_path):

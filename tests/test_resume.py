@@ -166,8 +166,9 @@ def test_text_encoding_killed_midway_resumes_from_its_checkpoint(tmp_path):
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from matryoshka.core.encoder import DEFAULT_MODEL
+
     from indexing.stdlib_docs import stdlib_passages
+    from matryoshka.core.encoder import DEFAULT_MODEL
     ids, texts = stdlib_passages(limit=300)
     pq.write_table(pa.table({"id": ids, "text": texts}), tmp_path / "t.parquet", row_group_size=50)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

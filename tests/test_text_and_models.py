@@ -4,9 +4,9 @@ import pytest
 
 import indexing
 import retrieval
+from indexing.stdlib_docs import stdlib_passages
 from matryoshka.core.encoder import DEFAULT_MODEL
 from matryoshka.core.errors import InputError, ModelMismatchError
-from indexing.stdlib_docs import stdlib_passages
 
 MODEL = DEFAULT_MODEL
 
@@ -83,6 +83,7 @@ def test_parquet_texts_are_streamed_and_index_like_the_same_texts_in_a_list(text
     (small row groups, so batches cross file and row-group boundaries) into the index the list gives."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from indexing.text_source import ParquetTextSource
     listed, ids, texts = text_index
     (tmp_path / "in").mkdir()
@@ -93,8 +94,8 @@ def test_parquet_texts_are_streamed_and_index_like_the_same_texts_in_a_list(text
     streamed = retrieval.open_index(indexing.build(tmp_path / "idx", tmp_path / "in", model=MODEL, quiet=True))
     reference = retrieval.open_index(listed)
     rows = np.arange(len(texts))
-    assert streamed.shards[0].external_ids(rows) == ids and streamed.shards[0].texts(rows) == texts
-    np.testing.assert_allclose(np.asarray(streamed.shards[0].full, np.float32),
-                               np.asarray(reference.shards[0].full, np.float32), atol=2e-3)
+    assert streamed.backend.shards[0].external_ids(rows) == ids and streamed.backend.shards[0].texts(rows) == texts
+    np.testing.assert_allclose(np.asarray(streamed.backend.shards[0].full, np.float32),
+                               np.asarray(reference.backend.shards[0].full, np.float32), atol=2e-3)
     queries = ["read a file line by line", "parse command line arguments"]
     assert streamed.search_batch(queries, k=5).ids == reference.search_batch(queries, k=5).ids

@@ -5,9 +5,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from benchmarks.synthetic import Synthetic
-from matryoshka.core.errors import InputError
-from matryoshka.core.codec import Int8Codec
 from indexing.transform import ShortTransform, fit_pca, fit_prefix, fit_transform
+from matryoshka.core.codec import Int8Codec
+from matryoshka.core.errors import InputError
 
 
 def unit(x):

@@ -23,3 +23,11 @@ class BuildRefused(MatryoshkaError):
 
 class RerankerUnavailable(MatryoshkaError):
     """The cross-encoder could not be loaded."""
+
+
+class UnknownOption(InputError, TypeError):
+    """An option name that does not exist (a TypeError too, as Python raises for an unexpected keyword)."""
+
+
+class ShardsUnavailable(MatryoshkaError):
+    """Shard workers died or timed out and partial results were not allowed."""

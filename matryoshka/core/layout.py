@@ -27,6 +27,7 @@ TRAINED = "trained.faiss"
 SHARDS = "shards"
 SHARD_META = "shard.json"
 BUILD_DIR = ".build"
+BUILD_STATE = "state.json"  # in BUILD_DIR: what an unfinished build is building, and its trained state
 LOCK = ".lock"
 
 INDEX_FILE = "index.faiss"

@@ -1,4 +1,4 @@
-"""Reading an index's manifest and checking every field the engine relies on before anything trusts it.
+"""The manifest: written last by a build, read and checked field by field before anything trusts it.
 
 A manifest edited by hand, damaged on disk or written by another tool must be refused with the field that
 is wrong, never half-read into a KeyError or, worse, into silently wrong search results.
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from matryoshka.core import layout
+from matryoshka.core.codec import CLIP_QUANTILE
 from matryoshka.core.errors import IndexFormatError
 
 METRICS = ("cosine", "ip", "l2")
@@ -120,3 +121,43 @@ def read_manifest(root: Path) -> dict:
         raise IndexFormatError(f"manifest {path}: {e}; the file is damaged: rebuild the index or restore it "
                                "from a copy") from None
     return m
+
+
+def shard_records(shards: list[dict]) -> list[dict]:
+    """The manifest's entry for each finished shard, from the shard's own `shard.json`."""
+    return [{**{k: s[k] for k in ("number", "count", "id_start", "files")},
+             "ids_are_rows": s.get("ids_are_rows", False)} for s in shards]
+
+
+def new_manifest(root: Path, *, metric: str, full_dim: int, index_dim: int, factory: str, nlist: int,
+                 transform_selection: dict, model: dict | None, id_type: str, shards: list[dict],
+                 build: dict) -> dict:
+    """A manifest for the finished shards of `root`, with the records of its shared files."""
+    return {
+        "format_version": layout.FORMAT_VERSION,
+        "metric": metric,
+        "full_dim": full_dim,
+        "index_dim": index_dim,
+        "count": sum(s["count"] for s in shards),
+        "id_type": id_type,
+        "transform": {"kind": transform_selection["chosen"], "file": layout.TRANSFORM,
+                      "selection": transform_selection},
+        "int8": {"file": layout.TRANSFORM, "clip_quantile": CLIP_QUANTILE},
+        "factory": factory,
+        "nlist": nlist,
+        "trained": {"file": layout.TRAINED, **layout.file_record(root / layout.TRAINED)},
+        "transform_file": layout.file_record(root / layout.TRANSFORM),
+        "model": model,
+        "has_text": bool(shards and layout.DOC_BYTES in shards[0]["files"]),
+        "shards": shard_records(shards),
+        "build": build,
+    }
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    """Check a manifest with the reader's own rules, then write it atomically: the last step of a build."""
+    try:
+        check_manifest(manifest)
+    except _Bad as e:
+        raise IndexFormatError(f"refusing to write a manifest the engine could not read back: {e}") from None
+    layout.write_json_atomic(root / layout.MANIFEST, manifest)

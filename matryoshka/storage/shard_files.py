@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from matryoshka.core import layout
 from matryoshka.core.errors import IndexFormatError
+
 from .row_store import advise_random
 
 

@@ -1,0 +1,46 @@
+"""Picking the reader (`sources.Source`) for whatever a user hands to a build."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from matryoshka.core.errors import InputError
+
+from .sources import ArraySource, IteratorSource, ParquetSource, Source, npy_source
+from .text_source import ParquetTextSource, TextSource
+
+
+def open_source(data, ids=None, texts=None, model: str | None = None, device: str = "cpu") -> Source:
+    """Pick the reader for `data`: a Parquet file/folder, a .npy path, an array, a list of texts, or an iterator.
+
+    A Parquet input without an `embedding` column is encoded from its `text` column with `model`.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.exists():
+            raise InputError(f"input {path} does not exist")
+        if path.suffix == ".npy":
+            return npy_source(path, ids, texts)
+        if path.suffix == ".parquet" or path.is_dir():
+            import pyarrow.dataset as ds
+            names = ds.dataset(path, format="parquet").schema.names
+            if "embedding" not in names and "text" in names:
+                if not model:
+                    raise InputError(f"{path} has texts but no `embedding` column; pass --model / model= to "
+                                     "encode them")
+                return ParquetTextSource(path, model, device)
+            return ParquetSource(path)
+        raise InputError(f"input {path} must be a .npy file, a .parquet file or a folder of Parquet files")
+    if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
+        return ArraySource(np.asarray(data) if not isinstance(data, np.ndarray) else data, ids, texts)
+    if isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data):
+        if not model:
+            raise InputError("texts need a model to encode them; pass model= (e.g. 'all-MiniLM-L6-v2')")
+        return TextSource(data, ids, model, device)
+    if isinstance(data, (list, tuple)) and not data:
+        raise InputError("the input holds no vectors; there is nothing to index")
+    if hasattr(data, "__iter__"):
+        return IteratorSource(data)
+    raise InputError(f"cannot build from {type(data).__name__}; give a path, an array, texts or an iterator")

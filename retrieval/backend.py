@@ -1,0 +1,32 @@
+"""Where an index's shards live and answer: the interface the cascade (`Index`) searches through.
+
+Two implementations: `shard_group.ShardGroup`, every shard in this process, and
+`distributed_search.RayBackend`, shard groups in Ray actors. Each call answers for every shard, merged;
+shards that could not answer are added to `missing` (only a backend that allows partial results does so).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from matryoshka.core.params import SearchParams
+
+
+class Backend(Protocol):
+    def first_pass(self, short: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None,
+                   missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The top k (scores, global rows) of the first pass, best first; -inf / -1 where fewer exist."""
+
+    def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,
+                missing: set | None = None) -> dict[str, np.ndarray]:
+        """Scores of the candidates per re-scoring stage that `params` switches on (-inf for none)."""
+
+    def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:
+        """External ids (None where unknown) and, if asked, texts of a flat array of rows."""
+
+    def id_map_bytes(self) -> int:
+        """Bytes of external ids held in RAM by the backend."""
+
+    def close(self) -> None:
+        """Release what the backend holds (workers, files)."""
