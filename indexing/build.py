@@ -21,7 +21,6 @@ from matryoshka.core.device import check_faiss_install, resolve_device, set_thre
 from matryoshka.core.errors import BuildRefused, InputError
 from matryoshka.core.progress import bar, say
 from matryoshka.core.timing import StageTimer
-from matryoshka.core.vectors import check_metric
 from matryoshka.storage.manifest import new_manifest, write_manifest
 
 from . import ivf, sizing
@@ -29,7 +28,7 @@ from .folder import BuildLock, beside, clear, prepare_beside, prepare_folder, re
 from .ids import DuplicateGuard
 from .options import IDENTITY, BuildOptions
 from .pipeline import Pipeline
-from .shard_api import id_type, shard_ids
+from .shard_api import id_type, shard_ids, shard_rows
 from .sources import Source
 from .training import BuildState, train
 
@@ -63,16 +62,15 @@ def build_index(out: str | os.PathLike, source: Source, options: BuildOptions | 
     `add` writes the shards once training is done: the default streams every batch in this process
     (`add_all`); a distributed engine passes its own.
     """
-    opts = options or BuildOptions()
+    opts = (options or BuildOptions()).check()
     check_faiss_install()
-    check_metric(opts.metric)
-    if opts.shard_size < 1 or opts.batch_rows < 1:
-        raise InputError("shard_size and batch_rows must be positive")
     device = resolve_device(opts.device)
     set_threads(opts.threads)
     if source.count == 0:
         raise InputError("the input holds no vectors; there is nothing to index")
     root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise BuildRefused(f"{root} is a file, not a folder; pass --out / out= naming a new or empty folder")
     recover_swap(root)
     root.mkdir(parents=True, exist_ok=True)
     lock = BuildLock(root)
@@ -170,7 +168,12 @@ def add_all(job: BuildJob) -> list[dict]:
     timer = StageTimer(job.state.add_seconds)
     pipe = Pipeline(root, job.state, opts, job.device, job.source.has_text, timer, id_arrow_type)
     with bar(job.source.count, "add", opts.quiet, initial=start) as pbar:
-        shards += pipe.fill_shards(job.source.batches(opts.batch_rows, start), guard, len(shards), start, pbar)
+        if job.source.count is None:  # an iterator is read once, in the batches it gives
+            shards += pipe.fill_shards(job.source.batches(opts.batch_rows, start), guard, len(shards), start, pbar)
+        for lo, hi in shard_rows(job.source, opts.shard_size)[len(shards):] if job.source.count else []:
+            # batches start at every shard's first row, so a resumed build reads (and computes) exactly
+            # what an uninterrupted one does: BLAS sums in another order for differently cut batches
+            shards += pipe.fill_shards(job.source.batches(opts.batch_rows, lo), guard, len(shards), lo, pbar, hi)
     if not shards:
         raise InputError("the input holds no vectors; there is nothing to index")
     job.state.add_seconds = dict(timer)

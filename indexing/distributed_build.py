@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from matryoshka.core import encoder
@@ -23,7 +22,7 @@ from .folder import beside
 from .inputs import open_source
 from .options import BuildOptions
 from .shard_api import build_shard, check_unique_ids, shard_id_keys, shard_rows
-from .sources import ParquetSource, _file_fingerprint, as_texts
+from .sources import ParquetSource, _file_fingerprint, as_texts, open_parquet
 
 ENCODE_BLOCK_ROWS = 2048  # rows per Ray Data block: small enough to spread a single file over the actor pool
 
@@ -80,7 +79,7 @@ class _Encoded(ParquetSource):
     def __init__(self, path: Path, original: Path, model: str):
         super().__init__(path)
         self.model_name, self._fp = model, {"kind": "texts", "files": _file_fingerprint(
-            Path(f) for f in ds.dataset(original, format="parquet").files), "model": model}
+            Path(f) for f in open_parquet(original).files), "model": model}
 
     def fingerprint(self) -> dict:
         return self._fp
@@ -114,7 +113,7 @@ def encode_texts(ray, path: Path, out: Path, model: str, num_gpus: float, actors
     if done.exists():
         return done
     out.mkdir(parents=True, exist_ok=True)
-    dataset = ds.dataset(path, format="parquet")
+    dataset = open_parquet(path)
     has_ids, count = "id" in dataset.schema.names, dataset.count_rows()
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     # One item per row group, read by the workers (not ray.data.read_parquet: its path handling imports
@@ -159,7 +158,7 @@ def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: s
     if not isinstance(data, (str, os.PathLike)) or not path.exists():
         raise InputError(f"a distributed build reads a .npy or Parquet path that every node sees; got {data!r}")
     spec = {"path": str(path.resolve()), "ids": str(Path(ids).resolve()) if ids else None}
-    names = ds.dataset(path, format="parquet").schema.names if path.suffix != ".npy" else []
+    names = open_parquet(path).schema.names if path.suffix != ".npy" else []
     staging = None
     if names and "embedding" not in names and "text" in names:
         if not model:

@@ -14,7 +14,11 @@ class BuildLock:
     """An flock on DIR/.lock: released by the kernel when the process dies, so a killed build can resume."""
 
     def __init__(self, root: Path):
-        self.f = open(root / layout.LOCK, "a+")
+        try:
+            self.f = open(root / layout.LOCK, "a+")
+        except OSError as e:  # read-only file system or folder, or no permission
+            raise BuildRefused(f"cannot write to {root} ({e.strerror}); it is read-only or not yours: build into "
+                               "a folder you can write, or copy the index there first") from None
         try:
             fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -50,7 +54,7 @@ def prepare_folder(root: Path, identity: dict, overwrite: bool) -> str:
         recorded = build.get("identity") if isinstance(build, dict) else None
     elif state.exists():
         recorded = layout.read_json(state, "build state").get("identity")
-    if ours and recorded == identity:
+    if ours and recorded == identity and not (overwrite and manifest.exists()):
         return "complete" if manifest.exists() else "resume"
     nothing_kept = recorded is None and not manifest.exists() and not (root / layout.SHARDS).exists()
     if ours and not nothing_kept:

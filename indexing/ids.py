@@ -18,17 +18,28 @@ def as_ids(values, start: int) -> pa.Array:
         values = values.combine_chunks()
     if not isinstance(values, pa.Array):
         if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
-            values = pa.array(values.astype(np.int64, copy=False))
+            values = pa.array(values)
         else:
+            values = list(values) if not isinstance(values, (list, np.ndarray)) else values
             try:
-                values = pa.array(list(values) if not isinstance(values, (list, np.ndarray)) else values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                raise InputError(f"ids in rows {start}..: {e}; ids must be all integers or all strings") from None
+                values = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+                raise InputError(f"ids in rows {start}..: {e}; ids must be all integers or all strings (integers "
+                                 "within a signed 64-bit integer)") from None
+            except UnicodeError:
+                bad = next(i for i, v in enumerate(values) if isinstance(v, str) and not _utf8(v))
+                raise InputError(f"row {start + bad} has an id that is not valid Unicode ({values[bad]!r}: a lone "
+                                 "surrogate); ids must be encodable as UTF-8") from None
     if values.null_count:
         bad = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
         raise InputError(f"row {start + bad} has a null id; every row needs an id")
     t = values.type
     if pa.types.is_integer(t):
+        if pa.types.is_unsigned_integer(t) and len(values):
+            big = np.flatnonzero(values.to_numpy(zero_copy_only=False) > np.iinfo(np.int64).max)
+            if len(big):
+                raise InputError(f"row {start + int(big[0])} has the id {values[int(big[0])].as_py()}, beyond the "
+                                 "largest signed 64-bit integer (2**63 - 1); use smaller integers or string ids")
         return values.cast(pa.int64())
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         lengths = pa.compute.binary_length(values).to_numpy(zero_copy_only=False)
@@ -38,6 +49,14 @@ def as_ids(values, start: int) -> pa.Array:
                              f"{MAX_ID_BYTES} bytes: keep long keys in your own store and index a short key")
         return values.cast(pa.string())
     raise InputError(f"ids must be integers or strings; got {t} (in rows {start}..)")
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeError:
+        return False
 
 
 def id_kind(ids: pa.Array) -> str:

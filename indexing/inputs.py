@@ -8,7 +8,7 @@ import numpy as np
 
 from matryoshka.core.errors import InputError
 
-from .sources import ArraySource, IteratorSource, ParquetSource, Source, npy_source
+from .sources import ArraySource, IteratorSource, ParquetSource, Source, npy_source, open_parquet
 from .text_source import ParquetTextSource, TextSource
 
 
@@ -24,8 +24,7 @@ def open_source(data, ids=None, texts=None, model: str | None = None, device: st
         if path.suffix == ".npy":
             return npy_source(path, ids, texts)
         if path.suffix == ".parquet" or path.is_dir():
-            import pyarrow.dataset as ds
-            names = ds.dataset(path, format="parquet").schema.names
+            names = open_parquet(path).schema.names
             if "embedding" not in names and "text" in names:
                 if not model:
                     raise InputError(f"{path} has texts but no `embedding` column; pass --model / model= to "

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
+
+from matryoshka.core.device import DEVICES
 from matryoshka.core.errors import InputError
+from matryoshka.core.vectors import check_metric
+
+TRANSFORMS = ("prefix", "pca", "auto")
 
 
 @dataclass
@@ -33,6 +39,26 @@ class BuildOptions:
         if unknown:
             raise InputError(f"unknown build option(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
         return cls(**options)
+
+    def check(self) -> "BuildOptions":
+        """Refuse values no build can use, naming the option, before anything is written."""
+        for name, low, optional in (("index_dim", 1, False), ("pq_bytes", 1, False), ("nlist", 1, True),
+                                    ("shard_size", 1, False), ("train_size", 1, True), ("seed", 0, False),
+                                    ("batch_rows", 1, False), ("threads", 1, True)):
+            v = getattr(self, name)
+            if v is None and optional:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise InputError(f"{name} must be an integer >= {low}{' or None' if optional else ''}; got {v!r}")
+        for name in ("fast_scan", "quiet", "overwrite"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise InputError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        if self.transform not in TRANSFORMS:
+            raise InputError(f"unknown transform {self.transform!r}; choose one of {', '.join(TRANSFORMS)}")
+        check_metric(self.metric)
+        if self.device not in DEVICES:
+            raise InputError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        return self
 
 
 IDENTITY = ("index_dim", "transform", "metric", "pq_bytes", "fast_scan", "nlist", "shard_size", "train_size", "seed")

@@ -1,7 +1,9 @@
 """Inputs of a build, each read in batches without holding the corpus in RAM (the `Source` protocol)."""
 from __future__ import annotations
 
+import hashlib
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
@@ -74,12 +76,43 @@ def as_texts(values, start: int) -> list[str]:
             t = bytes(t).decode("utf-8", errors="replace")
         elif not isinstance(t, str):
             raise InputError(f"row {start + i}: text must be a string, got {type(t).__name__}")
+        elif not t.isascii():
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: kept as U+FFFD, like undecodable bytes
+                t = t.encode("utf-8", "surrogatepass").decode("utf-8", errors="replace")
         out.append(t)
     return out
 
 
 def _file_fingerprint(paths: Iterable[Path]) -> list:
     return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(paths)]
+
+
+FINGERPRINT_ROWS = 256  # rows of a file input hashed into its identity, spread evenly over it
+HASH_BLOCK_ROWS = 65536
+
+
+def sampled_rows(count: int) -> np.ndarray:
+    """Rows hashed into the identity of a file input: the first, the last and others evenly between."""
+    return np.unique(np.linspace(0, max(count - 1, 0), min(count, FINGERPRINT_ROWS)).astype(np.int64))
+
+
+def array_digest(x) -> str:
+    """SHA-256 of a whole matrix (in memory or memory-mapped), read in blocks of rows."""
+    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+    for lo in range(0, x.shape[0], HASH_BLOCK_ROWS):
+        h.update(memoryview(np.ascontiguousarray(x[lo:lo + HASH_BLOCK_ROWS])).cast("B"))
+    return h.hexdigest()
+
+
+def values_digest(values) -> str:
+    """SHA-256 of a sequence of ids or texts, each with its type, so that 1 and '1' differ."""
+    h = hashlib.sha256()
+    for v in values.to_pylist() if isinstance(values, (pa.Array, pa.ChunkedArray)) else values:
+        v = v.item() if isinstance(v, np.generic) else v
+        h.update(f"{type(v).__name__}:{v!r}\0".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def list_column_to_matrix(col, start: int) -> np.ndarray:
@@ -108,6 +141,19 @@ def list_column_to_matrix(col, start: int) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, dim)
 
 
+def open_parquet(path: str | os.PathLike) -> ds.Dataset:
+    """A Parquet file or folder as a dataset, every file's footer read up front: a stray, corrupt or unreadable
+    file is an InputError naming it, not an Arrow traceback halfway through a build."""
+    try:
+        dataset = ds.dataset(path, format="parquet")
+        for fragment in dataset.get_fragments():
+            fragment.count_rows()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"cannot read {path} as Parquet ({e}); remove or repair the file it names, or point the "
+                         "input at a folder holding only Parquet files") from None
+    return dataset
+
+
 class ArraySource(SourceBase):
     """Vectors from a numpy array or memory map, with optional ids (default: row numbers) and texts."""
 
@@ -124,10 +170,21 @@ class ArraySource(SourceBase):
         if texts is not None and len(texts) != self.count:
             raise InputError(f"got {len(texts)} texts for {self.count} vectors; give one text per vector")
         self.ids, self.texts, self.has_text = ids, texts, texts is not None
-        self._fingerprint = fingerprint or {"kind": "array", "count": self.count, "dim": self.dim}
+        self._fingerprint = fingerprint
 
     def fingerprint(self) -> dict:
-        return self._fingerprint
+        """Count, dims and the SHA-256 of every vector, id and text (a file input: its size and mtime and the
+        SHA-256 of sampled rows, so that a billion rows are not read twice)."""
+        if self._fingerprint is None:
+            fp = {"kind": "array", "count": self.count, "dim": self.dim, "sha256": array_digest(self.vectors)}
+        else:
+            fp = {**self._fingerprint, "count": self.count, "dim": self.dim,
+                  "rows_sha256": array_digest(self.sample(sampled_rows(self.count)))}
+        if self.ids is not None:
+            fp["ids_sha256"] = values_digest(self.ids)
+        if self.texts is not None:
+            fp["texts_sha256"] = values_digest(self.texts)
+        return fp
 
     def sample(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.vectors[rows], dtype=np.float32)
@@ -149,9 +206,10 @@ class NpySource(ArraySource):
 
     def __init__(self, path: Path, ids=None, texts=None, fingerprint: dict | None = None):
         try:
-            vectors = np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as e:
-            raise InputError(f"cannot read {path} as a .npy matrix: {e}") from None
+            vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise InputError(f"cannot read {path} as a .npy matrix ({type(e).__name__}: {e}); save it with "
+                             "numpy.save") from None
         if vectors.ndim != 2 or vectors.dtype.kind not in "fiu" or not vectors.flags.c_contiguous:
             raise InputError(f"{path} holds a {vectors.dtype} array of shape {vectors.shape}; "
                              "a build needs a C-ordered 2-D matrix of numbers")
@@ -210,10 +268,7 @@ class ParquetSource(SourceBase):
     def __init__(self, path: str | os.PathLike, id_col: str = "id", vector_col: str = "embedding",
                  text_col: str = "text"):
         self.path = Path(path)
-        try:
-            self.dataset = ds.dataset(self.path, format="parquet")
-        except (pa.ArrowInvalid, FileNotFoundError, OSError) as e:
-            raise InputError(f"cannot read {path} as Parquet: {e}") from None
+        self.dataset = open_parquet(self.path)
         names = self.dataset.schema.names
         for col in (id_col, vector_col):
             if col not in names:
@@ -226,7 +281,12 @@ class ParquetSource(SourceBase):
         self.dim = list_column_to_matrix(head.column(0), 0).shape[1] if self.count else 0
 
     def fingerprint(self) -> dict:
-        return {"kind": "parquet", "files": _file_fingerprint(Path(f) for f in self.dataset.files)}
+        rows = self.dataset.take(pa.array(sampled_rows(self.count)), columns=self.cols)
+        h = hashlib.sha256(str(rows.schema).encode())
+        for col in rows.columns:
+            h.update(values_digest(col).encode())
+        return {"kind": "parquet", "files": _file_fingerprint(Path(f) for f in self.dataset.files),
+                "count": self.count, "rows_sha256": h.hexdigest()}
 
     def sample(self, rows: np.ndarray) -> np.ndarray:
         table = self.dataset.take(pa.array(rows), columns=[self.cols[1]])
@@ -242,6 +302,15 @@ def record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: in
                    ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(first row, record batch of `columns`) for the rows of a Parquet dataset from row `start`, in order.
     Whole files and row groups before `start` are skipped without being read."""
+    try:
+        yield from _record_batches(dataset, columns, size, start)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"cannot read the Parquet input ({e}); repair or replace the file it names and run the "
+                         "same build again to resume") from None
+
+
+def _record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: int
+                    ) -> Iterator[tuple[int, pa.RecordBatch]]:
     pos = 0
     for fragment in dataset.get_fragments():
         n = fragment.count_rows()
@@ -283,7 +352,8 @@ class IteratorSource(SourceBase):
         self.has_text = first.texts is not None
 
     def fingerprint(self) -> dict:
-        return {"kind": "iterator"}
+        # An iterator is read once and cannot be compared with what an index holds: never the same input.
+        return {"kind": "iterator", "nonce": uuid.uuid4().hex}
 
     def _next(self) -> Batch | None:
         item = next(self._it, None)

@@ -1,14 +1,12 @@
 """Texts encoded with a sentence-transformers model, spooled to a resumable memory-mapped file."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from matryoshka.core import encoder
 from matryoshka.core.errors import InputError
@@ -16,7 +14,8 @@ from matryoshka.core.layout import crash_point
 from matryoshka.core.progress import bar
 
 from .ids import as_ids
-from .sources import ArraySource, Batch, SourceBase, _file_fingerprint, as_texts, record_batches
+from .sources import (ArraySource, Batch, SourceBase, _file_fingerprint, as_texts, open_parquet, record_batches,
+                      values_digest)
 
 SPOOL = "encoded.f32.npy"
 SPOOL_DONE = "encoded.rows"
@@ -41,11 +40,10 @@ class TextSource(SourceBase):
         self._spool: np.ndarray | None = None  # the encoded vectors, once `prepare` ran
 
     def fingerprint(self) -> dict:
-        h = hashlib.sha256()
-        for t in self.texts:
-            h.update(t.encode())
-            h.update(b"\0")
-        return {"kind": "texts", "count": self.count, "sha256": h.hexdigest(), "model": self.model_name}
+        fp = {"kind": "texts", "count": self.count, "sha256": values_digest(self.texts), "model": self.model_name}
+        if self.ids is not None:
+            fp["ids_sha256"] = values_digest(self.ids)
+        return fp
 
     def _chunks(self, start: int) -> Iterator[tuple[int, list[str]]]:
         """(first row, texts) from row `start` on, CHUNK_ROWS at a time."""
@@ -83,8 +81,14 @@ class ParquetTextSource(TextSource):
 
     def __init__(self, path: str | os.PathLike, model: str = encoder.DEFAULT_MODEL, device: str = "cpu",
                  encode_batch: int = 64):
-        self.dataset = ds.dataset(path, format="parquet")
-        self.cols = ["text"] + (["id"] if "id" in self.dataset.schema.names else [])
+        self.dataset = open_parquet(path)
+        names = self.dataset.schema.names
+        others = sorted(set(names) - {"text", "id"})
+        if others and "id" not in names:
+            raise InputError(f"{path} has columns {others} besides `text` and no `id` column; ids are read from a "
+                             "column named `id` (rename yours), or are the row numbers when `text` is the only "
+                             "column")
+        self.cols = ["text"] + (["id"] if "id" in names else [])
         self.count, self.ids = self.dataset.count_rows(), None
         if not self.count:
             raise InputError(f"{path} holds no rows; there is nothing to index")

@@ -8,7 +8,7 @@ import numpy as np
 from matryoshka.core.codec import ShortTransform
 from matryoshka.core.errors import InputError
 
-KINDS = ("prefix", "pca", "auto")
+from .options import TRANSFORMS as KINDS
 
 
 def random_rotation(dim: int, seed: int = 0) -> np.ndarray:

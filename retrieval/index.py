@@ -29,6 +29,7 @@ from .shard_group import ShardGroup
 
 OPEN_ATTEMPTS = 3
 MAX_BATCH = 1024  # queries scored at once; larger batches are split so memory stays bounded
+MAX_CANDIDATES = 1 << 21  # first-pass candidates held at once over a batch's queries (fewer queries when k1 is deep)
 
 # (root, manifest, codec, trained, verify) -> the backend that holds the shards
 BackendFactory = Callable[[Path, dict, Codec, faiss.Index, bool], Backend]
@@ -166,7 +167,7 @@ class Index:
         """
         if k is not None:
             options["k"] = k
-        p = (params or self.params).updated(**options).checked(self.full_dim)
+        p = self._within_index((params or self.params).updated(**options).checked(self.full_dim))
         timer = StageTimer()
         x, texts = self._vectors(queries)
         if query_texts is not None:
@@ -175,9 +176,17 @@ class Index:
                 raise InputError(f"{len(texts)} query texts for {len(x)} query vectors")
         timer.lap("encode")
         p = p.updated(rerank=self._rerank_wanted(p.rerank, texts))
-        parts = [self._cascade(x[lo:lo + MAX_BATCH], None if texts is None else texts[lo:lo + MAX_BATCH], p, timer)
-                 for lo in range(0, len(x), MAX_BATCH)]
+        step = max(1, min(MAX_BATCH, MAX_CANDIDATES // p.k1))  # memory is bounded whatever the depths
+        parts = [self._cascade(x[lo:lo + step], None if texts is None else texts[lo:lo + step], p, timer)
+                 for lo in range(0, len(x), step)]
         return parts[0] if len(parts) == 1 else _concat(parts, dict(timer))
+
+    def _within_index(self, p: SearchParams) -> SearchParams:
+        """Depths no deeper than the index: a depth that reaches every document scans every list, so k at or
+        beyond the corpus size returns every document once."""
+        n = max(self.count, 1)
+        p = p.updated(k=min(p.k, n), k1=min(p.k1, n), k2=min(p.k2, n), k3=min(p.k3, n))
+        return p.updated(nprobe=self.assigner.nlist) if p.k1 >= self.count else p
 
     def _rerank_wanted(self, rerank: bool | None, texts) -> bool:
         possible = self.reranker is not None and texts is not None and self.manifest["has_text"]

@@ -8,6 +8,7 @@ import numpy as np
 from .errors import InputError
 
 METRICS = ("cosine", "ip", "l2")
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # the full vectors are stored as float16
 
 
 def check_metric(metric: str) -> str:
@@ -55,15 +56,24 @@ def _where(bad: np.ndarray, rows: int | np.ndarray, ids: Sequence | None) -> str
 
 def normalize(x: np.ndarray, metric: str, what: str = "vectors", rows: int | np.ndarray = 0,
               ids: Sequence | None = None, inplace: bool = False) -> np.ndarray:
-    """Unit-normalize rows for the cosine metric (in place if asked, else a new array); zero rows are an error."""
+    """Prepare rows for the metric: unit-normalize them for cosine (in place if asked, else a new array; zero
+    rows are an error), refuse values the float16 full store cannot hold for ip and l2."""
     if metric != "cosine":
+        big = np.flatnonzero(np.abs(x).max(axis=1, initial=0) > FLOAT16_MAX)
+        if len(big):
+            raise InputError(f"{what}: {_where(big, rows, ids)} has values beyond +-{FLOAT16_MAX:g}, which the "
+                             f"float16 full-vector store cannot hold under metric {metric!r}; scale every vector "
+                             "by one common factor (it keeps the ranking) or build with metric='cosine'")
         return x
-    norms = np.linalg.norm(x, axis=1)
-    zero = norms == 0
+    # scale by each row's largest value first: the norm of a finite row as large as 1e20 overflows float32
+    peak = np.abs(x).max(axis=1, initial=0)
+    zero = peak == 0
     if zero.any():
         raise InputError(f"{what}: {_where(np.flatnonzero(zero), rows, ids)} is a zero vector, which has no "
                          "direction under the cosine metric; drop it or build with metric='ip' or 'l2'")
     if inplace:
-        x /= norms[:, None]
-        return x
-    return x / norms[:, None]
+        x /= peak[:, None]
+    else:
+        x = x / peak[:, None]
+    x /= np.linalg.norm(x, axis=1)[:, None]
+    return x

@@ -38,14 +38,16 @@ def read_faiss(path: Path) -> faiss.Index:
     return faiss.read_index(str(path), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
 
 
-def open_store(path: Path, rows: int, width: int, dtype) -> np.ndarray:
+def open_store(path: Path, rows: int, width: int | None, dtype) -> np.ndarray:
     """Memory-map a .npy store after checking its header against what the manifest promises."""
     try:
-        arr = np.load(path, mmap_mode="r")
-    except (ValueError, OSError) as e:
-        raise _damaged(path, f"not a readable .npy file ({e})") from None
-    if arr.shape != (rows, width) or arr.dtype != np.dtype(dtype):
-        raise _damaged(path, f"holds {arr.shape} {arr.dtype}, expected ({rows}, {width}) {np.dtype(dtype)}")
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - a damaged header raises ValueError, EOFError, SyntaxError, ...
+        raise _damaged(path, f"not a readable .npy file ({type(e).__name__}: {e})") from None
+    shape = (rows, width) if width is not None else (rows,)
+    if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != np.dtype(dtype):
+        raise _damaged(path, f"holds {getattr(arr, 'shape', '?')} {getattr(arr, 'dtype', '?')}, expected {shape} "
+                             f"{np.dtype(dtype)}")
     return arr
 
 
@@ -91,9 +93,7 @@ class Shard:
         advise_random(self.full)
         self.doc_offsets = self.doc_bytes = None
         if has_text:
-            self.doc_offsets = np.load(folder / layout.DOC_OFFSETS, mmap_mode="r")
-            if self.doc_offsets.shape != (self.count + 1,) or self.doc_offsets.dtype != np.int64:
-                raise _damaged(folder / layout.DOC_OFFSETS, "has the wrong number or type of offsets")
+            self.doc_offsets = open_store(folder / layout.DOC_OFFSETS, self.count + 1, None, np.int64)
             size = (folder / layout.DOC_BYTES).stat().st_size
             self.doc_bytes = np.memmap(folder / layout.DOC_BYTES, dtype=np.uint8, mode="r") if size else \
                 np.zeros(0, np.uint8)
