@@ -32,7 +32,9 @@ class ShortTransform:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         if self.kind == "prefix":
-            y = np.ascontiguousarray(x[:, : self.dim], dtype=np.float32)
+            # a copy: for one row the slice is already contiguous, and re-normalizing a view rewrote the caller's
+            # query (found by tests/test_fuzz_build.py)
+            y = np.array(x[:, : self.dim], dtype=np.float32, order="C")
             if self.renormalize:
                 y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
             return y @ self.rotation if self.rotation is not None else y
