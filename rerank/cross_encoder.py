@@ -12,9 +12,9 @@ class CrossEncoderReranker:
     """Scores (query, document) pairs in batches; documents longer than the model's max length are truncated."""
 
     def __init__(self, name_or_path: str, device: str = "cpu", batch_size: int = 32, max_length: int | None = None):
+        from matryoshka.core.encoder import ensure_hub_or_offline, quiet_transformers
+        ensure_hub_or_offline(name_or_path)
         from sentence_transformers import CrossEncoder
-
-        from matryoshka.core.encoder import quiet_transformers
         quiet_transformers()
         self.name, self.batch_size = name_or_path, batch_size
         try:
@@ -22,8 +22,8 @@ class CrossEncoderReranker:
                                       max_length=max_length)
         except Exception as e:  # noqa: BLE001 - hub, file and config errors all mean "cannot load"
             raise RerankerUnavailable(
-                f"cannot load cross-encoder {name_or_path!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); pass "
-                "--reranker / reranker= with a model name or local path that is available offline, "
+                f"cannot load cross-encoder {name_or_path!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                "pass --reranker / reranker= with a model name or local path that is available offline, "
                 "or --no-rerank / rerank=False to skip the stage") from None
 
     def score(self, queries: list[str], docs: list[list[str]]) -> list[np.ndarray]:

