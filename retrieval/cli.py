@@ -67,9 +67,6 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_build(a) -> None:
     from indexing import BuildOptions, build_index, open_source
-    from matryoshka.core.errors import InputError
-    if os.path.exists(a.out) and not os.path.isdir(a.out):
-        raise InputError(f"--out {a.out} is a file, not a folder; give a new folder or one that holds an index")
     opts = BuildOptions(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
                         fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
                         train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet,

@@ -112,12 +112,6 @@ def test_search_refuses_a_queries_file_that_is_missing_or_not_parquet(built):
         assert f"--queries {path} {says}" in p.stderr and "`qid` column" in p.stderr
 
 
-def test_build_refuses_an_out_path_that_is_a_file(built):
-    (built / "a-file").write_text("not an index")
-    p = run("build", built / "docs.parquet", "--out", built / "a-file", "--quiet", check=False)
-    assert p.returncode == 2 and "is a file" in p.stderr and "Traceback" not in p.stderr, p.stderr
-
-
 def test_output_into_a_closed_pipe_ends_quietly(built, small_data):
     read, write = os.pipe()
     os.close(read)  # no reader left, as after `| head` has read its fill and exited
