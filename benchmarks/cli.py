@@ -21,8 +21,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", help="folder for generated data and built indexes (default OUT/work)")
     p.add_argument("--queries", dest="n_queries", type=int, default=1000, help="number of queries (default 1000)")
     p.add_argument("--threads", type=int, default=2, help="threads for every library and peer (default 2)")
-    p.add_argument("--peers", default="flat,ivfpq,binary,autofaiss",
-                   help="comma-separated subset of flat,ivfpq,binary,autofaiss, or 'none'")
+    p.add_argument("--peers", default="flat,ivfpq,binary,faiss,autofaiss",
+                   help="comma-separated subset of flat,ivfpq,binary,faiss (faiss's own IVF-PQ / IVF-RaBitQ cascades "
+                        "and HNSW),autofaiss, or 'none'")
     p.add_argument("--autofaiss-python", help="a Python that has autofaiss (it pins numpy<2), e.g. /tmp/af/bin/python")
     p.add_argument("--frontier", action=argparse.BooleanOptionalAction, default=True,
                    help="sweep index dims x prefix/projection x float32/int8/PQ (default on)")

@@ -57,7 +57,9 @@ def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: Eng
     info = index.info()
     build = info["build"]
     rows = []
-    for nprobe, k1, k2 in points:
+    stored = index.params  # the operating point the build measured (retrieval.tuning)
+    nlist = int(info["factory"].split(",")[0][3:])
+    for label, (nprobe, k1, k2) in [("default", (stored.nprobe, stored.k1, stored.k2))] + [("", p) for p in points]:
         k1, k2 = min(k1, ds.n), min(k2, k1)
         point = SearchParams(k=10, nprobe=nprobe, k1=k1, k2=k2, k3=10, rerank=False)
 
@@ -71,10 +73,15 @@ def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: Eng
         mid = index.search_batch(ds.queries, params=point.updated(k=k2, full=False))
         stages = {"first_pass": quality(first.rows, truth, qrels, k1), "int8": quality(mid.rows, truth, qrels, k2),
                   "full": quality(timed.rows, truth, qrels, 10)}
+        # what each stage reads per query: the codes of nprobe lists, then k1 int8 rows, then k2 full rows
+        scanned = {"first_pass": ds.n * min(nprobe, nlist) / nlist, "int8": k1, "full": k2}
         for s, q in stages.items():
             q["ms_per_query_in_batch"] = per_q.get(s)
+            q["candidates_per_query"] = scanned[s]
+            q["ns_per_candidate"] = 1e6 * per_q[s] / scanned[s] if per_q.get(s) else None
+        name = f"nprobe={nprobe},k1={k1},k2={k2}"
         rows.append({
-            "system": setting.name, "setting": f"nprobe={nprobe},k1={k1},k2={k2}", "dataset": ds.name,
+            "system": setting.name, "setting": f"{label} ({name})" if label else name, "dataset": ds.name,
             "n": ds.n, "dim": ds.dim, "index_dim": info["index_dim"], "factory": info["factory"],
             "transform": info["transform"]["kind"], "nprobe": nprobe, "k1": k1, "k2": k2, **m, "stages": stages,
             "ram_bytes_per_vector": info["ram_bytes_per_vector"],
@@ -84,5 +91,7 @@ def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: Eng
             "build_add_vectors_per_second": build.get("vectors_per_second"),
             "build_stage_seconds": build.get("seconds"),
             "transform_selection": info["transform"].get("selection"),
+            "operating_point": info["operating_point"] and {k: v for k, v in info["operating_point"].items()
+                                                            if k != "tried"},
         })
     return rows

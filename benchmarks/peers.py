@@ -2,6 +2,8 @@
 
 flat   : exact inner-product search on the full float32 vectors (the quality ceiling).
 ivfpq  : faiss IVF-PQ on the full vectors with the engine's code bytes and nlist (same RAM per vector).
+faiss  : faiss's own one-line cascades at their own RAM: IVF-PQ fast-scan + RFlat or Refine(SQfp16),
+         IVF-RaBitQ + Refine(SQfp16), and HNSW32 over float32 vectors (see `faiss_cascades`).
 binary : sentence-transformers' documented recipe: a binary index (quantize_embeddings 'ubinary') searched
          for rescore_multiplier * k, then re-scored with int8 embeddings (kept memory-mapped, as documented).
 autofaiss: see autofaiss_peer.py.
@@ -66,20 +68,8 @@ def run_ivfpq(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, code: str, nl
     factory = f"IVF{nlist},{code}"
     if ds.dim % int(code[2:].split("x")[0]):
         return [skipped("ivfpq", factory, ds, f"{code} needs a dim divisible by its sub-quantizer count")]
-    reset_peak()
-    t = time.perf_counter()
-    index = faiss.index_factory(ds.dim, factory, faiss.METRIC_INNER_PRODUCT)
-    inner = faiss.downcast_index(faiss.extract_index_ivf(index))
-    if hasattr(inner, "do_polysemous_training"):
-        inner.do_polysemous_training = False
-    index.train(_sample(ds, min(TRAIN_MAX, ivf.train_size(ds.n, nlist, code))))
-    for lo in range(0, ds.n, BLOCK):
-        index.add(ds.block(lo, min(ds.n, lo + BLOCK)))
-    build_s = time.perf_counter() - t
-    path = workdir / f"ivfpq-{code}.faiss"
-    faiss.write_index(index, str(path))
-    disk = path.stat().st_size / ds.n
-    path.unlink()
+    index, build_s, disk = _built(ds, factory, ivf.train_size(ds.n, nlist, code), workdir)
+    inner = faiss.extract_index_ivf(index)
     ram = inner.code_size + 8 + nlist * ds.dim * 4 / ds.n
     rows = []
     for nprobe in nprobes:
@@ -90,6 +80,63 @@ def run_ivfpq(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, code: str, nl
         m = measure(search, ds.queries, truth, qrels, latency_queries)
         rows.append(_row(f"ivfpq-{code}", f"{factory},nprobe={nprobe}", ds, ram, 0.0, disk, build_s, m,
                          nprobe=nprobe))
+    return rows
+
+
+def _built(ds: Dataset, factory: str, train_rows: int, workdir: Path) -> tuple[faiss.Index, float, float]:
+    """(index, build seconds, bytes per vector of its file): `factory` on the full vectors, trained on up to
+    TRAIN_MAX rows, filled block by block."""
+    reset_peak()
+    t = time.perf_counter()
+    index = faiss.index_factory(ds.dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if "IVF" in factory:
+        inner = faiss.downcast_index(faiss.extract_index_ivf(index))
+        if hasattr(inner, "do_polysemous_training"):
+            inner.do_polysemous_training = False
+    if not index.is_trained:
+        index.train(_sample(ds, min(TRAIN_MAX, train_rows)))
+    for lo in range(0, ds.n, BLOCK):
+        index.add(ds.block(lo, min(ds.n, lo + BLOCK)))
+    build_s = time.perf_counter() - t
+    path = workdir / "peer.faiss"
+    faiss.write_index(index, str(path))
+    disk = path.stat().st_size / ds.n
+    path.unlink()
+    return index, build_s, disk
+
+
+def faiss_cascades(nlist: int, dim: int) -> dict[str, tuple[str, list[tuple[str, object]]]]:
+    """The one-line faiss indexes a user could pick instead, each with the search settings swept.
+
+    IVF-PQ fast-scan re-ranked by the float32 vectors (RFlat) or by float16 ones (Refine(SQfp16)), IVF-RaBitQ
+    re-ranked by float16 vectors, and HNSW over float32 vectors; all held in RAM."""
+    def ivf(nprobe, k_factor):
+        return faiss.IndexRefineSearchParameters(k_factor=k_factor,
+                                                 base_index_params=faiss.SearchParametersIVF(nprobe=nprobe))
+    grid = [(32, 10), (64, 20), (128, 20)]
+    m = dim // 4 if dim % 4 == 0 else dim // 2
+    return {
+        "faiss-ivfpq-rflat": (f"IVF{nlist},PQ{m}x4fs,RFlat",
+                              [(f"nprobe={p},k_factor={f}", ivf(p, f)) for p, f in grid]),
+        "faiss-ivfpq-sqfp16": (f"IVF{nlist},PQ{m}x4fs,Refine(SQfp16)",
+                               [(f"nprobe={p},k_factor={f}", ivf(p, f)) for p, f in grid]),
+        "faiss-ivf-rabitq": (f"IVF{nlist},RaBitQ,Refine(SQfp16)",
+                             [(f"nprobe={p},k_factor={f}", ivf(p, f)) for p, f in grid]),
+        "faiss-hnsw": ("HNSW32,Flat", [(f"efSearch={e}", faiss.SearchParametersHNSW(efSearch=e))
+                                       for e in (64, 128, 256)]),
+    }
+
+
+def run_faiss(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, system: str, factory: str,
+              settings: list[tuple[str, object]], latency_queries: int, workdir: Path) -> list[dict]:
+    """One faiss index, one row per search setting; RAM is its serialized size (what it holds in memory)."""
+    index, build_s, disk = _built(ds, factory, TRAIN_MAX, workdir)
+    rows = []
+    for name, params in settings:
+        def search(q, k):
+            return index.search(np.ascontiguousarray(q), k, params=params)[1]
+        m = measure(search, ds.queries, truth, qrels, latency_queries)
+        rows.append(_row(system, f"{factory},{name}", ds, disk, 0.0, disk, build_s, m))
     return rows
 
 

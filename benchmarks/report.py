@@ -100,6 +100,17 @@ def _markdown(doc: dict, runs: list[dict], plots: list[str]) -> str:
                          _f(r.get("build_vectors_per_second"), "{:,.0f}"),
                          _f((r.get("peak_rss_bytes") or math.nan) / 2**20, "{:,.0f}")])
         md += _table(head, body) + [""]
+        staged = [r for r in run["rows"] if r.get("stages") and "skipped" not in r]
+        if staged:
+            md += ["### Cost of each stage", "", "Per query in a batch: what each stage reads (the codes of "
+                   "nprobe lists, then k1 int8 rows, then k2 full rows), its time, and its time per candidate.", ""]
+            names = ("first_pass", "int8", "full")
+            md += _table(["system", "setting"] + [f"{n} {c}" for n in names for c in ("candidates", "ms", "ns/cand")],
+                         [[r["system"], r["setting"]] +
+                          [v for n in names for v in (_f(r["stages"][n].get("candidates_per_query"), "{:,.0f}"),
+                                                      _f(r["stages"][n].get("ms_per_query_in_batch"), "{:.3f}"),
+                                                      _f(r["stages"][n].get("ns_per_candidate"), "{:.1f}"))]
+                          for r in staged]) + [""]
         if run["seed_question"]:
             md += ["### Prefix or projection?", "", "recall@10 of exhaustive float32 search in the shortened "
                    "space, projection (PCA) minus prefix. On data not trained Matryoshka-style a projection should "

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
-import numpy as np
 
 from indexing import ivf
 
@@ -16,10 +15,10 @@ from .autofaiss_peer import run_autofaiss
 from .data import Dataset
 from .engine_runner import DEFAULT_POINTS, EngineSetting, default_settings, run_engine
 from .ground_truth import exact_topk
-from .peers import run_binary, run_flat, run_ivfpq
+from .peers import faiss_cascades, run_binary, run_faiss, run_flat, run_ivfpq
 from .resources import set_threads
 
-PEERS = ("flat", "ivfpq", "binary", "autofaiss")
+PEERS = ("flat", "ivfpq", "binary", "faiss", "autofaiss")
 RECALL_GOAL, QPS_RATIO_GOAL, RAM_GOAL = 0.98, 20.0, 48.0
 
 
@@ -72,6 +71,10 @@ def run_dataset(ds: Dataset, cfg: Config) -> dict:
     if "binary" in cfg.peers:
         log(f"[{ds.name}] peer binary + int8 rescoring")
         rows += run_binary(ds, truth, ds.qrels, list(cfg.binary_multipliers), cfg.latency_queries, cfg.workdir)
+    if "faiss" in cfg.peers:
+        for system, (factory, sweep) in faiss_cascades(nlist, ds.dim).items():
+            log(f"[{ds.name}] peer {factory}")
+            rows += run_faiss(ds, truth, ds.qrels, system, factory, sweep, cfg.latency_queries, cfg.workdir)
     ref = reference(engine_rows)
     if "autofaiss" in cfg.peers:
         log(f"[{ds.name}] peer autofaiss")

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from indexing.ivf import choose_nlist, code_string
 from indexing.sizing import estimate
 
 STEPS = ("read", "validate", "transform", "int8", "pq_encode", "write", "finish_shard")

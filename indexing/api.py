@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from matryoshka.core.errors import InputError
+from matryoshka.core.progress import say
 
 from .build import build_index
 from .inputs import open_source
@@ -23,6 +24,25 @@ def build(out: str | os.PathLike, data, *, ids=None, texts=None, model: str | No
             raise InputError("a distributed build reads texts from the Parquet input's `text` column; texts= is "
                              "for single-machine builds")
         from .distributed_build import build_distributed
-        return build_distributed(out, data, ids=ids, model=model, options=opts, address=ray)
+        return build_distributed(out, data, ids=ids, model=model, options=opts, address=ray, finish=tune_new_index)
     source = open_source(data, ids, texts, model, "cpu")
-    return build_index(out, source, opts, model_name=model)
+    return build_index(out, source, opts, model_name=model, finish=tune_new_index)
+
+
+def tune_new_index(root: Path, opts: BuildOptions) -> None:
+    """A build's last step (`indexing.build`): store the default operating point of the index in `root`, unless
+    it has one, `opts.tune` is off, or exact truth over the whole index would cost more than MAX_TRUTH_WORK."""
+    if not opts.tune:
+        return
+    from retrieval.index import Index  # here: retrieval imports indexing's lower layers on import
+    from retrieval.tuning import MAX_TRUTH_WORK, MIN_VECTORS, SAMPLE_QUERIES, describe, truth_work, tune
+    index = Index(root, device="cpu", threads=opts.threads)
+    if "operating_point" in index.manifest or index.count < MIN_VECTORS:  # tiny: every search is exhaustive
+        return
+    if truth_work(index) > MAX_TRUTH_WORK:
+        say(f"note: the default operating point was not measured: exact truth over {index.count:,} vectors costs "
+            f"too much at build time; run `matryoshka tune {root}` (or Index.tune) to measure it", opts.quiet)
+        return
+    say(f"measuring the default operating point on {min(SAMPLE_QUERIES, index.count)} sample queries", opts.quiet)
+    point = tune(index, lock=False)
+    say(f"operating point: {describe(point.to_dict())}", opts.quiet)

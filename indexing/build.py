@@ -46,6 +46,7 @@ class BuildJob:
     state: BuildState | None = None  # set once training is done (or found done)
 
 
+Finish = Callable[[Path, BuildOptions], None]
 AddShards = Callable[[BuildJob], list[dict]]  # writes every shard not yet complete; returns all shards' metadata
 
 
@@ -56,18 +57,25 @@ def identity(opts: BuildOptions, source: Source, model_name: str | None) -> dict
 
 
 def build_index(out: str | os.PathLike, source: Source, options: BuildOptions | None = None,
-                model_name: str | None = None, add: AddShards | None = None) -> Path:
+                model_name: str | None = None, add: AddShards | None = None, finish: Finish | None = None) -> Path:
     """Build (or resume building) an index in folder `out` from a source (see indexing.sources).
 
     `add` writes the shards once training is done: the default streams every batch in this process
-    (`add_all`); a distributed engine passes its own.
+    (`add_all`); a distributed engine passes its own. `finish(folder, options)` runs on the complete index
+    before it is swapped in (and on an index found complete): `indexing.build` measures its operating point.
     """
+    def finished(folder: Path) -> Path:
+        if finish is not None:
+            finish(folder, opts)
+        return folder
+
     opts = (options or BuildOptions()).check()
     check_faiss_install()
     device = resolve_device(opts.device)
     set_threads(opts.threads)
     if source.count == 0:
         raise InputError("the input holds no vectors; there is nothing to index")
+    opts = opts.for_device(device, min(opts.index_dim, source.dim))
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise BuildRefused(f"{root} is a file, not a folder; pass --out / out= naming a new or empty folder")
@@ -82,10 +90,10 @@ def build_index(out: str | os.PathLike, source: Source, options: BuildOptions | 
         if status == "complete":
             say(f"{root} already holds this index, complete; nothing to do (overwrite=True / --overwrite "
                 "rebuilds it)", opts.quiet)
-            return root
+            return finished(root)
         if status != "replace":
             _build_into(BuildJob(root, source, opts, device, model_name, ident), status, add)
-            return root
+            return finished(root)
         # Build beside the old index and swap it in at the end, so searchers never see a half-written one.
         work = beside(root, "new")
         work.mkdir(exist_ok=True)
@@ -93,7 +101,7 @@ def build_index(out: str | os.PathLike, source: Source, options: BuildOptions | 
             clear(work)
         _build_into(BuildJob(work, source, opts, device, model_name, ident),
                     "resume" if (work / layout.BUILD_DIR).exists() else "fresh", add)
-        swap_in(work, root)
+        swap_in(finished(work), root)
         return root
     except OSError as e:
         if e.errno == errno.ENOSPC:

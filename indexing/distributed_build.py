@@ -17,7 +17,7 @@ from matryoshka.core import encoder
 from matryoshka.core.errors import InputError, MatryoshkaError
 from matryoshka.core.progress import bar, say
 
-from .build import BuildJob, build_index, done_shards
+from .build import BuildJob, Finish, build_index, done_shards
 from .folder import beside
 from .inputs import open_source
 from .options import BuildOptions
@@ -144,7 +144,7 @@ def encode_texts(ray, path: Path, out: Path, model: str, num_gpus: float, actors
 
 def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: str | None = None,
                       model: str | None = None, options: BuildOptions | None = None, address: str | None = "auto",
-                      num_gpus: float = 0.0, encode_actors: int = 2) -> Path:
+                      num_gpus: float = 0.0, encode_actors: int = 2, finish: Finish | None = None) -> Path:
     """Build an index in `out` from a `.npy` or Parquet path with one Ray task per shard.
 
     Training runs once here (the driver); each task reads its own rows of the input and writes its shard
@@ -201,7 +201,7 @@ def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: s
         state.add_seconds, state.engine = seconds, "ray"
         return shards
 
-    root = build_index(out, source, opts, model_name=model, add=add)
+    root = build_index(out, source, opts, model_name=model, add=add, finish=finish)
     if staging is not None:
         shutil.rmtree(staging, ignore_errors=True)
     return root

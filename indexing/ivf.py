@@ -73,8 +73,24 @@ def plan_factory(n: int, dim: int, pq_bytes: int, fast_scan: bool, nlist: int | 
     return f"IVF{nlist},{code}", notes
 
 
+def new_index(factory: str, dim: int, metric: str) -> faiss.Index:
+    """An untrained index for one of this engine's factory strings (IVF{n},Flat / PQ{m} / PQ{m}x4fs), built
+    from its classes: the faiss-cuda 1.14 wheels raise std::bad_cast from index_factory's regex parser."""
+    m = re.fullmatch(r"IVF(\d+),(Flat|PQ(\d+)(x4fs)?)", factory)
+    mt = faiss_metric(metric)
+    if not m:
+        return faiss.index_factory(dim, factory, mt)
+    nlist = int(m.group(1))
+    quantizer = faiss.IndexFlatL2(dim) if mt == faiss.METRIC_L2 else faiss.IndexFlatIP(dim)
+    if m.group(2) == "Flat":
+        return faiss.IndexIVFFlat(quantizer, dim, nlist, mt)
+    if m.group(4):
+        return faiss.IndexIVFPQFastScan(quantizer, dim, nlist, int(m.group(3)), 4, mt)
+    return faiss.IndexIVFPQ(quantizer, dim, nlist, int(m.group(3)), 8, mt)
+
+
 def train(factory: str, sample: np.ndarray, metric: str, device: str) -> faiss.Index:
-    index = faiss.index_factory(sample.shape[1], factory, faiss_metric(metric))
+    index = new_index(factory, sample.shape[1], metric)
     inner = faiss.downcast_index(faiss.extract_index_ivf(index))
     if hasattr(inner, "do_polysemous_training"):
         inner.do_polysemous_training = False  # unused by this engine, and most of the training time

@@ -19,8 +19,8 @@ def open_index(path: str | Path, *, ray: str | None = None, **kwargs) -> Index:
                                            "timeout_s", "allow_partial") if k in kwargs}
     kwargs.pop("device", None)  # the workers' device follows num_gpus; the driver only merges
 
-    def backend(root, manifest, codec, trained, verify):
-        return RayBackend(root, manifest, address=ray, verify=verify, **ray_opts)
+    def backend(folder, manifest, codec, trained, verify):
+        return RayBackend(folder.path(), manifest, address=ray, verify=verify, **ray_opts)
     index = Index(path, device="cpu", backend=backend, **kwargs)
     if ray_opts.get("num_gpus"):
         index.device = "gpu"  # the workers' first pass runs on their GPUs; no coarse assignment here

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 PLUGIN_GROUP = "matryoshka.commands"
+FAST_SCAN_HELP = ("4-bit fast-scan PQ codes (--fast-scan) or 8-bit PQ (--no-fast-scan); default: fast-scan on a "
+                  "CPU build, 8-bit on a GPU build")
 QUERIES_FORMAT = "a Parquet file with a `qid` column and an `embedding` or a `text` column"
 
 
@@ -50,9 +52,11 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=("cosine", "ip", "l2"), default="cosine",
                    help="similarity: cosine (vectors are normalized), ip (inner product) or l2 (distance)")
     p.add_argument("--pq-bytes", type=int, default=32, help="PQ code bytes per vector")
-    p.add_argument("--fast-scan", action="store_true", help="4-bit fast-scan PQ codes (fast on CPU)")
+    p.add_argument("--fast-scan", action=argparse.BooleanOptionalAction, help=FAST_SCAN_HELP)
     p.add_argument("--nlist", type=int, help="IVF lists (default: about 4 sqrt(N), at most 8192)")
     p.add_argument("--shard-size", type=int, default=1_000_000, help="max vectors per shard")
+    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure the default nprobe / k1 / k2 on a sample at the end of the build (see `tune`)")
     p.add_argument("--batch-rows", type=int, default=16384, help="rows read and encoded per batch (bounds RAM)")
     p.add_argument("--train-size", type=int, help="training sample size (default: from nlist)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
@@ -67,16 +71,18 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_build(a) -> None:
     from indexing import BuildOptions, build_index, open_source
+    from indexing.api import tune_new_index
     opts = BuildOptions(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
                         fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
                         train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet,
-                        overwrite=a.overwrite)
+                        overwrite=a.overwrite, tune=a.tune)
     if a.ray:
         from indexing.distributed_build import build_distributed
         out = build_distributed(a.out, a.input, ids=a.ids, model=a.model, options=opts, address=a.ray,
-                                num_gpus=a.ray_gpus)
+                                num_gpus=a.ray_gpus, finish=tune_new_index)
     else:
-        out = build_index(a.out, open_source(a.input, ids=a.ids, model=a.model), opts, model_name=a.model)
+        out = build_index(a.out, open_source(a.input, ids=a.ids, model=a.model), opts, model_name=a.model,
+                          finish=tune_new_index)
     if not a.quiet:
         print(f"index ready: {out}")
 
@@ -88,9 +94,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                                      "the cross-encoder)")
     p.add_argument("--output", help="Parquet file for results: qid, rank, id, score, score_<stage>")
     p.add_argument("--k", type=int, default=10, help="results per query")
-    p.add_argument("--nprobe", type=int, default=32, help="IVF lists scanned per query (more: better recall, slower)")
-    p.add_argument("--k1", type=int, default=500, help="first-pass depth")
-    p.add_argument("--k2", type=int, default=100, help="kept after int8 re-scoring")
+    p.add_argument("--nprobe", type=int, help="IVF lists scanned per query (more: better recall, slower; default: "
+                                              "the index's measured operating point, see `matryoshka info`)")
+    p.add_argument("--k1", type=int, help="first-pass depth (default: the index's operating point)")
+    p.add_argument("--k2", type=int, help="kept after int8 re-scoring (default: the index's operating point)")
     p.add_argument("--k3", type=int, default=50, help="kept after full re-scoring, for the cross-encoder")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 re-scoring stage")
     p.add_argument("--no-full", action="store_true", help="skip the float16 full-vector re-scoring stage")
@@ -112,15 +119,16 @@ def cmd_search(a) -> None:
     import pyarrow.parquet as pq
 
     from matryoshka.core.errors import InputError
-    from retrieval import SearchParams, open_index
+    from retrieval import open_index
     if (a.query is None) == (a.queries is None):
         raise InputError("give either a free-text QUERY or --queries Q.parquet")
     qids, queries, texts = (["q"], [a.query], [a.query]) if a.queries is None else read_queries(a.queries)
     extra = {"allow_partial": a.allow_partial, "num_gpus": a.ray_gpus, "workers": a.ray_workers} if a.ray else {}
-    params = SearchParams(k=a.k, nprobe=a.nprobe, k1=a.k1, k2=a.k2, k3=a.k3, int8=not a.no_int8, full=not a.no_full,
-                          full_dims=a.full_dims, rerank=False if a.no_rerank else None)
+    given = {name: getattr(a, name) for name in ("nprobe", "k1", "k2") if getattr(a, name) is not None}
     with open_index(a.index, device=a.device, model=a.model, threads=a.threads,
                     reranker=None if a.no_rerank else a.reranker, ray=a.ray, **extra) as index:  # closing stops Ray
+        params = index.params.updated(k=a.k, k3=a.k3, int8=not a.no_int8, full=not a.no_full, full_dims=a.full_dims,
+                                      rerank=False if a.no_rerank else None, **given)
         result = index.search_batch(queries, query_texts=texts, params=params)
         has_text = index.manifest["has_text"]
     if "rerank" not in result.stage_scores:
@@ -168,6 +176,7 @@ def read_queries(path: str) -> tuple[list, list[str] | np.ndarray, list[str] | N
 def cmd_info(a) -> None:
     from indexing.sizing import human
     from retrieval import open_index
+    from retrieval.tuning import describe
     info = open_index(a.index, device="cpu").info()
     if a.json:
         print(json.dumps(info, indent=2, default=str))
@@ -183,6 +192,22 @@ def cmd_info(a) -> None:
           + ", ".join(f"{k}={v:.1f}" for k, v in b["seconds"].items()))
     for note in b["notes"]:
         print(f"note: {note}")
+    point = info["operating_point"]
+    print(f"default operating point: {describe(point)}" if point else
+          f"default operating point: not measured (constants {info['defaults']['nprobe']=}, "
+          f"{info['defaults']['k1']=}, {info['defaults']['k2']=}); run `matryoshka tune {a.index}`")
+
+
+def cmd_tune(a) -> None:
+    from retrieval import open_index
+    from retrieval.tuning import describe, tune
+    queries = read_queries(a.queries)[1] if a.queries else None
+    with open_index(a.index, device="cpu", model=a.model, threads=a.threads) as index:
+        point = tune(index, a.target_recall, queries, a.max_latency_ms, a.sample_queries)
+    print(f"{a.index}: default operating point now {describe(point.to_dict())}")
+    for t in point.tried:
+        print(f"  tried nprobe {t['nprobe']:>4}, k1 {t['k1']:>5}, k2 {t['k2']:>4}: coverage {t['coverage']:.3f}, "
+              f"recall@10 {t['recall_at_10']:.3f}, {t['ms_per_query']:.3f} ms/query")
 
 
 def cmd_verify(a) -> None:
@@ -193,10 +218,13 @@ def cmd_verify(a) -> None:
 
 
 def cmd_plan_size(a) -> None:
+    from indexing import BuildOptions
     from indexing.ivf import plan_factory
     from indexing.sizing import estimate, human
+    from matryoshka.core.device import resolve_device
     d = min(a.index_dim, a.full_dim)
-    factory, notes = plan_factory(a.n, d, a.pq_bytes, a.fast_scan, a.nlist)  # what the build would choose
+    fast_scan = BuildOptions(fast_scan=a.fast_scan, pq_bytes=a.pq_bytes).for_device(resolve_device("auto"), d).fast_scan
+    factory, notes = plan_factory(a.n, d, a.pq_bytes, fast_scan, a.nlist)  # what the build would choose
     e = estimate(a.n, a.full_dim, d, factory, a.shard_size, a.batch_rows)
     if a.json:
         print(json.dumps({"factory": factory, "notes": notes, **e}, indent=2))
@@ -236,6 +264,17 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p = command("info", cmd_info, "describe an index")
     p.add_argument("index", help="index folder")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
+    p = command("tune", cmd_tune, "measure the fastest nprobe / k1 / k2 reaching a recall@10 target and store it "
+                                  "as the index's default")
+    p.add_argument("index", help="index folder")
+    p.add_argument("--target-recall", type=float, default=0.95, help="recall@10 against exact full-vector search")
+    p.add_argument("--queries", help=f"your own queries: {QUERIES_FORMAT} (default: a sample of the index's vectors, "
+                                     "each left out of its own results)")
+    p.add_argument("--sample-queries", type=positive_int, default=300, help="index vectors used as queries")
+    p.add_argument("--max-latency-ms", type=float, help="only settings at most this many ms per query in a batch; "
+                                                        "the most accurate of them when none reaches the target")
+    p.add_argument("--model", help="query model for text queries (default: the model recorded in the index)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: every core)")
     command("verify", cmd_verify, "check every file of an index against its checksums").add_argument(
         "index", help="index folder")
     p = command("plan-size", cmd_plan_size, "RAM, GPU memory and disk an index of N vectors needs")
@@ -243,7 +282,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p.add_argument("--full-dim", type=positive_int, required=True, help="dims of the input vectors")
     p.add_argument("--index-dim", type=positive_int, default=256, help="dims of the short vectors")
     p.add_argument("--pq-bytes", type=positive_int, default=32, help="PQ code bytes per vector")
-    p.add_argument("--fast-scan", action="store_true", help="4-bit fast-scan PQ codes (fast on CPU)")
+    p.add_argument("--fast-scan", action=argparse.BooleanOptionalAction, help=FAST_SCAN_HELP)
     p.add_argument("--nlist", type=positive_int, help="IVF lists (default: about 4 sqrt(N), at most 8192)")
     p.add_argument("--shard-size", type=positive_int, default=1_000_000, help="max vectors per shard")
     p.add_argument("--batch-rows", type=positive_int, default=16384, help="rows read and encoded per build batch")

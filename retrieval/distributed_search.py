@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from indexing.distributed_build import connect
-from matryoshka.core.errors import MatryoshkaError, ShardsUnavailable
+from matryoshka.core.errors import IndexFormatError, MatryoshkaError, ShardsUnavailable
 from matryoshka.core.params import SearchParams
 
 from .first_pass import merge_topk
@@ -115,6 +115,9 @@ class RayBackend:
                 ray.cancel(ref)
             except (RayActorError, ObjectLostError, WorkerCrashedError) as e:
                 last = [ln.strip() for ln in str(e).splitlines() if ln.strip()][-1:] or [""]
+                if getattr(e, "_actor_init_failed", False):  # it could not open its shards: damaged or replaced
+                    raise IndexFormatError(f"the worker for shard(s) {shards} could not open them: {last[0]}") \
+                        from None
                 why = f"died and could not be restarted ({type(e).__name__}: {last[0][:200]})"
             if not self.allow_partial or missing is None:
                 raise ShardsUnavailable(

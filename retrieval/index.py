@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from matryoshka.core import encoder, layout
+from matryoshka.core import encoder
 from matryoshka.core.codec import Codec
 from matryoshka.core.device import check_faiss_install, resolve_device, set_threads
 from matryoshka.core.errors import IndexFormatError, InputError
@@ -18,7 +18,8 @@ from matryoshka.core.params import SearchParams
 from matryoshka.core.timing import StageTimer
 from matryoshka.core.vectors import as_matrix, normalize
 from matryoshka.storage.manifest import read_manifest
-from matryoshka.storage.shard_files import check_files, read_faiss
+from matryoshka.storage.pinned import PinnedFolder
+from matryoshka.storage.shard_files import read_shared
 from rerank.cross_encoder import CrossEncoderReranker
 from rerank.rescore import keep
 
@@ -27,12 +28,12 @@ from .first_pass import FirstPass
 from .results import Hit, SearchResult
 from .shard_group import ShardGroup
 
-OPEN_ATTEMPTS = 3
+OPEN_ATTEMPTS = 4
 MAX_BATCH = 1024  # queries scored at once; larger batches are split so memory stays bounded
 MAX_CANDIDATES = 1 << 21  # first-pass candidates held at once over a batch's queries (fewer queries when k1 is deep)
 
 # (root, manifest, codec, trained, verify) -> the backend that holds the shards
-BackendFactory = Callable[[Path, dict, Codec, faiss.Index, bool], Backend]
+BackendFactory = Callable[[PinnedFolder, dict, Codec, faiss.Index, bool], Backend]
 
 
 def release_free_memory() -> None:
@@ -57,20 +58,22 @@ class Index:
         self.root = Path(path)
         self.device = resolve_device(device)
         set_threads(threads)
-        self.params = SearchParams()
         local = backend is None
         backend = backend or (lambda root, m, codec, trained, v: ShardGroup(root, m, device=self.device, verify=v,
                                                                             codec=codec, trained=trained))
         for attempt in range(OPEN_ATTEMPTS):
-            self.manifest = read_manifest(self.root)
             try:
                 self._open(verify, backend)
                 break
-            except IndexFormatError:
-                # An index replaced while we opened it (an overwrite swaps folders) looks damaged for a moment:
-                # open it again; a manifest that did not change means the damage is real.
-                if attempt == OPEN_ATTEMPTS - 1 or not self._replaced():
+            except IndexFormatError as e:
+                # An overwrite renamed another index into place, or deleted the pinned one, while it was read:
+                # open the index now at the path. Damage to an index that stayed in place is real: refuse.
+                last = attempt == OPEN_ATTEMPTS - 1
+                if self._superseded is False or (self._superseded is None and last):
                     raise
+                if last:
+                    raise IndexFormatError(f"{self.root} was replaced {OPEN_ATTEMPTS} times while it was being "
+                                           f"opened ({e}); open it again once the build has finished") from None
                 time.sleep(0.05 * (attempt + 1))
         if local:
             count = sum(s.count for s in self.backend.shards)
@@ -82,20 +85,23 @@ class Index:
             self._load_model()
         self.reranker = CrossEncoderReranker(reranker, device="cpu") if isinstance(reranker, str) else reranker
 
-    def _replaced(self) -> bool:
-        try:
-            return read_manifest(self.root) != self.manifest
-        except IndexFormatError:
-            return True
-
     def _open(self, verify: bool, backend: BackendFactory) -> None:
-        m = self.manifest
-        check_files(self.root, {layout.TRAINED: m["trained"], layout.TRANSFORM: m["transform_file"]}, deep=True)
-        self.metric, self.full_dim, self.index_dim, self.count = m["metric"], m["full_dim"], m["index_dim"], m["count"]
-        self.codec = Codec.load(self.root / layout.TRANSFORM)
-        self.trained = read_faiss(self.root / layout.TRAINED)
-        self.assigner = FirstPass(self.trained, [], self.metric, "cpu")  # the one coarse assignment per batch
-        self.backend = backend(self.root, m, self.codec, self.trained, verify)
+        """Open every file through one pinned folder, so that all of them belong to one generation."""
+        self._superseded = None  # no folder at the path: perhaps between the two renames of a swap
+        with PinnedFolder(self.root) as folder:
+            try:
+                m = self.manifest = read_manifest(folder)
+                self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
+                self.count = m["count"]
+                point = m.get("operating_point")  # measured for this index (see retrieval.tuning)
+                self.params = SearchParams(**{k: point[k] for k in ("nprobe", "k1", "k2")}) if point else \
+                    SearchParams()
+                self.codec, self.trained = read_shared(folder, m)
+                self.assigner = FirstPass(self.trained, [], self.metric, "cpu")  # one coarse assignment per batch
+                self.backend = backend(folder, m, self.codec, self.trained, verify)
+            except IndexFormatError:
+                self._superseded = folder.superseded()
+                raise
 
     def close(self) -> None:
         """Release the backend (stops Ray shard workers)."""
@@ -249,6 +255,14 @@ class Index:
             return id_rows, None
         return id_rows, [[out[i * kk + j] for j in range(kk) if cand[i, j] >= 0] for i in range(cand.shape[0])]
 
+    def tune(self, target_recall: float = 0.95, queries=None, *, max_latency_ms: float | None = None,
+             n_queries: int = 300, save: bool = True):
+        """Measure the fastest nprobe / k1 / k2 reaching `target_recall` recall@10 against exact search, on
+        `queries` (texts or vectors; default: `n_queries` of the index's own vectors), and make it this
+        handle's default; save=True also stores it in the index (see `retrieval.tuning`)."""
+        from .tuning import tune
+        return tune(self, target_recall, queries, max_latency_ms, n_queries, save)
+
     # -- description ---------------------------------------------------------------------------------------
     def info(self) -> dict:
         """Manifest summary with bytes per vector resident in RAM, memory-mapped, and on disk."""
@@ -258,7 +272,7 @@ class Index:
         ram = ivf.code_size + 8 + (self.backend.id_map_bytes() + ivf.nlist * self.index_dim * 4) / n
         shard_bytes = [sum(f["bytes"] for f in s["files"].values()) for s in self.manifest["shards"]]
         mmapped = self.count * (self.index_dim + 2 * self.full_dim)  # int8 short + float16 full rows
-        disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        disk = sum(shard_bytes) + self.manifest["trained"]["bytes"] + self.manifest["transform_file"]["bytes"]
         return {"path": str(self.root), "count": self.count, "metric": self.metric, "full_dim": self.full_dim,
                 "index_dim": self.index_dim, "factory": self.manifest["factory"],
                 "transform": self.manifest["transform"], "model": (self.manifest["model"] or {}).get("name"),
@@ -266,7 +280,8 @@ class Index:
                 "shards": [{"number": s["number"], "count": s["count"], "bytes": b}
                            for s, b in zip(self.manifest["shards"], shard_bytes)],
                 "ram_bytes_per_vector": ram, "mmap_bytes_per_vector": mmapped / n,
-                "disk_bytes_per_vector": disk / n, "build": self.manifest["build"]}
+                "disk_bytes_per_vector": disk / n, "build": self.manifest["build"],
+                "operating_point": self.manifest.get("operating_point"), "defaults": self.params.to_dict()}
 
 
 def _concat(parts: list[SearchResult], timings: dict) -> SearchResult:

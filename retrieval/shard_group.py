@@ -11,14 +11,27 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from matryoshka.core import layout
 from matryoshka.core.codec import Codec
+from matryoshka.core.errors import IndexFormatError
 from matryoshka.core.params import SearchParams
+from matryoshka.storage.manifest import read_manifest
+from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.row_store import RowStore
-from matryoshka.storage.shard_files import Shard, read_faiss
+from matryoshka.storage.shard_files import Shard, read_shared
 from rerank.rescore import Stores, rescore
 
 from .first_pass import FirstPass
+
+
+def _pin_same(root: Path, manifest: dict) -> PinnedFolder:
+    """The folder at `root`, pinned, if it still holds the index `manifest` describes (a worker opening its
+    shards after the driver must not open a newer index that an overwrite put there meanwhile)."""
+    folder = PinnedFolder(root)
+    if read_manifest(folder) != manifest:
+        folder.close()
+        raise IndexFormatError(f"{root} was replaced by another index while its shards were being opened; open "
+                               "it again")
+    return folder
 
 
 class ShardGroup:
@@ -26,20 +39,23 @@ class ShardGroup:
 
     Implements `backend.Backend`; a group in this process always answers, so `missing` is never added to."""
 
-    def __init__(self, root: str | Path, manifest: dict, numbers: list[int] | None = None, *, device: str = "cpu",
-                 verify: bool = False, codec: Codec | None = None, trained: faiss.Index | None = None):
-        self.root = Path(root)
+    def __init__(self, root: PinnedFolder | str | Path, manifest: dict, numbers: list[int] | None = None, *,
+                 device: str = "cpu", verify: bool = False, codec: Codec | None = None,
+                 trained: faiss.Index | None = None):
+        folder = root if isinstance(root, PinnedFolder) else _pin_same(Path(root), manifest)
         m = manifest
         metas = [s for s in m["shards"] if numbers is None or s["number"] in set(numbers)]
         self.numbers = [s["number"] for s in metas]
-        self.shards = [Shard(self.root, s, m["full_dim"], m["index_dim"], m["has_text"], deep=verify)
+        self.shards = [Shard(folder, s, m["full_dim"], m["index_dim"], m["has_text"], deep=verify)
                        for s in metas]
-        codec = codec or Codec.load(self.root / layout.TRANSFORM)
+        if codec is None or trained is None:
+            codec, trained = read_shared(folder, m)
+        if folder is not root:
+            folder.close()
         self.starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
         self.ends = self.starts + np.array([s.count for s in self.shards], dtype=np.int64)
         self.stores = Stores(RowStore(self.starts, [s.short for s in self.shards]),
                              RowStore(self.starts, [s.full for s in self.shards]), codec.int8, m["metric"])
-        trained = trained if trained is not None else read_faiss(self.root / layout.TRAINED)
         self.first = FirstPass(trained, self.shards, m["metric"], device)
 
     def owns(self, rows: np.ndarray) -> np.ndarray:

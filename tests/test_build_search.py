@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import exact_topk, recall_at
+from conftest import FIXED, exact_topk, recall_at
 
 import indexing
 import retrieval
@@ -82,9 +82,9 @@ def test_k_larger_than_the_corpus_returns_every_document_once(tmp_path):
 def test_shard_size_does_not_change_results(tmp_path, small_data):
     docs, queries = small_data
     indexing.build(tmp_path / "one", docs, index_dim=32, pq_bytes=8, fast_scan=True, shard_size=10_000, quiet=True)
-    a = retrieval.open_index(tmp_path / "one").search_batch(queries, k=10)
+    a = retrieval.open_index(tmp_path / "one").search_batch(queries, k=10, **FIXED)
     indexing.build(tmp_path / "many", docs, index_dim=32, pq_bytes=8, fast_scan=True, shard_size=700, quiet=True)
-    b = retrieval.open_index(tmp_path / "many").search_batch(queries, k=10)
+    b = retrieval.open_index(tmp_path / "many").search_batch(queries, k=10, **FIXED)
     assert len(json.loads((tmp_path / "many" / layout.MANIFEST).read_text())["shards"]) == 5
     np.testing.assert_array_equal(a.rows, b.rows)
 

@@ -1,5 +1,7 @@
 """Concurrent use: many threads on one index, and readers while another process replaces the index."""
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -9,6 +11,7 @@ import numpy as np
 
 import indexing
 import retrieval
+from matryoshka.core import layout
 from matryoshka.core.errors import IndexFormatError
 
 
@@ -43,7 +46,7 @@ def test_readers_never_see_a_half_written_index_while_it_is_replaced(tmp_path, s
     for dim in (16, 32):
         indexing.build(tmp_path / f"ref{dim}", docs, index_dim=dim, pq_bytes=4, fast_scan=True, shard_size=1000,
                        quiet=True)
-        refs[dim] = retrieval.open_index(tmp_path / f"ref{dim}").search_batch(queries, k=10).rows
+        refs[dim] = retrieval.open_index(tmp_path / f"ref{dim}").search_batch(queries, k=10, nprobe=16, k1=200).rows
     target = tmp_path / "live" / "idx"
     indexing.build(target, docs, index_dim=32, pq_bytes=4, fast_scan=True, shard_size=1000, quiet=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -58,7 +61,7 @@ def test_readers_never_see_a_half_written_index_while_it_is_replaced(tmp_path, s
                 assert any(s in str(e) for s in ("no index at", "checksum", "missing", "not finished", "size is")), e
                 seen["refused"] += 1
                 continue
-            rows = index.search_batch(queries, k=10).rows
+            rows = index.search_batch(queries, k=10, nprobe=16, k1=200).rows
             dim = index.index_dim
             np.testing.assert_array_equal(rows, refs[dim])  # whichever index it opened, it is whole
             seen[f"ok{dim}"] += 1
@@ -68,3 +71,116 @@ def test_readers_never_see_a_half_written_index_while_it_is_replaced(tmp_path, s
     assert writer.returncode == 0, err
     assert seen["ok16"] + seen["ok32"] > 5, seen
     assert retrieval.open_index(target).index_dim == 32
+
+
+# Two inputs of the same shape whose indexes differ in every file's content but in no file's size: a handle
+# that mixed them would pass every size check, so only pinning one generation keeps it whole.
+def variant(docs, which):
+    x = docs if which == "a" else np.ascontiguousarray(docs[::-1] * np.float32(-1))
+    ids = np.arange(len(x)) + (0 if which == "a" else 1_000_000)
+    return dict(docs=x, ids=ids, texts=[f"{which} text {i:05d}" for i in range(len(x))])
+
+
+BUILD = dict(index_dim=32, pq_bytes=4, fast_scan=True, shard_size=1000, quiet=True)
+
+
+def _answer(index, queries):
+    # fixed depths: each build measures its own default operating point by timing
+    return [(h.id, round(h.score, 5), h.text) for hits in index.search_batch(queries, k=10, nprobe=16, k1=200, k2=50)
+            for h in hits]
+
+
+
+def _refs(tmp_path, docs, queries):
+    refs = {}
+    for which in "ab":
+        v = variant(docs, which)
+        indexing.build(tmp_path / f"ref-{which}", v["docs"], ids=v["ids"], texts=v["texts"], **BUILD)
+        refs[which] = _answer(retrieval.open_index(tmp_path / f"ref-{which}"), queries)
+    assert refs["a"] != refs["b"]
+    return refs
+
+
+OPENER = """
+import json, sys, numpy as np, retrieval
+from tests.test_concurrency import _answer
+print(json.dumps(_answer(retrieval.open_index(sys.argv[1]), np.load(sys.argv[2]))))
+"""
+
+
+def test_a_handle_opened_during_a_swap_is_one_generation_whole(tmp_path, small_data):
+    """A reader stopped (SIGSTOP) in the middle of opening, with every shard read but the last one's stores, while an overwrite swaps in an index of the same shape: it answers as one of the
+    two indexes, whole. A handle opened before a swap keeps answering as its index after the folder is gone."""
+    docs, queries = small_data
+    refs = _refs(tmp_path, docs, queries)
+    target = tmp_path / "idx"
+    np.save(tmp_path / "q.npy", queries)
+
+    def replace_with(which):
+        v = variant(docs, which)
+        indexing.build(target, v["docs"], ids=v["ids"], texts=v["texts"], overwrite=True, **BUILD)
+
+    replace_with("a")
+    last_shard = len(docs) // BUILD["shard_size"] - 1
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), layout.STOP_ENV: f"open-stores:{last_shard}"}
+    reader = subprocess.Popen([sys.executable, "-c", OPENER, str(target), str(tmp_path / "q.npy")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stops = 0
+    while True:
+        _, status = os.waitpid(reader.pid, os.WUNTRACED)
+        if not os.WIFSTOPPED(status):
+            break
+        stops += 1
+        if stops == 1:
+            replace_with("b")
+        os.kill(reader.pid, signal.SIGCONT)
+    reader.returncode = os.waitstatus_to_exitcode(status)
+    out, err = reader.communicate()
+    assert reader.returncode == 0, err
+    assert stops >= 1
+    got = [tuple(h) for h in json.loads(out)]
+    assert got in (refs["a"], refs["b"]), "the handle mixed two indexes"
+
+    held = retrieval.open_index(target)  # b, all files open
+    replace_with("a")
+    assert not (tmp_path / ".idx.old").exists()  # b's folder is gone from the disk
+    assert _answer(held, queries) == refs["b"]
+    assert _answer(retrieval.open_index(target), queries) == refs["a"]
+
+
+SWAPPER = """
+import sys, numpy as np, indexing
+from tests.test_concurrency import BUILD, variant
+docs = np.load(sys.argv[2])
+for i in range(int(sys.argv[3])):
+    v = variant(docs, "ab"[i % 2])
+    indexing.build(sys.argv[1], v["docs"], ids=v["ids"], texts=v["texts"], overwrite=True, **BUILD)
+"""
+
+
+def test_readers_opening_during_swaps_of_same_shape_indexes_see_one_whole(tmp_path, small_data):
+    docs, queries = small_data
+    refs = _refs(tmp_path, docs, queries)
+    np.save(tmp_path / "v.npy", docs)
+    target = tmp_path / "live" / "idx"
+    v = variant(docs, "a")
+    indexing.build(target, v["docs"], ids=v["ids"], texts=v["texts"], **BUILD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writer = subprocess.Popen([sys.executable, "-c", SWAPPER, str(target), str(tmp_path / "v.npy"), "6"], env=env,
+                              stderr=subprocess.PIPE, text=True)
+    seen = {"a": 0, "b": 0, "refused": 0}
+    try:
+        while writer.poll() is None:
+            try:
+                index = retrieval.open_index(target)
+            except IndexFormatError as e:
+                assert "open it again" in str(e) or "no index at" in str(e), e
+                seen["refused"] += 1
+                continue
+            got = _answer(index, queries)
+            assert got in (refs["a"], refs["b"]), "a handle mixed two indexes"
+            seen["a" if got == refs["a"] else "b"] += 1
+    finally:
+        _, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, err
+    assert seen["a"] and seen["b"], seen

@@ -5,6 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import FIXED
 
 import indexing
 import retrieval
@@ -58,8 +59,8 @@ def test_distributed_build_equals_a_single_machine_build(cluster, inputs, kind):
     ref = json.loads((tmp / f"local-{kind}" / layout.MANIFEST).read_text())
     for a, b in zip(m["shards"], ref["shards"]):
         assert a["files"] == b["files"]  # byte-identical shards
-    got = retrieval.open_index(out).search_batch(queries, k=10)
-    assert_same(got, retrieval.open_index(tmp / f"local-{kind}").search_batch(queries, k=10))
+    got = retrieval.open_index(out).search_batch(queries, k=10, **FIXED)
+    assert_same(got, retrieval.open_index(tmp / f"local-{kind}").search_batch(queries, k=10, **FIXED))
 
 
 def test_distributed_build_refuses_duplicate_ids_across_shards(cluster, inputs):
@@ -135,9 +136,10 @@ def test_cli_builds_and_searches_with_ray(cluster, inputs, capsys):
     assert main(["build", str(tmp / "v.npy"), "--out", str(tmp / "cli-ray"), "--index-dim", "32", "--pq-bytes", "8",
                  "--fast-scan", "--shard-size", "1000", "--quiet", "--ray", "auto"]) == 0
     assert main(["search", str(tmp / "cli-ray"), "--queries", str(tmp / "q.parquet"), "--output",
-                 str(tmp / "hits.parquet"), "--ray", "auto", "--ray-workers", "1"]) == 0
+                 str(tmp / "hits.parquet"), "--ray", "auto", "--ray-workers", "1", "--nprobe", "16", "--k1", "200",
+                 "--k2", "50"]) == 0
     hits = pq.read_table(tmp / "hits.parquet")
-    local = retrieval.open_index(tmp / "local-npy").search_batch(queries[:3], k=10)
+    local = retrieval.open_index(tmp / "local-npy").search_batch(queries[:3], k=10, **FIXED)
     assert hits.column("id").to_pylist() == [i for row in local.ids for i in row]
 
 
@@ -162,5 +164,5 @@ def test_texts_are_encoded_by_ray_data_into_the_index_a_single_machine_builds(cl
         np.testing.assert_allclose(np.asarray(a.full, np.float32), np.asarray(b.full, np.float32), atol=2e-3)
         assert a.texts(np.arange(3)) == b.texts(np.arange(3))
     queries = ["read a file line by line", "parse command line arguments", "compress data with zlib"]
-    got, want = dist.search_batch(queries, k=5), local.search_batch(queries, k=5)
+    got, want = dist.search_batch(queries, k=5, **FIXED), local.search_batch(queries, k=5, **FIXED)
     assert got.ids == want.ids

@@ -10,9 +10,9 @@ from benchmarks.synthetic import Synthetic
 def test_cascade_recall_at_10_reaches_095_on_20k_vectors_with_defaults(tmp_path):
     s = Synthetic(dim=384, matryoshka=False, clusters=256, seed=7)
     docs, queries = s.documents(20_000), s.queries(300)
-    indexing.build(tmp_path / "idx", docs, quiet=True)  # defaults: 256 dims, auto transform, IVF-PQ32
+    indexing.build(tmp_path / "idx", docs, quiet=True)  # defaults: 256 dims, auto transform, 32-byte codes
     index = retrieval.open_index(tmp_path / "idx")
-    assert index.manifest["factory"].endswith(",PQ32")
+    assert index.manifest["factory"].endswith(",PQ64x4fs")  # a CPU build takes 4-bit fast-scan codes
     assert index.manifest["transform"]["kind"] == "pca"  # rotated data: the projection must win
     truth = exact_topk(docs, queries, 10)
     cascade = index.search_batch(queries, k=10)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -95,6 +96,7 @@ class Codec:
         return buf.getvalue()
 
     @classmethod
-    def load(cls, path: str | Path) -> "Codec":
+    def load(cls, path: str | Path | BinaryIO) -> "Codec":
+        """The codec saved by `save` (`path` may be an open binary file)."""
         with np.load(path) as a:
             return cls(ShortTransform.from_arrays(a), Int8Codec(a["int8_offset"], a["int8_scale"]))

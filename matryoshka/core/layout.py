@@ -39,13 +39,15 @@ DOC_BYTES = "docs.utf8.bin"
 
 
 CRASH_ENV = "MATRYOSHKA_CRASH_AT"  # fault injection for the kill-and-resume tests: "point" or "point:n"
+STOP_ENV = "MATRYOSHKA_STOP_AT"  # the same points, stopped (SIGSTOP) so that a test can act, then SIGCONT
 
 
 def crash_point(name: str, n: int = 0) -> None:
-    """SIGKILL this process at a named point of a build when the environment asks for it (tests only)."""
-    want = os.environ.get(CRASH_ENV)
-    if want and want in (name, f"{name}:{n}"):
-        os.kill(os.getpid(), signal.SIGKILL)
+    """SIGKILL, or SIGSTOP, this process at a named point when the environment asks for it (tests only)."""
+    for env, sig in ((CRASH_ENV, signal.SIGKILL), (STOP_ENV, signal.SIGSTOP)):
+        want = os.environ.get(env)
+        if want and want in (name, f"{name}:{n}"):
+            os.kill(os.getpid(), sig)
 
 
 def shard_name(i: int) -> str:
@@ -53,11 +55,16 @@ def shard_name(i: int) -> str:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file, read in chunks so that memory stays flat."""
-    h = hashlib.sha256()
+    """SHA-256 hex digest of a file, read in chunks."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+        return sha256_stream(f, chunk)
+
+
+def sha256_stream(f, chunk: int = 1 << 22) -> str:
+    """SHA-256 hex digest of what is left to read in an open binary file."""
+    h = hashlib.sha256()
+    while block := f.read(chunk):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -88,10 +95,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        with open(path) as f:
-            obj = json.load(f)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise IndexFormatError(f"{what} {path} is missing") from None
+    return parse_json(data, path, what)
+
+
+def parse_json(data: bytes, path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in `data` (read from `path`), or an error that says the file is damaged."""
+    try:
+        obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IndexFormatError(f"{what} {path} is not valid JSON ({e}); the file is damaged: rebuild the index") from None
     if not isinstance(obj, dict):

@@ -13,6 +13,8 @@ from matryoshka.core import layout
 from matryoshka.core.codec import CLIP_QUANTILE
 from matryoshka.core.errors import IndexFormatError
 
+from .pinned import PinnedFolder
+
 METRICS = ("cosine", "ip", "l2")
 STORE_FILES = (layout.INDEX_FILE, layout.IDS_FILE, layout.SHORT_FILE, layout.FULL_FILE)
 TEXT_FILES = (layout.DOC_OFFSETS, layout.DOC_BYTES)
@@ -94,20 +96,25 @@ def check_manifest(m: dict) -> None:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in probe):
             raise _Bad("model.probe holds something other than numbers")
     _shards(m)
+    point = m.get("operating_point")
+    if point is not None:
+        for key in ("nprobe", "k1", "k2"):
+            _int(point, key, "operating_point", 1)
 
 
-def read_manifest(root: Path) -> dict:
+def read_manifest(folder: PinnedFolder) -> dict:
     """The manifest of a complete index, checked, with errors that say how to get a good one."""
-    if not root.is_dir():
-        raise IndexFormatError(f"no index at {root}: the folder does not exist")
-    path = root / layout.MANIFEST
-    if not path.exists():
-        if (root / layout.BUILD_DIR).exists():
-            done = len(list((root / layout.SHARDS).glob("[0-9]*"))) if (root / layout.SHARDS).exists() else 0
+    root, path = folder.path(), folder.path(layout.MANIFEST)
+    try:
+        data = folder.read_bytes(layout.MANIFEST)
+    except FileNotFoundError:
+        if folder.exists(layout.BUILD_DIR):
+            done = len([n for n in folder.listdir(layout.SHARDS) if n[:1].isdigit()]) \
+                if folder.is_dir(layout.SHARDS) else 0
             raise IndexFormatError(f"the build in {root} is not finished ({done} shard(s) complete, no manifest); "
-                                   "re-run the same build command to resume it")
-        raise IndexFormatError(f"{root} holds no {layout.MANIFEST}; it is not a matryoshka index")
-    m = layout.read_json(path, "manifest")
+                                   "re-run the same build command to resume it") from None
+        raise IndexFormatError(f"{root} holds no {layout.MANIFEST}; it is not a matryoshka index") from None
+    m = layout.parse_json(data, path, "manifest")
     version = m.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise IndexFormatError(f"manifest {path}: format_version is {version!r}; the file is damaged: rebuild "

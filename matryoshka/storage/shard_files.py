@@ -1,6 +1,10 @@
-"""One shard opened for search: its IVF index in RAM, its stores memory-mapped, its files checked."""
+"""One shard opened for search, through a pinned folder: its IVF index in RAM, its stores memory-mapped, its
+files checked."""
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 from pathlib import Path
 
 import faiss
@@ -9,8 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from matryoshka.core import layout
+from matryoshka.core.codec import Codec
 from matryoshka.core.errors import IndexFormatError
 
+from .pinned import PinnedFolder
 from .row_store import advise_random
 
 
@@ -19,16 +25,30 @@ def _damaged(path: Path, what: str) -> IndexFormatError:
                             "folder) or restore it from a copy")
 
 
-def check_files(folder: Path, files: dict, deep: bool, whole: tuple[str, ...] = ()) -> None:
-    """Sizes of every file; SHA-256 of the files read whole (`whole`), or of every file when `deep`."""
-    for name, rec in files.items():
-        p = folder / name
-        if not p.exists():
-            raise _damaged(p, "file is missing")
-        if p.stat().st_size != rec["bytes"]:
-            raise _damaged(p, f"size is {p.stat().st_size} bytes, the manifest says {rec['bytes']} (truncated?)")
-        if (deep or name in whole) and layout.sha256_file(p) != rec["sha256"]:
-            raise _damaged(p, "checksum does not match the manifest (bit rot or a partial copy)")
+def check_file(folder: PinnedFolder, name: str, rec: dict, deep: bool) -> None:
+    """The file's size, and its SHA-256 when `deep` (read in chunks), against its manifest record."""
+    st = folder.stat(name)
+    if st is None:
+        raise _damaged(folder.path(name), "file is missing")
+    if st.st_size != rec["bytes"]:
+        raise _damaged(folder.path(name), f"size is {st.st_size} bytes, the manifest says {rec['bytes']} (truncated?)")
+    if deep:
+        with folder.open(name) as f:
+            if layout.sha256_stream(f) != rec["sha256"]:
+                raise _damaged(folder.path(name), "checksum does not match the manifest (bit rot or a partial copy)")
+
+
+def read_checked(folder: PinnedFolder, name: str, rec: dict) -> bytes:
+    """A file read whole, once its size and SHA-256 match its manifest record: what is checked is what is used."""
+    try:
+        data = folder.read_bytes(name)
+    except FileNotFoundError:
+        raise _damaged(folder.path(name), "file is missing") from None
+    if len(data) != rec["bytes"]:
+        raise _damaged(folder.path(name), f"size is {len(data)} bytes, the manifest says {rec['bytes']} (truncated?)")
+    if hashlib.sha256(data).hexdigest() != rec["sha256"]:
+        raise _damaged(folder.path(name), "checksum does not match the manifest (bit rot or a partial copy)")
+    return data
 
 
 def read_faiss(path: Path) -> faiss.Index:
@@ -38,25 +58,48 @@ def read_faiss(path: Path) -> faiss.Index:
     return faiss.read_index(str(path), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
 
 
-def open_store(path: Path, rows: int, width: int | None, dtype) -> np.ndarray:
-    """Memory-map a .npy store after checking its header against what the manifest promises."""
+def faiss_from_bytes(data: bytes) -> faiss.Index:
+    """`read_faiss` for a file already read into memory."""
+    reader = faiss.VectorIOReader()
+    faiss.copy_array_to_vector(np.frombuffer(data, dtype=np.uint8), reader.data)
+    return faiss.read_index(reader, faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
+
+
+def read_shared(folder: PinnedFolder, manifest: dict) -> tuple[Codec, faiss.Index]:
+    """The index's transform and int8 codec, and its trained IVF (centroids and codebooks, no vectors)."""
+    codec = Codec.load(io.BytesIO(read_checked(folder, layout.TRANSFORM, manifest["transform_file"])))
+    return codec, faiss_from_bytes(read_checked(folder, layout.TRAINED, manifest["trained"]))
+
+
+def open_store(folder: PinnedFolder, name: str, rows: int, width: int | None, dtype) -> np.ndarray:
+    """Memory-map a .npy store, through the pinned folder, after checking its header against the manifest."""
+    path, shape = folder.path(name), (rows, width) if width is not None else (rows,)
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - a damaged header raises ValueError, EOFError, SyntaxError, ...
-        raise _damaged(path, f"not a readable .npy file ({type(e).__name__}: {e})") from None
-    shape = (rows, width) if width is not None else (rows,)
-    if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != np.dtype(dtype):
-        raise _damaged(path, f"holds {getattr(arr, 'shape', '?')} {getattr(arr, 'dtype', '?')}, expected {shape} "
-                             f"{np.dtype(dtype)}")
-    return arr
+        f = folder.open(name)
+    except FileNotFoundError:
+        raise _damaged(path, "file is missing") from None
+    with f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            got, fortran, got_dtype = read_header(f)
+        except Exception as e:  # noqa: BLE001 - a damaged header raises ValueError, EOFError, SyntaxError, ...
+            raise _damaged(path, f"not a readable .npy file ({type(e).__name__}: {e})") from None
+        if got != shape or got_dtype != np.dtype(dtype) or (fortran and len(shape) > 1):
+            raise _damaged(path, f"holds {got} {got_dtype}{' (Fortran order)' if fortran else ''}, expected "
+                                 f"{shape} {np.dtype(dtype)}")
+        if not np.prod(shape):
+            return np.zeros(shape, dtype)
+        return np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape)
 
 
-def _id_map(path: Path, count: int, row_start: int | None) -> np.ndarray | pa.Array | None:
+def _id_map(data: bytes, path: Path, count: int, row_start: int | None) -> np.ndarray | pa.Array | None:
     """A shard's external ids: a numpy array (integer ids) or an Arrow array (strings) held in RAM; None when
     the build recorded that the ids are the row numbers from `row_start`, which the Parquet statistics must
     then confirm (the file's checksum was checked already)."""
     if row_start is not None:
-        md = pq.ParquetFile(path).metadata
+        md = pq.ParquetFile(pa.BufferReader(data)).metadata
         stats = [md.row_group(g).column(0).statistics for g in range(md.num_row_groups)]
         bounds = [(s.min, s.max) if s is not None and s.has_min_max else None for s in stats]
         span = (min(b[0] for b in bounds), max(b[1] for b in bounds)) if bounds and None not in bounds else None
@@ -64,39 +107,46 @@ def _id_map(path: Path, count: int, row_start: int | None) -> np.ndarray | pa.Ar
             raise _damaged(path, f"the manifest says its ids are the rows {row_start}..{row_start + count - 1}, "
                                  "its statistics disagree")
         return None
-    ids = pq.read_table(path).column("id").combine_chunks()
+    ids = pq.read_table(pa.BufferReader(data)).column("id").combine_chunks()
     if len(ids) != count:
         raise _damaged(path, f"holds {len(ids)} ids, expected {count}")
     return ids.to_numpy() if pa.types.is_integer(ids.type) else ids
 
 
 class Shard:
-    def __init__(self, root: Path, meta: dict, full_dim: int, index_dim: int, has_text: bool, deep: bool = False):
+    def __init__(self, root: PinnedFolder, meta: dict, full_dim: int, index_dim: int, has_text: bool,
+                 deep: bool = False):
         self.number, self.count, self.id_start = meta["number"], meta["count"], meta["id_start"]
-        folder = root / layout.SHARDS / layout.shard_name(self.number)
-        if not folder.is_dir():
-            raise IndexFormatError(f"shard folder {folder} is missing; restore it or rebuild the index")
-        check_files(folder, meta["files"], deep, whole=(layout.INDEX_FILE, layout.IDS_FILE))
+        folder = f"{layout.SHARDS}/{layout.shard_name(self.number)}"
+        if not root.is_dir(folder):
+            raise IndexFormatError(f"shard folder {root.path(folder)} is missing; restore it or rebuild the index")
+        files = meta["files"]
+        for name in files:
+            check_file(root, f"{folder}/{name}", files[name], deep and name not in (layout.INDEX_FILE, layout.IDS_FILE))
+        index_bytes = read_checked(root, f"{folder}/{layout.INDEX_FILE}", files[layout.INDEX_FILE])
+        ids_bytes = read_checked(root, f"{folder}/{layout.IDS_FILE}", files[layout.IDS_FILE])
         try:
-            self.index = read_faiss(folder / layout.INDEX_FILE)
-            self.ids = _id_map(folder / layout.IDS_FILE, self.count, self.id_start if meta.get("ids_are_rows")
-                               else None)
+            self.index = faiss_from_bytes(index_bytes)
+            self.ids = _id_map(ids_bytes, root.path(f"{folder}/{layout.IDS_FILE}"), self.count,
+                               self.id_start if meta.get("ids_are_rows") else None)
         except IndexFormatError:
             raise
         except Exception as e:  # noqa: BLE001 - faiss and Arrow raise many kinds
-            raise _damaged(folder, f"cannot be read ({type(e).__name__}: {e})") from None
+            raise _damaged(root.path(folder), f"cannot be read ({type(e).__name__}: {e})") from None
+        del index_bytes, ids_bytes
         if self.index.ntotal != self.count:
-            raise _damaged(folder, f"holds {self.index.ntotal} codes, expected {self.count}")
-        self.short = open_store(folder / layout.SHORT_FILE, self.count, index_dim, np.int8)
-        self.full = open_store(folder / layout.FULL_FILE, self.count, full_dim, np.float16)
+            raise _damaged(root.path(folder), f"holds {self.index.ntotal} codes, expected {self.count}")
+        layout.crash_point("open-stores", self.number)
+        self.short = open_store(root, f"{folder}/{layout.SHORT_FILE}", self.count, index_dim, np.int8)
+        self.full = open_store(root, f"{folder}/{layout.FULL_FILE}", self.count, full_dim, np.float16)
         advise_random(self.short)
         advise_random(self.full)
         self.doc_offsets = self.doc_bytes = None
         if has_text:
-            self.doc_offsets = open_store(folder / layout.DOC_OFFSETS, self.count + 1, None, np.int64)
-            size = (folder / layout.DOC_BYTES).stat().st_size
-            self.doc_bytes = np.memmap(folder / layout.DOC_BYTES, dtype=np.uint8, mode="r") if size else \
-                np.zeros(0, np.uint8)
+            self.doc_offsets = open_store(root, f"{folder}/{layout.DOC_OFFSETS}", self.count + 1, None, np.int64)
+            with root.open(f"{folder}/{layout.DOC_BYTES}") as f:
+                size = os.fstat(f.fileno()).st_size
+                self.doc_bytes = np.memmap(f, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
 
     def external_ids(self, local: np.ndarray) -> list:
         if self.ids is None:

@@ -1,0 +1,208 @@
+"""Operating points: the fastest (nprobe, k1, k2) that reaches a recall@10 target, measured on the index itself.
+
+Coverage and depth are separate knobs. nprobe decides which lists the first pass reads, so it bounds how many
+of the true neighbours can be found at all; k1 decides how many of the scanned candidates go on to be
+re-scored. One deep first pass per nprobe gives the coverage at every depth at once; the shallowest depth that
+covers the target is then checked with the whole cascade, and k2 is cut as far as recall allows. Of the
+settings that reach the target, the fastest (timed on the same queries, best of two) wins.
+
+Queries are vectors of the index itself (each one's own row left out of the truth and of the results), or the
+user's own. The truth is the exact top 10 by the full vectors, the cascade's last stage, over every row.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from indexing.folder import BuildLock
+from matryoshka.core.errors import InputError
+from matryoshka.core.params import SearchParams
+from matryoshka.storage.manifest import read_manifest, write_manifest
+from matryoshka.storage.pinned import PinnedFolder
+
+from .first_pass import merge_topk
+
+if TYPE_CHECKING:
+    from .index import Index
+
+TARGET_RECALL = 0.95
+NPROBES = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+DEPTHS = (20, 50, 100, 200, 400, 800, 1600)
+KEEP = (20, 50, 100, 200)  # k2 candidates
+SAMPLE_QUERIES = 300
+PASSING_NPROBES = 2  # nprobes past the first that reaches the target are slower: stop after this many
+MAX_TRUTH_WORK = 2e12  # multiply-adds the build spends on exact truth at most (N x dim x queries)
+BLOCK = 65536
+MIN_VECTORS = 100  # below this the default depths reach every vector: searches are exhaustive already
+
+
+@dataclass
+class OperatingPoint:
+    """A measured setting, its recall@10 against the exact truth, and how it was found."""
+
+    nprobe: int
+    k1: int
+    k2: int
+    recall_at_10: float
+    ms_per_query: float
+    target_recall: float
+    reached: bool
+    queries: int
+    source: str  # "index sample" or "given"
+    tried: list[dict] = field(default_factory=list)
+
+    def params(self) -> SearchParams:
+        return SearchParams(nprobe=self.nprobe, k1=self.k1, k2=self.k2)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _local(index: "Index") -> None:
+    if not hasattr(index.backend, "shards"):
+        raise InputError("tuning reads the full vectors of every shard: open the index without ray= to tune it")
+
+
+def sample_queries(index: "Index", n: int = SAMPLE_QUERIES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(global rows, their full vectors as float32): `n` rows of the index, spread at random."""
+    _local(index)
+    rows = np.sort(np.random.default_rng(seed).choice(index.count, size=min(n, index.count), replace=False))
+    return rows, index.backend.stores.full.take(rows).astype(np.float32)
+
+
+def exact_truth(index: "Index", x: np.ndarray, k: int) -> np.ndarray:
+    """(nq, k) global rows of the exact top k by the full vectors, the scores of the cascade's last stage."""
+    _local(index)
+    best_s, best_r = np.full((len(x), 0), -np.inf, np.float32), np.full((len(x), 0), -1, np.int64)
+    for shard in index.backend.shards:
+        for lo in range(0, shard.count, BLOCK):
+            block = np.asarray(shard.full[lo:lo + BLOCK], dtype=np.float32)
+            s = x @ block.T
+            if index.metric == "l2":
+                s = 2 * s - (block * block).sum(1)[None, :]  # -|x - q|^2 up to the query's own norm
+            kk = min(k, s.shape[1])
+            top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+            rows = top + shard.id_start + lo
+            best_s, best_r = merge_topk([best_s, np.take_along_axis(s, top, 1)], [best_r, rows], k)
+    return best_r
+
+
+def _recall(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None, depth: int = 10, k: int = 10) -> float:
+    """Mean share of the true top k among the first `depth` found, each query's own row left out of both."""
+    if own is not None:  # move each query's own row to the end of its row, then cut
+        found = np.take_along_axis(found, np.argsort(found == own[:, None], axis=1, kind="stable"), 1)
+        truth = np.take_along_axis(truth, np.argsort(truth == own[:, None], axis=1, kind="stable"), 1)
+    t = truth[:, :k]
+    return float((found[:, :depth, None] == t[:, None, :]).any(1).sum() / t.size)
+
+
+def _timed(index: "Index", x: np.ndarray, params: SearchParams) -> tuple[np.ndarray, float]:
+    best, rows = float("inf"), None
+    for _ in range(2):
+        t = time.perf_counter()
+        rows = index.search_batch(x, params=params).rows
+        best = min(best, time.perf_counter() - t)
+    return rows, 1000.0 * best / len(x)
+
+
+def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target: float = TARGET_RECALL,
+            max_latency_ms: float | None = None, source: str = "index sample") -> OperatingPoint:
+    """The fastest setting reaching `target` recall@10 on queries `x` (rows `own` of the index, left out of
+    their own results, or None for outside queries); the most accurate one when none reaches it. With
+    `max_latency_ms`, only settings at most that many ms per query (batched) count, and the fastest is kept
+    when none is that fast."""
+    if not 0 < target <= 1:
+        raise InputError(f"target recall must be in (0, 1]; got {target}")
+    extra = 0 if own is None else 1
+    k = 10 + extra
+    truth = exact_truth(index, x, k)
+    nlist = index.assigner.nlist
+    tried, passing = [], []
+    for nprobe in [p for p in NPROBES if p < nlist] + [nlist]:
+        depths = sorted({min(d, index.count - extra) for d in DEPTHS})
+        deep = index.search_batch(x, params=SearchParams(k=depths[-1] + extra, nprobe=nprobe, k1=depths[-1] + extra,
+                                                         int8=False, full=False, rerank=False)).rows
+        cover = {d: _recall(deep, truth, own, d) for d in depths}
+        depth_ok = [d for d in depths if cover[d] >= target]
+        for k1 in (depth_ok[:2] if depth_ok else depths[-1:]):
+            for k2 in [v for v in KEEP if v < k1] + [k1]:
+                p = SearchParams(k=k, nprobe=nprobe, k1=k1 + extra, k2=k2 + extra, rerank=False)
+                rows, ms = _timed(index, x, p)
+                r = _recall(rows, truth, own)
+                tried.append({"nprobe": nprobe, "k1": k1, "k2": k2, "coverage": cover[k1], "recall_at_10": r,
+                              "ms_per_query": ms})
+                if r >= target:
+                    break
+            if r >= target:
+                break
+        if tried[-1]["recall_at_10"] >= target:
+            passing.append(tried[-1])
+            if len(passing) >= PASSING_NPROBES:
+                break
+    best, reached = choose(tried, target, max_latency_ms)
+    return OperatingPoint(best["nprobe"], best["k1"], best["k2"], best["recall_at_10"], best["ms_per_query"],
+                          target, reached, len(x), source, tried)
+
+
+def choose(tried: list[dict], target: float, max_latency_ms: float | None = None) -> tuple[dict, bool]:
+    """(setting, reached): the fastest setting reaching `target`, else the most accurate; only settings within
+    `max_latency_ms` count, and the fastest of all when none is."""
+    within = [t for t in tried if max_latency_ms is None or t["ms_per_query"] <= max_latency_ms] or \
+        [min(tried, key=lambda t: t["ms_per_query"])]
+    passing = [t for t in within if t["recall_at_10"] >= target]
+    if passing:
+        return min(passing, key=lambda t: t["ms_per_query"]), True
+    return max(within, key=lambda t: (t["recall_at_10"], -t["ms_per_query"])), False
+
+
+def truth_work(index: "Index", queries: int = SAMPLE_QUERIES) -> float:
+    return float(index.count) * index.full_dim * queries
+
+
+def store(index: "Index", point: OperatingPoint, lock: bool = True) -> None:
+    """Record `point` in the index's manifest (atomically, under the build lock unless the caller holds it) and
+    make it this handle's default."""
+    held = BuildLock(index.root) if lock else None
+    try:
+        with PinnedFolder(index.root) as folder:
+            m = read_manifest(folder)
+        if m["shards"] != index.manifest["shards"]:
+            raise InputError(f"{index.root} was replaced since it was opened; open it again and re-run the tuning")
+        m["operating_point"] = point.to_dict()
+        write_manifest(index.root, m)
+    finally:
+        if held is not None:
+            held.release()
+    index.manifest = m
+    index.params = index.params.updated(nprobe=point.nprobe, k1=point.k1, k2=point.k2)
+
+
+def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max_latency_ms: float | None = None,
+         n_queries: int = SAMPLE_QUERIES, save: bool = True, lock: bool = True) -> OperatingPoint:
+    """Measure the operating point for `target_recall` on `queries` (texts or vectors; default: a sample of the
+    index's own vectors), and store it as the index's default unless save=False."""
+    if index.count < MIN_VECTORS:
+        raise InputError(f"the index holds {index.count} vectors, too few to tune: the default depths already "
+                         "reach every one of them, so every search is exhaustive")
+    if queries is None:
+        own, x = sample_queries(index, n_queries)
+        point = measure(index, x, own, target_recall, max_latency_ms)
+    else:
+        x, _ = index._vectors(queries)
+        point = measure(index, x, None, target_recall, max_latency_ms, source="given")
+    if save:
+        store(index, point, lock)
+    return point
+
+
+def describe(point: dict) -> str:
+    """One line: the setting, its measured recall and time, and whether it reached its target."""
+    line = (f"nprobe {point['nprobe']}, k1 {point['k1']}, k2 {point['k2']}: recall@10 {point['recall_at_10']:.3f} "
+            f"on {point['queries']} {point['source']} queries, {point['ms_per_query']:.2f} ms/query in a batch")
+    if not point["reached"]:
+        line += (f"; the target {point['target_recall']} was not reached by any setting tried: the most accurate is "
+                 "kept (rebuild with more lists or a larger index dim)")
+    return line

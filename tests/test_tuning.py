@@ -1,0 +1,140 @@
+"""Operating points measured per index: chosen by measurement, stored, used by default, re-tunable."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import exact_topk, recall_at
+
+import indexing
+import retrieval
+from matryoshka.core.errors import IndexFormatError, InputError
+from retrieval import tuning
+
+BUILD = dict(index_dim=32, pq_bytes=8, shard_size=2000, quiet=True)
+
+
+def _clustered(n, seed, spread):
+    """Vectors around 64 centres; `spread` sets how far they wander from them (larger: harder to partition)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((64, 64)).astype(np.float32)
+    x = centres[rng.integers(0, 64, n)] + spread * rng.standard_normal((n, 64)).astype(np.float32)
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def two_indexes(tmp_path_factory):
+    """One index whose neighbours sit in their own list, one whose neighbours spread over many lists."""
+    root = tmp_path_factory.mktemp("tuning")
+    out = {}
+    for name, spread in (("easy", 0.3), ("hard", 1.5)):
+        x = _clustered(6200, 1, spread)
+        docs, queries = x[:6000], x[6000:]
+        indexing.build(root / name, docs, **BUILD)
+        out[name] = (root / name, docs, queries)
+    return out
+
+
+def test_the_build_stores_a_measured_point_and_search_uses_it_by_default(two_indexes):
+    for name, (path, docs, queries) in two_indexes.items():
+        index = retrieval.open_index(path)
+        point = index.info()["operating_point"]
+        assert point["source"] == "index sample" and point["queries"] == 300 and point["reached"]
+        assert (index.params.nprobe, index.params.k1, index.params.k2) == (point["nprobe"], point["k1"], point["k2"])
+        chosen = [t for t in point["tried"] if (t["nprobe"], t["k1"], t["k2"]) == (point["nprobe"], point["k1"],
+                                                                                    point["k2"])]
+        passing = [t for t in point["tried"] if t["recall_at_10"] >= point["target_recall"]]
+        assert chosen and chosen[0]["ms_per_query"] == min(t["ms_per_query"] for t in passing)
+        default = index.search_batch(queries, k=10)
+        explicit = index.search_batch(queries, k=10, nprobe=point["nprobe"], k1=point["k1"], k2=point["k2"])
+        np.testing.assert_array_equal(default.rows, explicit.rows)
+        # the measured recall holds for queries the tuning never saw, within sampling noise
+        assert recall_at(default.rows, exact_topk(docs, queries, 10)) >= point["target_recall"] - 0.03, name
+
+
+def test_coverage_decides_nprobe_where_neighbours_spread_over_lists(two_indexes):
+    easy = retrieval.open_index(two_indexes["easy"][0]).info()["operating_point"]
+    hard = retrieval.open_index(two_indexes["hard"][0]).info()["operating_point"]
+    assert hard["nprobe"] > easy["nprobe"], (easy, hard)
+    # on the hard index a shallow nprobe was tried at the deepest depth and still did not cover the target:
+    # depth cannot buy what coverage does not hold
+    assert any(t["nprobe"] < hard["nprobe"] and t["k1"] == max(tuning.DEPTHS) and t["coverage"] < 0.95
+               for t in hard["tried"])
+
+
+def test_the_choice_takes_the_fastest_passing_else_the_most_accurate_within_the_latency():
+    def row(name, recall, ms):
+        return {"nprobe": name, "k1": 100, "k2": 50, "recall_at_10": recall, "ms_per_query": ms}
+    fast_poor, slow_good, fast_good, slowest_best = row(1, 0.80, 0.1), row(2, 0.96, 0.9), row(3, 0.95, 0.5), \
+        row(4, 0.99, 2.0)
+    tried = [fast_poor, slow_good, fast_good, slowest_best]
+    assert tuning.choose(tried, 0.95) == (fast_good, True)  # the fastest that reaches the target
+    assert tuning.choose(tried, 0.97) == (slowest_best, True)  # only one reaches it
+    assert tuning.choose(tried, 0.995) == (slowest_best, False)  # none does: the most accurate
+    assert tuning.choose(tried, 0.97, max_latency_ms=1.0) == (slow_good, False)  # the most accurate within 1 ms
+    assert tuning.choose(tried, 0.95, max_latency_ms=0.01) == (fast_poor, False)  # none that fast: the fastest
+
+
+def test_tune_refuses_a_target_outside_0_1_and_save_false_changes_nothing(two_indexes):
+    index = retrieval.open_index(two_indexes["hard"][0])
+    before = index.params
+    with pytest.raises(InputError, match="target recall"):
+        index.tune(target_recall=1.5)
+    point = index.tune(target_recall=0.5, queries=two_indexes["hard"][2][:50], save=False)
+    assert point.reached and point.recall_at_10 >= 0.5
+    assert index.params == before and retrieval.open_index(two_indexes["hard"][0]).params == before
+
+
+def test_tune_with_own_queries_stores_the_new_point_for_every_later_open(two_indexes, tmp_path):
+    path, docs, queries = two_indexes["easy"]
+    target = tmp_path / "idx"
+    indexing.build(target, docs, **BUILD, tune=False)
+    assert retrieval.open_index(target).info()["operating_point"] is None
+    pq.write_table(pa.table({"qid": list(range(len(queries))), "embedding": list(queries)}), tmp_path / "q.parquet")
+    p = subprocess.run([sys.executable, "-m", "retrieval.cli", "tune", str(target), "--target-recall", "0.9",
+                        "--queries", str(tmp_path / "q.parquet")], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "default operating point now nprobe" in p.stdout and "tried nprobe" in p.stdout
+    point = retrieval.open_index(target).info()["operating_point"]
+    assert point["target_recall"] == 0.9 and point["source"] == "given" and point["queries"] == len(queries)
+    info = subprocess.run([sys.executable, "-m", "retrieval.cli", "info", str(target)], capture_output=True,
+                          text=True, timeout=600)
+    assert f"default operating point: nprobe {point['nprobe']}, k1 {point['k1']}, k2 {point['k2']}" in info.stdout
+
+
+def test_cli_search_uses_the_stored_point_unless_told_otherwise(two_indexes, tmp_path):
+    path, _, queries = two_indexes["hard"]
+    point = retrieval.open_index(path).info()["operating_point"]
+    pq.write_table(pa.table({"qid": [0, 1, 2], "embedding": list(queries[:3])}), tmp_path / "q.parquet")
+
+    def search(*flags):
+        out = tmp_path / f"hits{len(flags)}.parquet"
+        p = subprocess.run([sys.executable, "-m", "retrieval.cli", "search", str(path), "--queries",
+                            str(tmp_path / "q.parquet"), "--output", str(out), *flags], capture_output=True,
+                           text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        return pq.read_table(out).column("id").to_pylist()
+    assert search() == search("--nprobe", str(point["nprobe"]), "--k1", str(point["k1"]), "--k2", str(point["k2"]))
+    assert search() != search("--nprobe", "1", "--k1", "10", "--k2", "10")
+
+
+def test_a_damaged_operating_point_is_refused(two_indexes, tmp_path):
+    import shutil
+    path = tmp_path / "copy"
+    shutil.copytree(two_indexes["easy"][0], path)
+    m = json.loads((path / "manifest.json").read_text())
+    m["operating_point"]["k1"] = 0
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="operating_point.k1"):
+        retrieval.open_index(path)
+
+
+def test_exact_truth_matches_brute_force(two_indexes):
+    path, docs, queries = two_indexes["hard"]
+    index = retrieval.open_index(path)
+    x, _ = index._vectors(queries[:20])
+    got = tuning.exact_truth(index, x, 10)
+    assert recall_at(got, exact_topk(docs, queries[:20], 10)) >= 0.99  # float16 store: ties may swap
