@@ -35,6 +35,7 @@ class BuildState:
     full_dim: int = 0
     index_dim: int = 0
     train_rows: int = 0
+    train_first_rows: bool = False  # the sample is the first rows (an iterator), not drawn at random
     model: dict | None = None
     train_seconds: float = 0.0
     add_seconds: dict[str, float] = field(default_factory=dict)
@@ -61,11 +62,16 @@ def read_trained_state(root: Path) -> BuildState:
     return state
 
 
+def sample_rows(count: int, n: int, seed: int) -> np.ndarray:
+    """The rows a training sample of `n` takes from `count` rows (sorted), for a seed."""
+    return np.sort(np.random.default_rng(seed).choice(count, size=n, replace=False))
+
+
 def _sample_rows(source: Source, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if source.count is None:
         x = source.take_sample(n)
         return np.arange(len(x)), x
-    rows = np.sort(np.random.default_rng(seed).choice(source.count, size=n, replace=False))
+    rows = sample_rows(source.count, n, seed)
     return rows, source.sample(rows)
 
 
@@ -107,6 +113,7 @@ def train(root: Path, source: Source, opts: BuildOptions, device: str, state: Bu
     _atomic_bytes(root / layout.TRAINED, ivf.serialize(index).tobytes())
     state.factory, state.notes, state.transform_choice = factory, notes, choice
     state.full_dim, state.index_dim, state.train_rows = source.dim, dim, len(sample)
+    state.train_first_rows = source.count is None
     state.train_seconds = time.perf_counter() - t0
     state.save(root)
     return state

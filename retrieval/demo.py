@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 
 from indexing import BuildOptions, build_index
+from indexing.api import tune_new_index
 from indexing.stdlib_docs import stdlib_passages
 from indexing.text_source import TextSource
 from matryoshka.core.encoder import DEFAULT_MODEL
@@ -34,7 +35,7 @@ def run_demo(out: str = "matryoshka-demo-index", limit: int | None = None, reran
     source = TextSource(texts, ids, DEFAULT_MODEL)
     # 4-bit fast-scan PQ trains on ~10k vectors; 8-bit PQ32 would want 10k training points for itself alone.
     opts = BuildOptions(index_dim=256, transform="auto", pq_bytes=32, fast_scan=True, shard_size=4000, quiet=quiet)
-    build_index(out, source, opts)
+    build_index(out, source, opts, finish=tune_new_index)
     print(f"index: {out} (built or reused in {time.perf_counter() - t0:.1f} s)")
     rr = None
     if reranker:
