@@ -5,6 +5,7 @@ from conftest import exact_topk, recall_at
 import indexing
 import retrieval
 from benchmarks.synthetic import Synthetic
+from matryoshka.core.device import resolve_device
 
 
 def test_cascade_recall_at_10_reaches_095_on_20k_vectors_with_defaults(tmp_path):
@@ -12,7 +13,8 @@ def test_cascade_recall_at_10_reaches_095_on_20k_vectors_with_defaults(tmp_path)
     docs, queries = s.documents(20_000), s.queries(300)
     indexing.build(tmp_path / "idx", docs, quiet=True)  # defaults: 256 dims, auto transform, 32-byte codes
     index = retrieval.open_index(tmp_path / "idx")
-    assert index.manifest["factory"].endswith(",PQ64x4fs")  # a CPU build takes 4-bit fast-scan codes
+    # a CPU build takes 4-bit fast-scan codes, a GPU build 8-bit ones (faiss's GPU IVF-PQ has no fast-scan)
+    assert index.manifest["factory"].endswith(",PQ32" if resolve_device("auto") == "gpu" else ",PQ64x4fs")
     assert index.manifest["transform"]["kind"] == "pca"  # rotated data: the projection must win
     truth = exact_topk(docs, queries, 10)
     cascade = index.search_batch(queries, k=10)
