@@ -10,6 +10,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from matryoshka.core.errors import MatryoshkaError
+from rerank.cross_encoder import DEFAULT_RERANKER  # a constant: sentence-transformers loads only when scoring
 
 if TYPE_CHECKING:
     import numpy as np
@@ -290,8 +291,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p = command("demo", cmd_demo, "index the stdlib docs with all-MiniLM-L6-v2 and search them")
     p.add_argument("--out", default="matryoshka-demo-index", help="index folder (reused when it holds the index)")
     p.add_argument("--limit", type=int, help="index at most this many passages")
-    p.add_argument("--reranker", default="cross-encoder/ms-marco-MiniLM-L6-v2",
-                   help="cross-encoder name or path for the last stage")
+    p.add_argument("--reranker", default=DEFAULT_RERANKER, help="cross-encoder name or path for the last stage")
     p.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder stage")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     plugins = {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}

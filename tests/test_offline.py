@@ -52,3 +52,14 @@ def test_the_packaged_model_loads_without_probing_the_hub():
     """)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "None" and OFFLINE_NOTE not in p.stderr
+
+
+def test_an_empty_or_zero_offline_flag_leaves_the_hub_check_on(monkeypatch):
+    """huggingface_hub reads "" and "0" as online: so must the check, or an unreachable hub costs a minute."""
+    from matryoshka.core import encoder
+    for value in ("", "0", "false", "off"):
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        assert not encoder._truthy("HF_HUB_OFFLINE"), value
+    for value in ("1", "ON", "yes", "True"):
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        assert encoder._truthy("HF_HUB_OFFLINE"), value

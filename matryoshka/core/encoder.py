@@ -31,6 +31,11 @@ def resolve(name: str) -> str:
     return name
 
 
+def _truthy(variable: str) -> bool:
+    """Whether an environment flag is on, read as huggingface_hub reads it ("" and "0" are off)."""
+    return os.environ.get(variable, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 def ensure_hub_or_offline(name_or_path: str) -> None:
     """Before loading `name_or_path` from the model hub: once per process, unless HF_HUB_OFFLINE is set, check
     that the hub answers; if not, switch to offline mode (one note on stderr).
@@ -38,7 +43,7 @@ def ensure_hub_or_offline(name_or_path: str) -> None:
     Offline, a cached model loads at once and a missing one fails at once, where an unreachable hub costs a
     minute of retries and warnings per name. Local paths never touch the hub."""
     global _hub_checked
-    if os.path.exists(name_or_path) or "HF_HUB_OFFLINE" in os.environ or "TRANSFORMERS_OFFLINE" in os.environ:
+    if os.path.exists(name_or_path) or _truthy("HF_HUB_OFFLINE") or _truthy("TRANSFORMERS_OFFLINE"):
         return
     with _hub_lock:
         if _hub_checked:
