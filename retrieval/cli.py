@@ -220,18 +220,20 @@ def cmd_verify(a) -> None:
 
 def cmd_plan_size(a) -> None:
     from indexing import BuildOptions
-    from indexing.ivf import plan_factory
+    from indexing.ivf import plan_factory, train_size
     from indexing.sizing import estimate, human
     from matryoshka.core.device import resolve_device
     d = min(a.index_dim, a.full_dim)
     fast_scan = BuildOptions(fast_scan=a.fast_scan, pq_bytes=a.pq_bytes).for_device(resolve_device("auto"), d).fast_scan
     factory, notes = plan_factory(a.n, d, a.pq_bytes, fast_scan, a.nlist)  # what the build would choose
-    e = estimate(a.n, a.full_dim, d, factory, a.shard_size, a.batch_rows)
+    nlist, code = int(factory.split(",")[0][3:]), factory.split(",")[1]
+    sample = min(a.n, a.train_size or train_size(a.n, nlist, code))  # the build's training sample
+    e = estimate(a.n, a.full_dim, d, factory, a.shard_size, a.batch_rows, sample)
     if a.json:
-        print(json.dumps({"factory": factory, "notes": notes, **e}, indent=2))
+        print(json.dumps({"factory": factory, "notes": notes, "train_size": sample, **e}, indent=2))
         return
     print(f"{a.n:,} vectors, {a.full_dim} -> {d} dims, {factory}, {e['shards']:,} shard(s) of up to "
-          f"{a.shard_size:,}")
+          f"{a.shard_size:,}; training sample {sample:,} vectors")
     for note in notes:
         print(f"note: {note}")
     rows = [("RAM, first pass (codes + ids + centroids)", e["ram_first_pass"]),
@@ -287,6 +289,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p.add_argument("--nlist", type=positive_int, help="IVF lists (default: about 4 sqrt(N), at most 8192)")
     p.add_argument("--shard-size", type=positive_int, default=1_000_000, help="max vectors per shard")
     p.add_argument("--batch-rows", type=positive_int, default=16384, help="rows read and encoded per build batch")
+    p.add_argument("--train-size", type=positive_int, help="training sample size (default: what the build takes "
+                                                          "for this nlist)")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
     p = command("demo", cmd_demo, "index the stdlib docs with all-MiniLM-L6-v2 and search them")
     p.add_argument("--out", default="matryoshka-demo-index", help="index folder (reused when it holds the index)")

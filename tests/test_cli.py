@@ -158,6 +158,10 @@ def test_plan_size_refuses_an_empty_corpus_and_predicts_the_build(bare_index):
     plan = json.loads(run("plan-size", "--n", 300, "--full-dim", 96, "--index-dim", 32, "--json").stdout)
     built = json.loads(run("info", bare_index, "--json").stdout)
     assert plan["factory"] == built["factory"] and plan["factory"].endswith(",Flat")
+    assert plan["train_size"] == built["build"]["train_rows"]  # the sample the build took, in the peak RAM
+    small = json.loads(run("plan-size", "--n", 300, "--full-dim", 96, "--index-dim", 32, "--train-size", 50,
+                           "--json").stdout)
+    assert small["train_size"] == 50 and small["build_peak_ram"] < plan["build_peak_ram"]
     assert "too few to train" in plan["notes"][0]
     out = run("plan-size", "--n", 300, "--full-dim", 96, "--index-dim", 32).stdout
     assert "note: 300 vectors are too few" in out
