@@ -227,7 +227,8 @@ def describe(point: dict) -> str:
     line = (f"nprobe {point['nprobe']}, k1 {point['k1']}, k2 {point['k2']}: recall@10 {point['recall_at_10']:.3f} "
             f"on {point['queries']} {point['source']} queries, {point['ms_per_query']:.2f} ms/query in a batch")
     if point.get("required_recall") and point["required_recall"] > point["target_recall"]:
-        line += f" (target {point['target_recall']}, {point['required_recall']:.2f} required of the index's own vectors)"
+        line += (f" (target {point['target_recall']}, {point['required_recall']:.2f} required of the index's own "
+                 "vectors)")
     if not point["reached"]:
         line += (f"; the target {point['target_recall']} was not reached by any setting tried: the most accurate is "
                  "kept (rebuild with more lists or a larger index dim)")
