@@ -60,9 +60,6 @@ class OperatingPoint:
     tried: list[dict] = field(default_factory=list)
     required_recall: float | None = None  # what the queries had to show: the target, plus SAMPLE_MARGIN on a sample
 
-    def params(self) -> SearchParams:
-        return SearchParams(nprobe=self.nprobe, k1=self.k1, k2=self.k2)
-
     def to_dict(self) -> dict:
         return asdict(self)
 

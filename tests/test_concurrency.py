@@ -39,6 +39,25 @@ for i in range(int(sys.argv[3])):
 """
 
 
+def _open_while_replaced(script: str, target, vectors, builds: int, check, refusals: tuple[str, ...]) -> None:
+    """Open `target` again and again while another process runs `script`, which replaces it `builds` times with
+    --overwrite: every handle is passed to `check`, every refusal must name one of `refusals`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writer = subprocess.Popen([sys.executable, "-c", script, str(target), str(vectors), str(builds)], env=env,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        while writer.poll() is None:
+            try:
+                index = retrieval.open_index(target)
+            except IndexFormatError as e:
+                assert any(s in str(e) for s in refusals), e
+                continue
+            check(index)
+    finally:
+        _, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, err
+
+
 def test_readers_never_see_a_half_written_index_while_it_is_replaced(tmp_path, small_data):
     docs, queries = small_data
     np.save(tmp_path / "v.npy", docs)
@@ -49,26 +68,16 @@ def test_readers_never_see_a_half_written_index_while_it_is_replaced(tmp_path, s
         refs[dim] = retrieval.open_index(tmp_path / f"ref{dim}").search_batch(queries, k=10, nprobe=16, k1=200).rows
     target = tmp_path / "live" / "idx"
     indexing.build(target, docs, index_dim=32, pq_bytes=4, fast_scan=True, shard_size=1000, quiet=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    writer = subprocess.Popen([sys.executable, "-c", REPLACER, str(target), str(tmp_path / "v.npy"), "4"], env=env,
-                              stderr=subprocess.PIPE, text=True)
-    seen = {"ok16": 0, "ok32": 0, "refused": 0}
-    try:
-        while writer.poll() is None:
-            try:
-                index = retrieval.open_index(target)
-            except IndexFormatError as e:
-                assert any(s in str(e) for s in ("no index at", "checksum", "missing", "not finished", "size is")), e
-                seen["refused"] += 1
-                continue
-            rows = index.search_batch(queries, k=10, nprobe=16, k1=200).rows
-            dim = index.index_dim
-            np.testing.assert_array_equal(rows, refs[dim])  # whichever index it opened, it is whole
-            seen[f"ok{dim}"] += 1
-            time.sleep(0.01)
-    finally:
-        _, err = writer.communicate(timeout=300)
-    assert writer.returncode == 0, err
+    seen = {"ok16": 0, "ok32": 0}
+
+    def check(index):
+        rows = index.search_batch(queries, k=10, nprobe=16, k1=200).rows
+        dim = index.index_dim
+        np.testing.assert_array_equal(rows, refs[dim])  # whichever index it opened, it is whole
+        seen[f"ok{dim}"] += 1
+        time.sleep(0.01)
+    _open_while_replaced(REPLACER, target, tmp_path / "v.npy", 4, check,
+                         ("no index at", "checksum", "missing", "not finished", "size is"))
     assert seen["ok16"] + seen["ok32"] > 5, seen
     assert retrieval.open_index(target).index_dim == 32
 
@@ -165,22 +174,11 @@ def test_readers_opening_during_swaps_of_same_shape_indexes_see_one_whole(tmp_pa
     target = tmp_path / "live" / "idx"
     v = variant(docs, "a")
     indexing.build(target, v["docs"], ids=v["ids"], texts=v["texts"], **BUILD)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    writer = subprocess.Popen([sys.executable, "-c", SWAPPER, str(target), str(tmp_path / "v.npy"), "6"], env=env,
-                              stderr=subprocess.PIPE, text=True)
-    seen = {"a": 0, "b": 0, "refused": 0}
-    try:
-        while writer.poll() is None:
-            try:
-                index = retrieval.open_index(target)
-            except IndexFormatError as e:
-                assert "open it again" in str(e) or "no index at" in str(e), e
-                seen["refused"] += 1
-                continue
-            got = _answer(index, queries)
-            assert got in (refs["a"], refs["b"]), "a handle mixed two indexes"
-            seen["a" if got == refs["a"] else "b"] += 1
-    finally:
-        _, err = writer.communicate(timeout=300)
-    assert writer.returncode == 0, err
+    seen = {"a": 0, "b": 0}
+
+    def check(index):
+        got = _answer(index, queries)
+        assert got in (refs["a"], refs["b"]), "a handle mixed two indexes"
+        seen["a" if got == refs["a"] else "b"] += 1
+    _open_while_replaced(SWAPPER, target, tmp_path / "v.npy", 6, check, ("open it again", "no index at"))
     assert seen["a"] and seen["b"], seen

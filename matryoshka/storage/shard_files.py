@@ -51,15 +51,10 @@ def read_checked(folder: PinnedFolder, name: str, rec: dict) -> bytes:
     return data
 
 
-def read_faiss(path: Path) -> faiss.Index:
-    """Read a faiss index without the L2 IVF-PQ precomputed table: faiss would rebuild it for every shard at
-    nlist * M * 256 floats (268 MB at nlist 8192, PQ32; 8x the codes of a 1M-vector shard) to save a few
-    percent of first-pass time."""
-    return faiss.read_index(str(path), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
-
-
 def faiss_from_bytes(data: bytes) -> faiss.Index:
-    """`read_faiss` for a file already read into memory."""
+    """A faiss index from its file's bytes, without the L2 IVF-PQ precomputed table: faiss would rebuild it for
+    every shard at nlist * M * 256 floats (268 MB at nlist 8192, PQ32; 8x the codes of a 1M-vector shard) to
+    save a few percent of first-pass time."""
     reader = faiss.VectorIOReader()
     faiss.copy_array_to_vector(np.frombuffer(data, dtype=np.uint8), reader.data)
     return faiss.read_index(reader, faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
