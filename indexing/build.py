@@ -192,7 +192,8 @@ def _manifest(job: BuildJob, shards: list[dict]) -> dict:
     state, n = job.state, sum(s["count"] for s in shards)
     add_total = sum(state.add_seconds.values())
     build = {"identity": state.identity, "options": asdict(job.opts), "device": job.device, "notes": state.notes,
-             "train_rows": state.train_rows, "train_first_rows": state.train_first_rows, "seconds": {"train": state.train_seconds, **state.add_seconds},
+             "count": n, "train_rows": state.train_rows, "train_first_rows": state.train_first_rows,
+             "seconds": {"train": state.train_seconds, **state.add_seconds},
              "vectors_per_second": n / add_total if add_total else None, "faiss_version": faiss.__version__,
              "engine": state.engine}
     nlist = faiss.read_index(str(job.root / layout.TRAINED)).nlist

@@ -39,7 +39,7 @@ class Pipeline:
         if self.id_type is None:
             self.id_type = ids.type
         elif id_kind(ids) != id_kind(pa.array([], self.id_type)):
-            raise InputError(f"rows {batch.start}..: ids are {id_kind(ids)}s but earlier rows had "
+            raise InputError(f"rows {batch.start}..: ids are {id_kind(ids)}s but the index's (or earlier rows') are "
                              f"{id_kind(pa.array([], self.id_type))}s; use one id type for the whole corpus")
         x = as_matrix(batch.vectors, self.state.full_dim, "vectors", batch.start, ids)
         x = normalize(x, self.opts.metric, "vectors", batch.start, ids)
@@ -53,8 +53,8 @@ class Pipeline:
 
     def fill_shards(self, batches: Iterable[Batch], guard: DuplicateGuard, number: int, start: int, pbar,
                     stop: int | None = None) -> list[dict]:
-        """Write the rows of `batches` (the first at row `start`, the first row of shard `number`) into shards
-        number, number + 1, ... until the batches end or row `stop`; return the finished shards' metadata."""
+        """Write the rows of `batches` into shards number, number + 1, ... (the first of them from global row
+        `start`) until the batches end or the input's row `stop`; return the finished shards' metadata."""
         opts, timer, shards, writer = self.opts, self.timer, [], None
         timer.mark()
         try:
@@ -81,7 +81,7 @@ class Pipeline:
                         writer = None
                 start += len(ids)
                 pbar.update(len(ids))
-                if stop is not None and start >= stop:
+                if stop is not None and batch.start + len(ids) >= stop:
                     break
                 timer.mark()
             if writer is not None and writer.count:

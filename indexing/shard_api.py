@@ -17,8 +17,8 @@ from matryoshka.core.timing import StageTimer
 from .ids import DuplicateGuard, hash_ids
 from .options import BuildOptions
 from .pipeline import Pipeline
-from .sources import Source
-from .training import read_trained_state
+from .sources import Source, offset_ids
+from .training import BuildState, read_trained_state
 
 
 def shard_rows(source: Source, shard_size: int) -> list[tuple[int, int]]:
@@ -38,11 +38,22 @@ def build_shard(root: str | os.PathLike, source: Source, number: int, options: B
     """
     root = Path(root)
     lo, hi = shard_rows(source, options.shard_size)[number]
+    return write_shard(root, source, number, (lo, hi), lo, options, read_trained_state(root), device)
+
+
+def write_shard(root: Path, source: Source, number: int, rows: tuple[int, int], id_start: int,
+                options: BuildOptions, state: BuildState, device: str = "cpu", has_text: bool | None = None,
+                id_type: pa.DataType | None = None, id_offset: int | None = None) -> dict:
+    """Write the input's rows [lo, hi) as shard `number` of the trained index in `root`, from global row
+    `id_start` (a build: the same as lo; an add: after every row the index has). `id_offset` is added to the
+    input's default ids (its row numbers). Returns the metadata, with seconds per step under "seconds"."""
+    lo, hi = rows
     timer = StageTimer()
-    pipe = Pipeline(root, read_trained_state(root), options, device, source.has_text, timer)
+    pipe = Pipeline(root, state, options, device, source.has_text if has_text is None else has_text, timer, id_type)
     guard = DuplicateGuard(lambda v: False)  # no other shard's ids are looked at here
     with bar(hi - lo, f"shard {layout.shard_name(number)}", True) as pbar:
-        metas = pipe.fill_shards(source.batches(options.batch_rows, lo), guard, number, lo, pbar, stop=hi)
+        metas = pipe.fill_shards(offset_ids(source.batches(options.batch_rows, lo), id_offset), guard, number,
+                                 id_start, pbar, stop=hi)
     if len(metas) != 1 or metas[0]["count"] != hi - lo:
         got = sum(m["count"] for m in metas)
         raise InputError(f"shard {number}: the input gave {got} rows where {hi - lo} were expected (rows {lo}..{hi}); "

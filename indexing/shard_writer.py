@@ -63,7 +63,12 @@ class ShardWriter:
         self.timer.mark()
         self.index.add_with_ids(short, gids)  # coarse assignment + PQ encoding
         self.timer.lap("pq_encode")
-        self.full.append(full.astype(np.float16))
+        self.append_rows(ids, full, codes, texts)
+
+    def append_rows(self, ids: pa.Array, full: np.ndarray, codes: np.ndarray, texts: list[str] | None) -> None:
+        """Append rows to the stores, id map and texts only (compaction copies the faiss codes itself)."""
+        n = len(ids)
+        self.full.append(full.astype(np.float16, copy=False))
         self.short.append(codes)
         self.ids.append(ids)
         if self.doc_bytes is not None:

@@ -64,6 +64,12 @@ class SourceBase:
         raise NotImplementedError("only a source of unknown size is sampled from its first rows")
 
 
+def offset_ids(batches: Iterable[Batch], offset: int | None) -> Iterator[Batch]:
+    """The batches with `offset` added to their (integer) ids: rows added to an index get numbers after its own."""
+    for b in batches:
+        yield b if offset is None else Batch(b.start, pa.array(b.ids.to_numpy() + offset), b.vectors, b.texts)
+
+
 def as_texts(values, start: int) -> list[str]:
     """Texts as str; bytes that are not UTF-8 are decoded with replacement characters rather than dropped."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):

@@ -1,5 +1,5 @@
-"""The `matryoshka` command: build, search, info, verify, plan-size, demo, and the commands other packages
-register under the `matryoshka.commands` entry point group (the benchmark suite adds `bench`)."""
+"""The `matryoshka` command: build, add, delete, compact, search, info, verify, plan-size, demo, and the commands other
+packages register under the `matryoshka.commands` entry point group (the benchmark suite adds `bench`)."""
 from __future__ import annotations
 
 import argparse
@@ -86,6 +86,36 @@ def cmd_build(a) -> None:
                           finish=tune_new_index)
     if not a.quiet:
         print(f"index ready: {out}")
+
+
+def cmd_add(a) -> None:
+    from indexing import add
+    record = add(a.index, a.input, ids=a.ids, model=a.model, upsert=a.upsert, quiet=a.quiet, threads=a.threads)
+    print(json.dumps({k: v for k, v in record.items() if k != "fingerprint"}, default=str))
+
+
+def read_id_args(values: list[str]) -> list:
+    """Ids from the command line: one Parquet file (column `id`), one text file (an id per line), or the ids."""
+    from pathlib import Path
+
+    from indexing.sources import load_ids
+    if len(values) == 1 and Path(values[0]).is_file():
+        path = Path(values[0])
+        if path.suffix in (".parquet", ".npy"):
+            return list(load_ids(path))
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return values
+
+
+def cmd_delete(a) -> None:
+    from indexing import delete
+    record = delete(a.index, read_id_args(a.ids), missing_ok=a.missing_ok, quiet=a.quiet)
+    print(json.dumps({k: v for k, v in record.items() if k != "fingerprint"}, default=str))
+
+
+def cmd_compact(a) -> None:
+    from indexing import compact
+    print(json.dumps(compact(a.index, min_dead=a.min_dead, quiet=a.quiet), default=str))
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
@@ -182,12 +212,14 @@ def cmd_info(a) -> None:
     if a.json:
         print(json.dumps(info, indent=2, default=str))
         return
-    print(f"{info['path']}: {info['count']:,} vectors, {info['metric']}, {info['full_dim']} -> {info['index_dim']} "
-          f"dims ({info['transform']['kind']}), {info['factory']}, model {info['model']}")
+    print(f"{info['path']}: {info['live']:,} vectors ({info['dead']:,} deleted, not yet compacted), generation "
+          f"{info['generation']}, {info['metric']}, {info['full_dim']} -> {info['index_dim']} dims "
+          f"({info['transform']['kind']}), {info['factory']}, model {info['model']}")
     print(f"bytes per vector: {info['ram_bytes_per_vector']:.1f} in RAM (first pass), "
           f"{info['mmap_bytes_per_vector']:.0f} memory-mapped, {info['disk_bytes_per_vector']:.0f} on disk")
     for s in info["shards"]:
-        print(f"  shard {s['number']:05d}: {s['count']:,} vectors, {human(s['bytes'])}")
+        print(f"  shard {s['number']:05d}: {s['count']:,} vectors, {human(s['bytes'])}, "
+              f"{s['dead'] / max(s['count'], 1):.1%} deleted")
     b = info["build"]
     print(f"built on {b['device']} at {b['vectors_per_second'] or 0:,.0f} vectors/s; seconds per step: "
           + ", ".join(f"{k}={v:.1f}" for k, v in b["seconds"].items()))
@@ -278,6 +310,25 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                                                         "the most accurate of them when none reaches the target")
     p.add_argument("--model", help="query model for text queries (default: the model recorded in the index)")
     p.add_argument("--threads", type=int, help="CPU threads (default: every core)")
+    p = command("add", cmd_add, "add documents to an index as a new generation (no retraining)")
+    p.add_argument("index", help="index folder")
+    p.add_argument("input", help="Parquet file/folder (id, embedding or text[, text]) or a .npy matrix")
+    p.add_argument("--ids", help="ids for a .npy input: a .npy or a Parquet file with column `id` (default for an "
+                                 "integer-id index: numbers after its largest id)")
+    p.add_argument("--model", help="model to encode a text-only input (default: the index's model)")
+    p.add_argument("--upsert", action="store_true", help="replace documents whose ids are already in the index")
+    p.add_argument("--threads", type=int, help="CPU threads (default: every core)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p = command("delete", cmd_delete, "delete documents from an index by id, as a new generation")
+    p.add_argument("index", help="index folder")
+    p.add_argument("--ids", nargs="+", required=True, help="ids, or one Parquet file (column `id`) or text file "
+                                                           "(an id per line)")
+    p.add_argument("--missing-ok", action="store_true", help="delete the known ids when some are not in the index")
+    p.add_argument("--quiet", action="store_true", help="no log lines")
+    p = command("compact", cmd_compact, "rewrite shards without their deleted rows, as a new generation")
+    p.add_argument("index", help="index folder")
+    p.add_argument("--min-dead", type=float, default=0.2, help="rewrite shards with at least this share deleted")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     command("verify", cmd_verify, "check every file of an index against its checksums").add_argument(
         "index", help="index folder")
     p = command("plan-size", cmd_plan_size, "RAM, GPU memory and disk an index of N vectors needs")

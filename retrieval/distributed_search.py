@@ -36,6 +36,11 @@ class ShardWorker(ShardGroup):
         """The worker's process id, once its shards are open."""
         return os.getpid()
 
+    def reopen(self, root: str, manifest: dict, numbers: list[int]) -> int:
+        """Hold shards `numbers` of generation `manifest` instead of the ones held now (`Index.reload`)."""
+        ShardGroup.__init__(self, root, manifest, numbers, device=self.device, verify=self.verify)
+        return os.getpid()
+
 
 def _split(numbers: list[int], workers: int) -> list[list[int]]:
     """Contiguous runs of shard numbers, as even as possible."""
@@ -59,6 +64,17 @@ class RayBackend:
         self.workers = [actor.remote(str(root.resolve()), manifest, chunk, device=device, verify=verify)
                         for chunk in self.worker_shards]
         self.pids = self._gather("opening", lambda w: w.ready.remote(), set())
+
+    def reload(self, folder, manifest: dict) -> None:
+        """Have the running workers open generation `manifest`, its shards spread over them again (workers
+        left without a shard stop); the cluster and the workers stay up."""
+        chunks = _split([s["number"] for s in manifest["shards"]], len(self.workers))
+        for w in self.workers[len(chunks):]:
+            self._ray.kill(w, no_restart=True)
+        self.workers, self.worker_shards = self.workers[:len(chunks)], chunks
+        root = str(folder.path().resolve())
+        self.pids = self._gather("reopening", lambda w: w.reopen.remote(root, manifest,
+                                                                         chunks[self.workers.index(w)]), set())
 
     def first_pass(self, short: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None,
                    missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:

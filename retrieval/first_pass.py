@@ -7,6 +7,7 @@ import numpy as np
 from matryoshka.core.device import GPU_MAX_K, to_gpu
 from matryoshka.core.errors import IndexFormatError
 from matryoshka.storage.shard_files import Shard
+from matryoshka.storage.tombstones import live_bitmap
 
 MAX_ROWS = 0xFFFFFFFE  # rows below this merge by a packed 64-bit key; larger indexes fall back to lexsort
 
@@ -82,10 +83,19 @@ class FirstPass:
         self.nlist = self.quantizer.ntotal
         for ivf in self.shards:
             share_quantizer(ivf, self.quantizer)
+        # deleted rows: every shard's scan skips them through one bitmap over global rows, so that k live hits
+        # come back whenever k exist (filtering afterwards would return fewer)
+        self.live, self.selector = None, None
+        if any(s.dead is not None for s in shards):
+            size = max(s.id_start + s.count for s in shards)
+            self.live = live_bitmap([(s.id_start, s.dead) for s in shards if s.dead is not None], size)
+            self.selector = faiss.IDSelectorBitmap(size, faiss.swig_ptr(self.live))  # reads self.live
         if self.device == "gpu":
             merged = faiss.clone_index(trained)
             for s in shards:
                 merged.merge_from(faiss.clone_index(s.index), 0)
+            if self.selector is not None:  # faiss's GPU IVF takes no selector: drop the dead rows' codes instead
+                merged.remove_ids(faiss.IDSelectorNot(self.selector))
             self.gpu = to_gpu(merged)
 
     def assign(self, xq: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +115,8 @@ class FirstPass:
             d, i = self.gpu.search(xq, k, params=params)
             return self._scores(d, i), i
         params = faiss.SearchParametersIVF(nprobe=nprobe)
+        if self.selector is not None:
+            params.sel = self.selector
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         cd, ci = assigned if assigned is not None else self.quantizer.search(xq, nprobe)
         cd, ci = np.ascontiguousarray(cd[:, :nprobe]), np.ascontiguousarray(ci[:, :nprobe])

@@ -17,7 +17,7 @@ from matryoshka.core.errors import IndexFormatError, InputError
 from matryoshka.core.params import SearchParams
 from matryoshka.core.timing import StageTimer
 from matryoshka.core.vectors import as_matrix, normalize
-from matryoshka.storage.manifest import read_manifest
+from matryoshka.storage.manifest import generation, live_count, moved_on, read_manifest
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_shared
 from rerank.cross_encoder import CrossEncoderReranker
@@ -58,50 +58,70 @@ class Index:
         self.root = Path(path)
         self.device = resolve_device(device)
         set_threads(threads)
-        local = backend is None
-        backend = backend or (lambda root, m, codec, trained, v: ShardGroup(root, m, device=self.device, verify=v,
-                                                                            codec=codec, trained=trained))
-        for attempt in range(OPEN_ATTEMPTS):
-            try:
-                self._open(verify, backend)
-                break
-            except IndexFormatError as e:
-                # An overwrite renamed another index into place, or deleted the pinned one, while it was read:
-                # open the index now at the path. Damage to an index that stayed in place is real: refuse.
-                last = attempt == OPEN_ATTEMPTS - 1
-                if self._superseded is False or (self._superseded is None and last):
-                    raise
-                if last:
-                    raise IndexFormatError(f"{self.root} was replaced {OPEN_ATTEMPTS} times while it was being "
-                                           f"opened ({e}); open it again once the build has finished") from None
-                time.sleep(0.05 * (attempt + 1))
-        if local:
-            count = sum(s.count for s in self.backend.shards)
-            if count != self.count:
-                raise IndexFormatError(f"{self.root}: shards hold {count} vectors, the manifest says {self.count}")
-        release_free_memory()
+        self._verify, self._local = verify, backend is None
+        self._backend = backend or (lambda root, m, codec, trained, v: ShardGroup(root, m, device=self.device,
+                                                                                  verify=v, codec=codec,
+                                                                                  trained=trained))
+        self.backend = None
+        self._open_newest()
         self._model_arg, self._model = model, None
         if model is not None:
             self._load_model()
         self.reranker = CrossEncoderReranker(reranker, device="cpu") if isinstance(reranker, str) else reranker
 
-    def _open(self, verify: bool, backend: BackendFactory) -> None:
-        """Open every file through one pinned folder, so that all of them belong to one generation."""
+    def _open_newest(self) -> None:
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                self._open()
+                break
+            except IndexFormatError as e:
+                # A change committed a newer generation (and deleted files of this one), or an overwrite put
+                # another index in place, while this one was read: open the newest. Damage to an index that
+                # stayed as it was is real: refuse.
+                last = attempt == OPEN_ATTEMPTS - 1
+                if self._superseded is False or (self._superseded is None and last):
+                    raise
+                if last:
+                    raise IndexFormatError(f"{self.root} changed {OPEN_ATTEMPTS} times while it was being opened "
+                                           f"({e}); open it again once the change has finished") from None
+                time.sleep(0.05 * (attempt + 1))
+        if self._local:
+            count = sum(s.count for s in self.backend.shards)
+            if count != self.count:
+                raise IndexFormatError(f"{self.root}: shards hold {count} vectors, the manifest says {self.count}")
+        release_free_memory()
+
+    def _open(self) -> None:
+        """Open every file of the newest generation through one pinned folder, so that all of them belong to it."""
         self._superseded = None  # no folder at the path: perhaps between the two renames of a swap
+        m = None
         with PinnedFolder(self.root) as folder:
             try:
-                m = self.manifest = read_manifest(folder)
-                self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
-                self.count = m["count"]
-                point = m.get("operating_point")  # measured for this index (see retrieval.tuning)
-                self.params = SearchParams(**{k: point[k] for k in ("nprobe", "k1", "k2")}) if point else \
-                    SearchParams()
-                self.codec, self.trained = read_shared(folder, m)
-                self.assigner = FirstPass(self.trained, [], self.metric, "cpu")  # one coarse assignment per batch
-                self.backend = backend(folder, m, self.codec, self.trained, verify)
+                m = read_manifest(folder)
+                codec, trained = read_shared(folder, m)
+                if self.backend is not None and hasattr(self.backend, "reload"):  # Ray workers reopen in place
+                    self.backend.reload(folder, m)
+                    backend = self.backend
+                else:
+                    backend = self._backend(folder, m, codec, trained, self._verify)
             except IndexFormatError:
-                self._superseded = folder.superseded()
+                self._superseded = folder.superseded() or moved_on(folder, m)
                 raise
+        self.manifest = m
+        self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
+        self.count, self.live, self.generation = m["count"], live_count(m), generation(m)
+        point = m.get("operating_point")  # measured for this index (see retrieval.tuning)
+        self.params = SearchParams(**{k: point[k] for k in ("nprobe", "k1", "k2")}) if point else SearchParams()
+        self.codec, self.trained = codec, trained
+        self.assigner = FirstPass(trained, [], self.metric, "cpu")  # one coarse assignment per batch
+        self.backend = backend
+
+    def reload(self) -> bool:
+        """Open the newest generation of the index (after `indexing.add`, `delete` or `compact`); True when it
+        is newer than the one this handle held. Searches before the call see the old one, whole."""
+        before = self.generation
+        self._open_newest()
+        return self.generation != before
 
     def close(self) -> None:
         """Release the backend (stops Ray shard workers)."""
@@ -190,9 +210,9 @@ class Index:
     def _within_index(self, p: SearchParams) -> SearchParams:
         """Depths no deeper than the index: a depth that reaches every document scans every list, so k at or
         beyond the corpus size returns every document once."""
-        n = max(self.count, 1)
+        n = max(self.live, 1)
         p = p.updated(k=min(p.k, n), k1=min(p.k1, n), k2=min(p.k2, n), k3=min(p.k3, n))
-        return p.updated(nprobe=self.assigner.nlist) if p.k1 >= self.count else p
+        return p.updated(nprobe=self.assigner.nlist) if p.k1 >= self.live else p
 
     def _rerank_wanted(self, rerank: bool | None, texts) -> bool:
         possible = self.reranker is not None and texts is not None and self.manifest["has_text"]
@@ -273,12 +293,15 @@ class Index:
         shard_bytes = [sum(f["bytes"] for f in s["files"].values()) for s in self.manifest["shards"]]
         mmapped = self.count * (self.index_dim + 2 * self.full_dim)  # int8 short + float16 full rows
         disk = sum(shard_bytes) + self.manifest["trained"]["bytes"] + self.manifest["transform_file"]["bytes"]
-        return {"path": str(self.root), "count": self.count, "metric": self.metric, "full_dim": self.full_dim,
+        return {"path": str(self.root), "count": self.count, "live": self.live, "dead": self.count - self.live,
+                "generation": self.generation, "metric": self.metric, "full_dim": self.full_dim,
                 "index_dim": self.index_dim, "factory": self.manifest["factory"],
                 "transform": self.manifest["transform"], "model": (self.manifest["model"] or {}).get("name"),
                 "device": self.device,
-                "shards": [{"number": s["number"], "count": s["count"], "bytes": b}
+                "shards": [{"number": s["number"], "count": s["count"], "bytes": b,
+                            "dead": (s.get("dead") or {}).get("count", 0)}
                            for s, b in zip(self.manifest["shards"], shard_bytes)],
+                "changes": self.manifest.get("changes", []),
                 "ram_bytes_per_vector": ram, "mmap_bytes_per_vector": mmapped / n,
                 "disk_bytes_per_vector": disk / n, "build": self.manifest["build"],
                 "operating_point": self.manifest.get("operating_point"), "defaults": self.params.to_dict()}

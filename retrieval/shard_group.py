@@ -42,6 +42,7 @@ class ShardGroup:
     def __init__(self, root: PinnedFolder | str | Path, manifest: dict, numbers: list[int] | None = None, *,
                  device: str = "cpu", verify: bool = False, codec: Codec | None = None,
                  trained: faiss.Index | None = None):
+        self.device, self.verify = device, verify
         folder = root if isinstance(root, PinnedFolder) else _pin_same(Path(root), manifest)
         m = manifest
         metas = [s for s in m["shards"] if numbers is None or s["number"] in set(numbers)]
@@ -54,9 +55,16 @@ class ShardGroup:
             folder.close()
         self.starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
         self.ends = self.starts + np.array([s.count for s in self.shards], dtype=np.int64)
-        self.stores = Stores(RowStore(self.starts, [s.short for s in self.shards]),
-                             RowStore(self.starts, [s.full for s in self.shards]), codec.int8, m["metric"])
+        self.stores = Stores(RowStore(self.starts, [s.short for s in self.shards], m["index_dim"], np.int8),
+                             RowStore(self.starts, [s.full for s in self.shards], m["full_dim"], np.float16),
+                             codec.int8, m["metric"])
         self.first = FirstPass(trained, self.shards, m["metric"], device)
+
+    def live_rows(self) -> np.ndarray:
+        """The global rows of this group's documents that are not deleted, in order."""
+        return np.concatenate([np.arange(s.id_start, s.id_start + s.count)[~s.dead] if s.dead is not None else
+                               np.arange(s.id_start, s.id_start + s.count) for s in self.shards] or
+                              [np.zeros(0, np.int64)])
 
     def owns(self, rows: np.ndarray) -> np.ndarray:
         """A mask of the rows (global row ids) held by this group's shards."""

@@ -75,11 +75,12 @@ def sample_queries(index: "Index", n: int = SAMPLE_QUERIES, seed: int = 1) -> tu
     sample rows as queries overstate recall)."""
     _local(index)
     build = index.manifest["build"]
-    pool = np.arange(index.count)
+    pool = index.backend.live_rows()
+    built = build.get("count") or build["identity"]["source"].get("count") or index.count  # rows at build time
     trained = build.get("train_rows") or 0
-    if 0 < trained and index.count - trained >= n:
+    if 0 < trained and len(pool) - trained >= n:
         seen = np.arange(trained) if build.get("train_first_rows") else \
-            sample_rows(index.count, trained, build["options"]["seed"])
+            sample_rows(built, trained, build["options"]["seed"])
         pool = np.setdiff1d(pool, seen, assume_unique=True)
     rows = np.sort(np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False))
     return rows, index.backend.stores.full.take(rows).astype(np.float32)
@@ -95,6 +96,8 @@ def exact_truth(index: "Index", x: np.ndarray, k: int) -> np.ndarray:
             s = x @ block.T
             if index.metric == "l2":
                 s = 2 * s - (block * block).sum(1)[None, :]  # -|x - q|^2 up to the query's own norm
+            if shard.dead is not None:
+                s[:, shard.dead[lo:lo + BLOCK]] = -np.inf
             kk = min(k, s.shape[1])
             top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
             rows = top + shard.id_start + lo
@@ -191,7 +194,7 @@ def store(index: "Index", point: OperatingPoint, lock: bool = True) -> None:
         with PinnedFolder(index.root) as folder:
             m = read_manifest(folder)
         if m["shards"] != index.manifest["shards"]:
-            raise InputError(f"{index.root} was replaced since it was opened; open it again and re-run the tuning")
+            raise InputError(f"{index.root} changed since it was opened (replaced, or a newer generation); reload it and re-run the tuning")
         m["operating_point"] = point.to_dict()
         write_manifest(index.root, m)
     finally:

@@ -166,3 +166,26 @@ def test_texts_are_encoded_by_ray_data_into_the_index_a_single_machine_builds(cl
     queries = ["read a file line by line", "parse command line arguments", "compress data with zlib"]
     got, want = dist.search_batch(queries, k=5, **FIXED), local.search_batch(queries, k=5, **FIXED)
     assert got.ids == want.ids
+
+
+def test_an_add_on_ray_equals_a_local_add_and_workers_reload_it(cluster, inputs, tmp_path, small_data):
+    import shutil
+    tmp, queries = inputs
+    docs, _ = small_data
+    np.save(tmp_path / "more.npy", docs[:1500] + 0.05 * np.random.default_rng(3).standard_normal((1500, 96)))
+    for name in ("local", "ray"):
+        shutil.copytree(tmp / "local-npy", tmp_path / name)
+    indexing.add(tmp_path / "local", tmp_path / "more.npy", quiet=True)
+    index = retrieval.open_index(tmp_path / "ray", ray="auto", workers=2, worker_cpus=0.5)  # CPUs left for the add
+    before = index.search_batch(queries, k=10, **FIXED)
+    rec = indexing.add(tmp_path / "ray", tmp_path / "more.npy", ray="auto", quiet=True)
+    assert rec["engine"] == "ray" and rec["added"] == 1500
+    local = json.loads((tmp_path / "local" / layout.MANIFEST).read_text())
+    remote = json.loads((tmp_path / "ray" / layout.MANIFEST).read_text())
+    assert local["shards"] == remote["shards"]  # the same files, byte for byte
+    assert_same(index.search_batch(queries, k=10, **FIXED), before)  # until told, workers keep generation 1
+    assert index.reload()
+    assert index.live == 4500
+    assert_same(index.search_batch(queries, k=10, **FIXED),
+                retrieval.open_index(tmp_path / "local").search_batch(queries, k=10, **FIXED))
+    index.close()

@@ -1,12 +1,14 @@
 """Names of the files in an index folder, the manifest, and checksums.
 
     my-index/
-      manifest.json            written last, atomically
+      manifest.json            written last, atomically; each change (add, delete, compact) writes the next
+                               generation of it, and every file it names is never rewritten in place
       transform.npz            shortening transform + int8 scales
       trained.faiss            trained, empty IVF index shared by every shard
       shards/00000/            one folder per shard, renamed into place when complete
         shard.json             counts, id range, checksums of the files below
         index.faiss  ids.parquet  short.i8.npy  full.f16.npy  [docs.offsets.npy docs.utf8.bin]
+        dead.g7.bits           rows deleted as of generation 7 (a bitmap); absent while none are
       .build/                  state of an unfinished build (removed when it completes)
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from .errors import IndexFormatError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: generations, tombstones, shards numbered with gaps (compaction)
 MANIFEST = "manifest.json"
 TRANSFORM = "transform.npz"
 TRAINED = "trained.faiss"
@@ -52,6 +54,16 @@ def crash_point(name: str, n: int = 0) -> None:
 
 def shard_name(i: int) -> str:
     return f"{i:05d}"
+
+
+def shard_dir(i: int) -> str:
+    """The folder of shard `i`, relative to the index folder."""
+    return f"{SHARDS}/{shard_name(i)}"
+
+
+def dead_name(generation: int) -> str:
+    """The tombstone bitmap of a shard as of `generation`: a new file per generation, never one rewritten."""
+    return f"dead.g{generation}.bits"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

@@ -53,17 +53,28 @@ def _file_record(rec: Any, where: str) -> None:
         raise _Bad(f"{where}.sha256 is not a SHA-256 hex digest")
 
 
+_DEAD_FILE = re.compile(r"dead\.g[0-9]+\.bits")
+
+
 def _shards(m: dict) -> None:
+    """Shards in increasing number and row order. Format 1: numbered 0, 1, ... over contiguous rows. Format 2
+    also allows the gaps that compaction leaves (a rewritten shard takes a new number and new rows)."""
     shards = _of(m, "shards", "manifest", list)
     want = set(STORE_FILES) | (set(TEXT_FILES) if m["has_text"] else set())
-    start = 0
+    v1 = m.get("format_version", layout.FORMAT_VERSION) < 2
+    end, number, dead = 0, -1, 0
     for i, s in enumerate(shards):
         where = f"shards[{i}]"
-        if _int(s, "number", where) != i:
+        if v1 and _int(s, "number", where) != i:
             raise _Bad(f"{where}.number is {s['number']}, expected {i} (shards are numbered in order)")
-        if _int(s, "id_start", where) != start:
-            raise _Bad(f"{where}.id_start is {s['id_start']}, expected {start} (the rows of the shards before it)")
-        start += _int(s, "count", where)
+        if _int(s, "number", where) <= number:
+            raise _Bad(f"{where}.number is {s['number']}, not above the shard before it ({number})")
+        number = s["number"]
+        if v1 and _int(s, "id_start", where) != end:
+            raise _Bad(f"{where}.id_start is {s['id_start']}, expected {end} (the rows of the shards before it)")
+        if _int(s, "id_start", where) < end:
+            raise _Bad(f"{where}.id_start is {s['id_start']}, inside the rows of the shard before it (< {end})")
+        end = s["id_start"] + _int(s, "count", where)
         if not isinstance(s.get("ids_are_rows", False), bool):
             raise _Bad(f"{where}.ids_are_rows is {s['ids_are_rows']!r}, expected true or false")
         files = _of(s, "files", where, dict)
@@ -71,8 +82,23 @@ def _shards(m: dict) -> None:
             raise _Bad(f"{where}.files names {sorted(files)}, expected {sorted(want)}")
         for name, rec in files.items():
             _file_record(rec, f"{where}.files[{name!r}]")
-    if start != m["count"]:
-        raise _Bad(f"the shards hold {start} rows but count is {m['count']}")
+        if s.get("dead") is not None:
+            rec = s["dead"]
+            _file_record(rec, f"{where}.dead")
+            if not _DEAD_FILE.fullmatch(str(_get(rec, "file", f"{where}.dead"))):
+                raise _Bad(f"{where}.dead.file is {rec['file']!r}, expected dead.g<generation>.bits")
+            if _int(rec, "count", f"{where}.dead") > s["count"]:
+                raise _Bad(f"{where}.dead.count is {rec['count']}, more than the shard's {s['count']} rows")
+            dead += rec["count"]
+    if sum(s["count"] for s in shards) != m["count"]:
+        raise _Bad(f"the shards hold {sum(s['count'] for s in shards)} rows but count is {m['count']}")
+    if "generation" in m:  # format 2
+        _int(m, "generation", "manifest", 1)
+        if _int(m, "next_shard", "manifest") <= number or _int(m, "next_row", "manifest") < end:
+            raise _Bad(f"next_shard {m['next_shard']} / next_row {m['next_row']} are not past the last shard "
+                       f"({number}, row {end})")
+        if _int(m, "dead", "manifest") != dead:
+            raise _Bad(f"dead is {m['dead']} but the shards' tombstones hold {dead}")
 
 
 def check_manifest(m: dict) -> None:
@@ -130,6 +156,35 @@ def read_manifest(folder: PinnedFolder) -> dict:
     return m
 
 
+def generation(m: dict) -> int:
+    """The manifest's generation: 1 for a new build, one more for each change since."""
+    return m.get("generation", 1)
+
+
+def live_count(m: dict) -> int:
+    """Documents not deleted."""
+    return m["count"] - m.get("dead", 0)
+
+
+def next_numbers(m: dict) -> tuple[int, int]:
+    """(shard number, first global row) for the next new shard: never one a generation used before."""
+    shards = m["shards"]
+    last_number = shards[-1]["number"] if shards else -1
+    end = shards[-1]["id_start"] + shards[-1]["count"] if shards else 0
+    return m.get("next_shard", last_number + 1), m.get("next_row", end)
+
+
+def moved_on(folder: PinnedFolder, m: dict | None) -> bool:
+    """Whether the index pinned in `folder` has a newer generation than `m` (read while it was opened)."""
+    if m is None:
+        return False
+    try:
+        now = layout.parse_json(folder.read_bytes(layout.MANIFEST), folder.path(layout.MANIFEST), "manifest")
+    except (OSError, IndexFormatError):
+        return False
+    return generation(now) != generation(m)
+
+
 def shard_records(shards: list[dict]) -> list[dict]:
     """The manifest's entry for each finished shard, from the shard's own `shard.json`."""
     return [{**{k: s[k] for k in ("number", "count", "id_start", "files")},
@@ -158,6 +213,10 @@ def new_manifest(root: Path, *, metric: str, full_dim: int, index_dim: int, fact
         "has_text": bool(shards and layout.DOC_BYTES in shards[0]["files"]),
         "shards": shard_records(shards),
         "build": build,
+        "generation": 1,
+        "next_shard": max((s["number"] for s in shards), default=-1) + 1,
+        "next_row": sum(s["count"] for s in shards),
+        "dead": 0,
     }
 
 

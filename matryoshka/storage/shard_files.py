@@ -18,6 +18,7 @@ from matryoshka.core.errors import IndexFormatError
 
 from .pinned import PinnedFolder
 from .row_store import advise_random
+from .tombstones import dead_rows
 
 
 def _damaged(path: Path, what: str) -> IndexFormatError:
@@ -66,6 +67,15 @@ def read_shared(folder: PinnedFolder, manifest: dict) -> tuple[Codec, faiss.Inde
     return codec, faiss_from_bytes(read_checked(folder, layout.TRAINED, manifest["trained"]))
 
 
+def read_dead(folder: PinnedFolder, meta: dict) -> np.ndarray | None:
+    """A shard's mask of deleted rows (see `tombstones`), or None when it has none."""
+    rec = meta.get("dead")
+    if not rec:
+        return None
+    name = f"{layout.shard_dir(meta['number'])}/{rec['file']}"
+    return dead_rows(read_checked(folder, name, rec), meta["count"], rec, folder.path(name))
+
+
 def open_store(folder: PinnedFolder, name: str, rows: int, width: int | None, dtype) -> np.ndarray:
     """Memory-map a .npy store, through the pinned folder, after checking its header against the manifest."""
     path, shape = folder.path(name), (rows, width) if width is not None else (rows,)
@@ -112,7 +122,7 @@ class Shard:
     def __init__(self, root: PinnedFolder, meta: dict, full_dim: int, index_dim: int, has_text: bool,
                  deep: bool = False):
         self.number, self.count, self.id_start = meta["number"], meta["count"], meta["id_start"]
-        folder = f"{layout.SHARDS}/{layout.shard_name(self.number)}"
+        folder = layout.shard_dir(self.number)
         if not root.is_dir(folder):
             raise IndexFormatError(f"shard folder {root.path(folder)} is missing; restore it or rebuild the index")
         files = meta["files"]
@@ -131,6 +141,7 @@ class Shard:
         del index_bytes, ids_bytes
         if self.index.ntotal != self.count:
             raise _damaged(root.path(folder), f"holds {self.index.ntotal} codes, expected {self.count}")
+        self.dead = read_dead(root, meta)  # bool mask of deleted rows, when there are any
         layout.crash_point("open-stores", self.number)
         self.short = open_store(root, f"{folder}/{layout.SHORT_FILE}", self.count, index_dim, np.int8)
         self.full = open_store(root, f"{folder}/{layout.FULL_FILE}", self.count, full_dim, np.float16)

@@ -1,0 +1,170 @@
+"""`add`: new documents into a finished index, without retraining.
+
+The documents go through the build's own per-batch pipeline with the index's transform, int8 scales and trained
+IVF, into new shards (numbered after every shard the index ever had). Ids that are already live are refused,
+or replaced with `upsert`: the old rows are deleted in the same generation that adds the new ones.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from matryoshka.core import encoder, layout
+from matryoshka.core.codec import Codec
+from matryoshka.core.device import set_threads
+from matryoshka.core.errors import InputError
+from matryoshka.core.progress import bar, say
+from matryoshka.core.timing import StageTimer
+
+from . import drift
+from .generation import Change
+from .ids import DuplicateGuard
+from .inputs import open_source
+from .live_ids import LiveIds
+from .options import BuildOptions
+from .pipeline import Pipeline
+from .shard_api import shard_ids
+from .sources import ArraySource, Source, offset_ids
+from .text_source import TextSource
+from .training import BuildState
+
+WORK_DIR = ".add"  # in the index folder: texts being encoded for an add (kept if killed, to resume)
+
+
+def add(index_dir: str | os.PathLike, data, *, ids=None, texts=None, model: str | None = None,
+        upsert: bool = False, quiet: bool = False, threads: int | None = None, ray: str | None = None) -> dict:
+    """Add documents (any input `build` accepts) to the index in `index_dir` as a new generation; returns the
+    change record (counts, seconds, drift). Integer-id indexes number documents given without ids after the
+    largest id they hold; ids already live are refused unless `upsert`. ray="auto" or a cluster address writes
+    the new shards as Ray tasks (a .npy or Parquet path with embeddings; see `indexing.distributed_add`)."""
+    set_threads(threads)
+    with Change(index_dir, "add") as change:
+        m, root = change.manifest, change.root
+        source = _open_input(m, data, ids, texts, model)
+        fingerprint = {"source": source.fingerprint(), "upsert": upsert}
+        if (done := change.repeated(fingerprint)) is not None:
+            say(f"this add was already committed as generation {done['generation']}; nothing to do", quiet)
+            return done
+        source.prepare(root / WORK_DIR, quiet)
+        live = LiveIds(change.folder, m)
+        offset = None
+        if ids is None and isinstance(source, (ArraySource, TextSource)):  # no ids given: number the new rows
+            if live.kind != "int":
+                raise InputError("the index's ids are strings: give ids= (--ids) for the documents to add")
+            offset = max(live.max_int + 1, m.get("next_id", 0))
+        opts = _options(m, quiet, threads)
+        first = change.next_shards()
+        state = BuildState({}, full_dim=m["full_dim"], index_dim=m["index_dim"])
+        id_type = pa.int64() if live.kind == "int" else pa.string()
+        guard = _AddGuard(live, upsert, root, first[0])
+        if ray:  # one Ray task per new shard; ids are checked once they are written
+            from .distributed_add import write_shards_on_ray
+            new = write_shards_on_ray(root, data, ids, first, opts, state, m["has_text"], id_type, offset, ray,
+                                      quiet)
+            for meta in new:
+                guard.check_live(shard_ids(root, meta["number"]), meta["id_start"] - first[1])
+        else:  # ids are checked batch by batch, before they are written
+            timer = StageTimer()
+            pipe = Pipeline(root, state, opts, "cpu", m["has_text"], timer, id_type)
+            with bar(source.count, "add", quiet) as pbar:
+                new = pipe.fill_shards(offset_ids(source.batches(opts.batch_rows, 0), offset), guard, *first, pbar)
+        added = sum(s["count"] for s in new)
+        if not added:
+            raise InputError("the input holds no vectors; there is nothing to add")
+        shards = change.mark_dead(guard.replaced) + new
+        reference, measured = _drift(root, m, new)
+        warning = drift.verdict(measured, reference)
+        if warning:
+            warnings.warn(warning, stacklevel=2)
+        seconds = time.perf_counter() - change.started
+        record = {"fingerprint": fingerprint, "added": added, "replaced": sum(map(len, guard.replaced.values())),
+                  "shards": [s["number"] for s in new], "vectors_per_second": added / seconds, "drift": measured,
+                  "warning": warning, "engine": "ray" if ray else "local"}
+        extra = {"next_id": max(guard.max_int + 1, offset or 0, m.get("next_id", 0))} if live.kind == "int" else {}
+        record = change.commit(shards, record, drift_reference=reference, **extra)
+    shutil.rmtree(root / WORK_DIR, ignore_errors=True)
+    say(f"added {added:,} documents in {len(new)} shard(s) ({record['replaced']:,} replaced): generation "
+        f"{record['generation']}", quiet)
+    return record
+
+
+def _open_input(m: dict, data, ids, texts, model: str | None) -> Source:
+    """The input as a source of the index's kind: same dims, texts if it stores them, the index's model."""
+    recorded = m["model"]
+    source = open_source(data, ids, texts, model or (recorded or {}).get("name"), "cpu")
+    if source.model_name:  # the input is texts, encoded here: with the model that made the index
+        if recorded is None:
+            raise InputError("this index was built from vectors without a model, so it cannot encode texts; add "
+                             "the documents' vectors")
+        encoder.check_fingerprint(recorded, encoder.fingerprint(source.model, source.model_name))
+    if source.dim != m["full_dim"]:
+        made = f" by {recorded['name']}" if recorded else ""
+        raise InputError(f"the input has {source.dim}-dim vectors but the index holds {m['full_dim']}-dim vectors"
+                         f"{made}; add vectors of the same model and dims")
+    if m["has_text"] and not source.has_text:
+        raise InputError("this index stores the documents' texts: give texts= (or a `text` column) for the "
+                         "documents to add")
+    return source
+
+
+def _options(m: dict, quiet: bool, threads: int | None) -> BuildOptions:
+    known = {f.name for f in fields(BuildOptions)}
+    stored = {k: v for k, v in m["build"]["options"].items() if k in known}
+    return BuildOptions(**{**stored, "quiet": quiet, "threads": threads, "overwrite": False})
+
+
+class _AddGuard(DuplicateGuard):
+    """Duplicates within the input (the build's check) and ids already live in the index."""
+
+    def __init__(self, live: LiveIds, upsert: bool, root: Path, first_new: int):
+        def in_new_shards(value) -> bool:  # string ids whose keys collide: look in the shards this add wrote
+            return any(value in set(pq.read_table(p).column("id").to_pylist())
+                       for p in (root / layout.SHARDS).glob(f"[0-9]*/{layout.IDS_FILE}")
+                       if int(p.parent.name) >= first_new)
+        super().__init__(in_new_shards)
+        self.live, self.upsert = live, upsert
+        self.replaced: dict[int, list[int]] = {}  # shard number -> rows replaced (upsert)
+        self.max_int = -1
+
+    def check(self, ids: pa.Array, start: int) -> None:
+        super().check(ids, start)
+        self.check_live(ids, start)
+
+    def check_live(self, ids: pa.Array, start: int) -> None:
+        """Refuse ids already live in the index, or note their rows as replaced (upsert)."""
+        if self.live.kind == "int" and len(ids):
+            self.max_int = max(self.max_int, int(pa.compute.max(ids).as_py()))
+        pos, shards, rows = self.live.find(ids)
+        if len(pos) and not self.upsert:
+            shown = ", ".join(repr(ids[int(p)].as_py()) for p in pos[:5])
+            raise InputError(f"{len(pos)} id(s) in rows {start}.. are already in the index ({shown}"
+                             f"{', ...' if len(pos) > 5 else ''}); pass upsert=True (--upsert) to replace those "
+                             "documents, or give new ids")
+        for s, r in zip(shards.tolist(), rows.tolist()):
+            self.replaced.setdefault(s, []).append(r)
+
+
+def _drift(root: Path, m: dict, new: list[dict]) -> tuple[dict, dict]:
+    """(reference, added): drift figures of the index before its first change (kept in the manifest) and of
+    the rows this add wrote."""
+    codec = Codec.load(root / layout.TRANSFORM)
+    trained = faiss.read_index(str(root / layout.TRAINED))  # owns the quantizer: keep it referenced
+    quantizer = faiss.extract_index_ivf(trained).quantizer
+
+    def stored(metas: list[dict]) -> np.ndarray:
+        parts = [np.load(root / layout.shard_dir(s["number"]) / layout.SHORT_FILE, mmap_mode="r") for s in metas]
+        per = -(-drift.SAMPLE // max(len(parts), 1))
+        return np.concatenate([p[np.linspace(0, len(p) - 1, min(per, len(p))).astype(np.int64)] for p in parts
+                               if len(p)] or [np.zeros((0, m["index_dim"]), np.int8)])
+    reference = m.get("drift_reference") or drift.measure(stored(m["shards"]), codec.int8, quantizer)
+    added = drift.measure(stored(new), codec.int8, quantizer)
+    return (added if reference["rows"] < drift.MIN_ROWS else reference), added  # an empty index: the first add

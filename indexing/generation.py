@@ -1,0 +1,129 @@
+"""A change to a finished index (add, delete, compact): from its newest generation to the next, under its lock.
+
+A change writes only new files: new shard folders (new numbers, never reused) and new tombstone files (named
+for the generation). Nothing the current generation names is touched, so a kill at any moment leaves it whole.
+The change is committed by writing the next manifest atomically; files no generation names any more are
+deleted right after (and, after a kill, at the start of the next change). Readers need an index's files only
+while they open it: the codes and id maps are read into RAM and the stores stay memory-mapped, which keeps a
+deleted file's pages readable. A reader in the middle of opening a generation whose files are then deleted
+finds one missing, sees the newer generation, and opens that instead (`retrieval.index.Index`).
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from matryoshka.core import layout
+from matryoshka.core.errors import InputError
+from matryoshka.storage.manifest import generation, next_numbers, read_manifest, write_manifest
+from matryoshka.storage.pinned import PinnedFolder
+from matryoshka.storage.shard_files import read_dead
+from matryoshka.storage.tombstones import write_dead
+
+from .folder import BuildLock
+
+MAX_CHANGES = 50  # change records kept in the manifest
+
+
+class Change:
+    """The newest generation of the index at `root`, locked against builds and other changes until closed."""
+
+    def __init__(self, root: str | Path, op: str):
+        self.root, self.op = Path(root), op
+        if not self.root.is_dir():
+            raise InputError(f"no index at {self.root}: the folder does not exist; build one first "
+                             "(`matryoshka build` / indexing.build)")
+        self.folder = PinnedFolder(self.root)
+        read_manifest(self.folder)  # a clear error for a folder that holds no finished index, before locking
+        self.lock = BuildLock(self.root)
+        try:
+            self.manifest = read_manifest(self.folder)  # under the lock: the newest
+            remove_unreferenced(self.root, self.manifest)  # what a killed change left: roll it back
+        except BaseException:
+            self.close()
+            raise
+        self.generation = generation(self.manifest)
+        self.started = time.perf_counter()
+
+    def repeated(self, fingerprint: dict) -> dict | None:
+        """The newest change's record, when it was this same change (a re-run after a kill that came after its
+        commit): then there is nothing left to do."""
+        last = (self.manifest.get("changes") or [None])[-1]
+        if last and last.get("op") == self.op and last.get("fingerprint") == fingerprint:
+            return last
+        return None
+
+    def next_shards(self) -> tuple[int, int]:
+        """(number, first row) of the first new shard this change may write."""
+        return next_numbers(self.manifest)
+
+    def mark_dead(self, rows: dict[int, list[int]]) -> list[dict]:
+        """The current shards' records, with the given rows (shard number -> rows) added to their tombstones,
+        each written as a new file for the next generation."""
+        out = []
+        for meta in self.manifest["shards"]:
+            if rows.get(meta["number"]):
+                dead = read_dead(self.folder, meta)
+                dead = np.zeros(meta["count"], bool) if dead is None else dead.copy()
+                dead[rows[meta["number"]]] = True
+                layout.crash_point("tombstone", meta["number"])
+                meta = {**meta, "dead": write_dead(self.root / layout.shard_dir(meta["number"]), self.generation + 1,
+                                                   dead)}
+            out.append(meta)
+        return out
+
+    def commit(self, shards: list[dict], record: dict, **fields) -> dict:
+        """Write the next generation with `shards` (and any other manifest `fields`), then delete what only
+        older generations used. Returns the change record, with its generation and seconds."""
+        m = copy.deepcopy(self.manifest)
+        m.update(fields)
+        number, row = self.next_shards()
+        last = max((s["number"] for s in shards), default=-1), max((s["id_start"] + s["count"] for s in shards),
+                                                                  default=0)
+        record = {"op": self.op, "generation": self.generation + 1, **record,
+                  "seconds": round(time.perf_counter() - self.started, 3)}
+        m.update(format_version=layout.FORMAT_VERSION, generation=self.generation + 1, shards=shards,
+                 count=sum(s["count"] for s in shards), dead=sum((s.get("dead") or {}).get("count", 0) for s in shards),
+                 next_shard=max(number, last[0] + 1), next_row=max(row, last[1]),
+                 changes=(m.get("changes", []) + [record])[-MAX_CHANGES:])
+        write_manifest(self.root, m)
+        layout.crash_point("committed")
+        self.manifest, self.generation = m, m["generation"]
+        remove_unreferenced(self.root, m)
+        return record
+
+    def close(self) -> None:
+        self.folder.close()
+        self.lock.release()
+
+    def __enter__(self) -> "Change":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is not None:  # a failed change leaves only files no generation names: remove them now
+            remove_unreferenced(self.root, self.manifest)
+        self.close()
+
+
+def remove_unreferenced(root: Path, manifest: dict) -> None:
+    """Delete shard folders and tombstone files that `manifest` does not name (unfinished or superseded)."""
+    shards_dir = root / layout.SHARDS
+    if not shards_dir.is_dir():
+        return
+    named = {layout.shard_name(s["number"]): (s.get("dead") or {}).get("file") for s in manifest["shards"]}
+    removed = False
+    for p in shards_dir.iterdir():
+        if p.name not in named:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed = True
+            continue
+        for f in p.glob("dead.g*.bits*"):
+            if f.name != named[p.name]:
+                f.unlink()
+                removed = True
+    if removed:
+        layout.fsync_dir(shards_dir)
