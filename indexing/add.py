@@ -6,6 +6,7 @@ or replaced with `upsert`: the old rows are deleted in the same generation that 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -26,6 +27,7 @@ from matryoshka.core.progress import bar, say
 from matryoshka.core.timing import StageTimer
 
 from . import drift
+from .attributes import index_attributes
 from .generation import Change
 from .ids import DuplicateGuard
 from .inputs import open_source
@@ -40,7 +42,7 @@ from .training import BuildState
 WORK_DIR = ".add"  # in the index folder: texts being encoded for an add (kept if killed, to resume)
 
 
-def add(index_dir: str | os.PathLike, data, *, ids=None, texts=None, model: str | None = None,
+def add(index_dir: str | os.PathLike, data, *, ids=None, texts=None, attributes=None, model: str | None = None,
         upsert: bool = False, quiet: bool = False, threads: int | None = None, ray: str | None = None) -> dict:
     """Add documents (any input `build` accepts) to the index in `index_dir` as a new generation; returns the
     change record (counts, seconds, drift). Integer-id indexes number documents given without ids after the
@@ -49,58 +51,83 @@ def add(index_dir: str | os.PathLike, data, *, ids=None, texts=None, model: str 
     set_threads(threads)
     with Change(index_dir, "add") as change:
         m, root = change.manifest, change.root
-        source = _open_input(m, data, ids, texts, model)
+        source = _open_input(m, data, ids, texts, model, attributes)
         fingerprint = {"source": source.fingerprint(), "upsert": upsert}
         if (done := change.repeated(fingerprint)) is not None:
             say(f"this add was already committed as generation {done['generation']}; nothing to do", quiet)
             return done
-        source.prepare(root / WORK_DIR, quiet)
-        live = LiveIds(change.folder, m)
-        offset = None
-        if ids is None and isinstance(source, (ArraySource, TextSource)):  # no ids given: number the new rows
-            if live.kind != "int":
-                raise InputError("the index's ids are strings: give ids= (--ids) for the documents to add")
-            offset = max(live.max_int + 1, m.get("next_id", 0))
-        opts = _options(m, quiet, threads)
-        first = change.next_shards()
-        state = BuildState({}, full_dim=m["full_dim"], index_dim=m["index_dim"])
-        id_type = pa.int64() if live.kind == "int" else pa.string()
-        guard = _AddGuard(live, upsert, root, first[0])
-        if ray:  # one Ray task per new shard; ids are checked once they are written
-            from .distributed_add import write_shards_on_ray
-            new = write_shards_on_ray(root, data, ids, first, opts, state, m["has_text"], id_type, offset, ray,
-                                      quiet)
-            for meta in new:
-                guard.check_live(shard_ids(root, meta["number"]), meta["id_start"] - first[1])
-        else:  # ids are checked batch by batch, before they are written
-            timer = StageTimer()
-            pipe = Pipeline(root, state, opts, "cpu", m["has_text"], timer, id_type)
-            with bar(source.count, "add", quiet) as pbar:
-                new = pipe.fill_shards(offset_ids(source.batches(opts.batch_rows, 0), offset), guard, *first, pbar)
-        added = sum(s["count"] for s in new)
-        if not added:
-            raise InputError("the input holds no vectors; there is nothing to add")
-        shards = change.mark_dead(guard.replaced) + new
-        reference, measured = _drift(root, m, new)
-        warning = drift.verdict(measured, reference)
-        if warning:
-            warnings.warn(warning, stacklevel=2)
-        seconds = time.perf_counter() - change.started
-        record = {"fingerprint": fingerprint, "added": added, "replaced": sum(map(len, guard.replaced.values())),
-                  "shards": [s["number"] for s in new], "vectors_per_second": added / seconds, "drift": measured,
-                  "warning": warning, "engine": "ray" if ray else "local"}
-        extra = {"next_id": max(guard.max_int + 1, offset or 0, m.get("next_id", 0))} if live.kind == "int" else {}
-        record = change.commit(shards, record, drift_reference=reference, **extra)
-    shutil.rmtree(root / WORK_DIR, ignore_errors=True)
-    say(f"added {added:,} documents in {len(new)} shard(s) ({record['replaced']:,} replaced): generation "
-        f"{record['generation']}", quiet)
+        in_memory_ids = not (ids is None or isinstance(ids, (str, os.PathLike)))
+        if ray and (texts is not None or attributes is not None or in_memory_ids):
+            raise InputError("an add on Ray reads a .npy (ids: a .npy or Parquet path) or a Parquet path with its "
+                             "columns; texts=, attributes= and in-memory ids are for an add without ray=")
+        try:
+            _prepare(source, root / WORK_DIR, fingerprint, quiet)
+            record = _add(change, source, data, ids, upsert, quiet, threads, ray, fingerprint)
+        finally:  # kept only when killed: a re-run of the same add resumes the encoding
+            shutil.rmtree(root / WORK_DIR, ignore_errors=True)
+    say(f"added {record['added']:,} documents in {len(record['shards'])} shard(s) ({record['replaced']:,} "
+        f"replaced): generation {record['generation']}", quiet)
     return record
 
 
-def _open_input(m: dict, data, ids, texts, model: str | None) -> Source:
+def _prepare(source: Source, work: Path, fingerprint: dict, quiet: bool) -> None:
+    """Encode a texts input into `work`, resuming what a killed run of this same add encoded there."""
+    stamp = work / "input.json"
+    if work.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != json.loads(json.dumps(fingerprint))):
+        shutil.rmtree(work)  # another input's vectors: never reused
+    work.mkdir(exist_ok=True)
+    stamp.write_text(json.dumps(fingerprint))
+    source.prepare(work, quiet)
+
+
+def _add(change: Change, source: Source, data, ids, upsert: bool, quiet: bool, threads: int | None, ray: str | None,
+         fingerprint: dict) -> dict:
+    """Write the new shards, check their ids, measure drift and commit: the body of `add`."""
+    m, root = change.manifest, change.root
+    live = LiveIds(change.folder, m)
+    offset = None
+    named = ids is not None or "id" in getattr(source, "cols", [])  # a Parquet input reads its `id` column
+    if not named and isinstance(source, (ArraySource, TextSource)):  # no ids given: number the new rows
+        if live.kind != "int":
+            raise InputError("the index's ids are strings: give ids= (--ids) for the documents to add")
+        offset = max(live.max_int + 1, m.get("next_id", 0))
+    opts = _options(m, quiet, threads)
+    first = change.next_shards()
+    state = BuildState({}, full_dim=m["full_dim"], index_dim=m["index_dim"])
+    id_type = pa.int64() if live.kind == "int" else pa.string()
+    schema = index_attributes(root, m)
+    guard = _AddGuard(live, upsert, root, first[0])
+    if ray:  # one Ray task per new shard; ids are checked once they are written
+        from .distributed_add import write_shards_on_ray
+        new = write_shards_on_ray(root, data, ids, first, opts, state, m["has_text"], id_type, offset, ray,
+                                  quiet, schema)
+        for meta in new:
+            guard.check_live(shard_ids(root, meta["number"]), meta["id_start"] - first[1])
+    else:  # ids are checked batch by batch, before they are written
+        timer = StageTimer()
+        pipe = Pipeline(root, state, opts, "cpu", m["has_text"], timer, id_type, schema)
+        with bar(source.count, "add", quiet) as pbar:
+            new = pipe.fill_shards(offset_ids(source.batches(opts.batch_rows, 0), offset), guard, *first, pbar)
+    added = sum(s["count"] for s in new)
+    if not added:
+        raise InputError("the input holds no vectors; there is nothing to add")
+    shards = change.mark_dead(guard.replaced) + new
+    reference, measured = _drift(root, m, new)
+    warning = drift.verdict(measured, reference)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    seconds = time.perf_counter() - change.started
+    record = {"fingerprint": fingerprint, "added": added, "replaced": sum(map(len, guard.replaced.values())),
+              "shards": [s["number"] for s in new], "vectors_per_second": added / seconds, "drift": measured,
+              "warning": warning, "engine": "ray" if ray else "local"}
+    extra = {"next_id": max(guard.max_int + 1, offset or 0, m.get("next_id", 0))} if live.kind == "int" else {}
+    return change.commit(shards, record, drift_reference=reference, **extra)
+
+
+def _open_input(m: dict, data, ids, texts, model: str | None, attributes) -> Source:
     """The input as a source of the index's kind: same dims, texts if it stores them, the index's model."""
     recorded = m["model"]
-    source = open_source(data, ids, texts, model or (recorded or {}).get("name"), "cpu")
+    source = open_source(data, ids, texts, model or (recorded or {}).get("name"), "cpu", attributes)
     if source.model_name:  # the input is texts, encoded here: with the model that made the index
         if recorded is None:
             raise InputError("this index was built from vectors without a model, so it cannot encode texts; add "
@@ -110,6 +137,12 @@ def _open_input(m: dict, data, ids, texts, model: str | None) -> Source:
         made = f" by {recorded['name']}" if recorded else ""
         raise InputError(f"the input has {source.dim}-dim vectors but the index holds {m['full_dim']}-dim vectors"
                          f"{made}; add vectors of the same model and dims")
+    if m.get("attributes") and source.attributes is None:
+        raise InputError(f"this index stores attributes {sorted(m['attributes'])}: give them for the documents to "
+                         "add (attributes=, or columns of a Parquet input)")
+    if source.attributes is not None and not m.get("attributes"):
+        raise InputError(f"the input has attributes {source.attributes.names} but the index stores none; leave "
+                         "them out, or rebuild the index with them")
     if m["has_text"] and not source.has_text:
         raise InputError("this index stores the documents' texts: give texts= (or a `text` column) for the "
                          "documents to add")

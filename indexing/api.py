@@ -12,20 +12,22 @@ from .inputs import open_source
 from .options import BuildOptions
 
 
-def build(out: str | os.PathLike, data, *, ids=None, texts=None, model: str | None = None, ray: str | None = None,
-          **options) -> Path:
+def build(out: str | os.PathLike, data, *, ids=None, texts=None, attributes=None, model: str | None = None,
+          ray: str | None = None, **options) -> Path:
     """Build an index in folder `out` from any input `open_source` accepts; options are BuildOptions fields.
+    `attributes` (a pyarrow Table or dict of arrays, one row per vector; a Parquet input's extra columns
+    instead) are stored for filtered search (`search_batch(where=...)`).
 
     ray="auto" or a cluster address builds the shards as Ray tasks (a .npy or Parquet path input only; needs
     the `distributed` extra), see `indexing.distributed_build`."""
     opts = BuildOptions.of(**options)
     if ray:
-        if texts is not None:
-            raise InputError("a distributed build reads texts from the Parquet input's `text` column; texts= is "
-                             "for single-machine builds")
+        if texts is not None or attributes is not None:
+            raise InputError("a distributed build reads texts and attributes from the Parquet input's columns; "
+                             "texts= and attributes= are for single-machine builds")
         from .distributed_build import build_distributed
         return build_distributed(out, data, ids=ids, model=model, options=opts, address=ray, finish=tune_new_index)
-    source = open_source(data, ids, texts, model, "cpu")
+    source = open_source(data, ids, texts, model, "cpu", attributes)
     return build_index(out, source, opts, model_name=model, finish=tune_new_index)
 
 

@@ -24,6 +24,7 @@ from matryoshka.core.timing import StageTimer
 from matryoshka.storage.manifest import new_manifest, write_manifest
 
 from . import ivf, sizing
+from .attributes import describe
 from .folder import BuildLock, beside, clear, prepare_beside, prepare_folder, recover_swap, swap_in
 from .ids import DuplicateGuard
 from .options import IDENTITY, BuildOptions
@@ -174,7 +175,8 @@ def add_all(job: BuildJob) -> list[dict]:
     if shards:
         say(f"resuming after {len(shards)} complete shard(s), at row {start:,}", opts.quiet)
     timer = StageTimer(job.state.add_seconds)
-    pipe = Pipeline(root, job.state, opts, job.device, job.source.has_text, timer, id_arrow_type)
+    pipe = Pipeline(root, job.state, opts, job.device, job.source.has_text, timer, id_arrow_type,
+                    job.source.attributes)
     with bar(job.source.count, "add", opts.quiet, initial=start) as pbar:
         if job.source.count is None:  # an iterator is read once, in the batches it gives
             shards += pipe.fill_shards(job.source.batches(opts.batch_rows, start), guard, len(shards), start, pbar)
@@ -200,4 +202,4 @@ def _manifest(job: BuildJob, shards: list[dict]) -> dict:
     return new_manifest(job.root, metric=job.opts.metric, full_dim=state.full_dim, index_dim=state.index_dim,
                         factory=state.factory, nlist=nlist, transform_selection=state.transform_choice,
                         model=state.model, id_type=id_type(job.root, shards[0]) if shards else "string",
-                        shards=shards, build=build)
+                        shards=shards, build=build, attributes=describe(job.source.attributes))

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from matryoshka.core import layout
 from matryoshka.core.errors import InputError
@@ -17,8 +18,10 @@ from matryoshka.core.progress import bar, say
 from matryoshka.core.timing import StageTimer
 from matryoshka.storage.shard_files import Shard
 
+from .attributes import index_attributes
 from .generation import Change
 from .invlists import copy_kept
+from .shard_api import shard_ids
 from .shard_writer import ShardSpec, ShardWriter
 
 MIN_DEAD = 0.2  # default: rewrite a shard once a fifth of its rows are deleted
@@ -38,7 +41,7 @@ def compact(index_dir: str | os.PathLike, *, min_dead: float = MIN_DEAD, quiet: 
             return {"op": "compact", "generation": change.generation, "rewritten": [], "removed_rows": 0}
         number, row = change.next_shards()
         spec = ShardSpec(root, np.frombuffer((root / layout.TRAINED).read_bytes(), np.uint8), m["full_dim"],
-                         m["index_dim"], m["has_text"], "cpu")
+                         m["index_dim"], m["has_text"], "cpu", attributes=index_attributes(root, m))
         id_type = pa.int64() if m["id_type"] == "int" else pa.string()
         rewritten, timer = {}, StageTimer()
         with bar(sum(s["count"] for s in todo), "compact", quiet) as pbar:
@@ -49,11 +52,16 @@ def compact(index_dir: str | os.PathLike, *, min_dead: float = MIN_DEAD, quiet: 
                 if new is not None:
                     number, row = number + 1, row + new["count"]
                 pbar.update(meta["count"])
+        extra = {}
+        if m["id_type"] == "int":  # the ids of removed rows stay used: an add numbers new documents after them
+            top = [pa.compute.max(shard_ids(root, s["number"])).as_py() for s in todo if s["count"]]
+            extra["next_id"] = max([m.get("next_id", 0)] + [t + 1 for t in top if t is not None])
         kept = [s for s in m["shards"] if s["number"] not in rewritten]
         shards = kept + [s for s in rewritten.values() if s is not None]
         removed = sum(s["count"] for s in todo) - sum(s["count"] for s in rewritten.values() if s is not None)
         record = change.commit(shards, {"rewritten": sorted(rewritten), "removed_rows": removed,
-                                        "into": [s["number"] for s in rewritten.values() if s is not None]})
+                                        "into": [s["number"] for s in rewritten.values() if s is not None]},
+                               **extra)
     say(f"compacted {len(todo)} shard(s): {removed:,} deleted rows removed, generation {record['generation']}", quiet)
     return record
 
@@ -76,7 +84,8 @@ def _rewrite(change: Change, meta: dict, spec: ShardSpec, number: int, row: int,
             ids = pa.array(rows + old.id_start, pa.int64()) if old.ids is None else \
                 pa.array(old.ids[rows]) if isinstance(old.ids, np.ndarray) else old.ids.take(pa.array(rows))
             writer.append_rows(ids, np.asarray(old.full[rows]), np.asarray(old.short[rows]),
-                               old.texts(rows) if old.doc_offsets is not None else None)
+                               old.texts(rows) if old.doc_offsets is not None else None,
+                               old.attrs.take(pa.array(rows)) if old.attrs is not None else None)
         return writer.finish(id_type)
     except BaseException:
         writer.abandon()

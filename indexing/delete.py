@@ -25,6 +25,8 @@ def delete(index_dir: str | os.PathLike, ids: Iterable, *, missing_ok: bool = Fa
     are deleted and the unknown ones counted in the record."""
     with Change(index_dir, "delete") as change:
         live = LiveIds(change.folder, change.manifest)
+        if isinstance(ids, (str, bytes, int, np.integer)):
+            ids = [ids]  # one id, not the characters of a string
         given = live.coerce(list(ids) if not hasattr(ids, "__len__") else ids)
         if not len(given):
             raise InputError("no ids were given to delete")

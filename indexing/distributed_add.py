@@ -19,18 +19,19 @@ from .training import BuildState
 
 
 def _add_task(root: str, spec: dict, number: int, rows: tuple[int, int], id_start: int, opts: BuildOptions,
-              state: BuildState, has_text: bool, id_type: pa.DataType, id_offset: int | None) -> tuple[dict, np.ndarray]:
+              state: BuildState, has_text: bool, id_type: pa.DataType, id_offset: int | None,
+              attributes: pa.Schema | None) -> tuple[dict, np.ndarray]:
     """Run in a Ray worker: write one new shard and return its metadata and sorted id keys."""
     from matryoshka.core.device import set_threads
     set_threads(opts.threads)
     meta = write_shard(Path(root), _spec_source(spec), number, rows, id_start, opts, state, "cpu", has_text,
-                       id_type, id_offset)
+                       id_type, id_offset, attributes)
     return meta, shard_id_keys(root, number)
 
 
 def write_shards_on_ray(root: Path, data, ids, first: tuple[int, int], opts: BuildOptions, state: BuildState,
                         has_text: bool, id_type: pa.DataType, id_offset: int | None, address: str,
-                        quiet: bool) -> list[dict]:
+                        quiet: bool, attributes: pa.Schema | None = None) -> list[dict]:
     """Write a .npy or Parquet input (with embeddings) as new shards numbered from first[0], rows from first[1],
     one Ray task each; refuses ids used twice among them. The input and the index must be on storage every
     node sees."""
@@ -45,7 +46,7 @@ def write_shards_on_ray(root: Path, data, ids, first: tuple[int, int], opts: Bui
     plan = shard_rows(_spec_source(spec), opts.shard_size)
     task = ray.remote(_add_task).options(num_cpus=1, max_retries=2)
     refs = {task.remote(str(root), spec, first[0] + i, (lo, hi), first[1] + lo, opts, state, has_text, id_type,
-                        id_offset): i for i, (lo, hi) in enumerate(plan)}
+                        id_offset, attributes): i for i, (lo, hi) in enumerate(plan)}
     metas, keys = [None] * len(plan), [None] * len(plan)
     with bar(plan[-1][1] if plan else 0, "add on ray", quiet) as pbar:
         while refs:

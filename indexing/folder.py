@@ -25,8 +25,8 @@ class BuildLock:
             self.f.seek(0)
             holder = self.f.read().strip() or "another process"
             self.f.close()
-            raise BuildRefused(f"another build is writing to {root} (lock held by pid {holder}); wait for it "
-                               "to finish or build into another folder") from None
+            raise BuildRefused(f"another build is writing to {root} (or an add, delete, compact or tune; lock held "
+                               f"by pid {holder}); wait for it to finish, or build into another folder") from None
         self.f.seek(0)
         self.f.truncate()
         self.f.write(str(os.getpid()))

@@ -2,11 +2,14 @@
 
 A change writes only new files: new shard folders (new numbers, never reused) and new tombstone files (named
 for the generation). Nothing the current generation names is touched, so a kill at any moment leaves it whole.
-The change is committed by writing the next manifest atomically; files no generation names any more are
-deleted right after (and, after a kill, at the start of the next change). Readers need an index's files only
-while they open it: the codes and id maps are read into RAM and the stores stay memory-mapped, which keeps a
-deleted file's pages readable. A reader in the middle of opening a generation whose files are then deleted
-finds one missing, sees the newer generation, and opens that instead (`retrieval.index.Index`).
+The change is committed by writing the next manifest atomically. Files the new generation no longer names
+are kept (listed as `retained`) until the next change commits, then deleted; what a killed change wrote is
+deleted at the start of the next one. Readers need an index's files only while they open it: the codes and
+id maps are read into RAM and the stores stay memory-mapped, which keeps a deleted file's pages readable on a
+local disk. On a network file system another node's maps may not survive the deletion, so readers there
+(Ray workers) must `reload` before the second change after the one they hold. A reader in the middle of
+opening a generation whose files are then deleted finds one missing, sees the newer generation, and opens
+that instead (`retrieval.index.Index`).
 """
 from __future__ import annotations
 
@@ -38,8 +41,12 @@ class Change:
             raise InputError(f"no index at {self.root}: the folder does not exist; build one first "
                              "(`matryoshka build` / indexing.build)")
         self.folder = PinnedFolder(self.root)
-        read_manifest(self.folder)  # a clear error for a folder that holds no finished index, before locking
-        self.lock = BuildLock(self.root)
+        try:
+            read_manifest(self.folder)  # a clear error for a folder that holds no finished index, before locking
+            self.lock = BuildLock(self.root)
+        except BaseException:
+            self.folder.close()
+            raise
         try:
             self.manifest = read_manifest(self.folder)  # under the lock: the newest
             remove_unreferenced(self.root, self.manifest)  # what a killed change left: roll it back
@@ -86,6 +93,7 @@ class Change:
                                                                   default=0)
         record = {"op": self.op, "generation": self.generation + 1, **record,
                   "seconds": round(time.perf_counter() - self.started, 3)}
+        m.update(retained=sorted(_named(self.manifest) - _named({"shards": shards})))
         m.update(format_version=layout.FORMAT_VERSION, generation=self.generation + 1, shards=shards,
                  count=sum(s["count"] for s in shards), dead=sum((s.get("dead") or {}).get("count", 0) for s in shards),
                  next_shard=max(number, last[0] + 1), next_row=max(row, last[1]),
@@ -109,20 +117,31 @@ class Change:
         self.close()
 
 
+def _named(m: dict) -> set[str]:
+    """Shard folders and tombstone files a manifest names, relative to the shards folder."""
+    out = set()
+    for s in m["shards"]:
+        out.add(layout.shard_name(s["number"]))
+        if s.get("dead"):
+            out.add(f"{layout.shard_name(s['number'])}/{s['dead']['file']}")
+    return out
+
+
 def remove_unreferenced(root: Path, manifest: dict) -> None:
-    """Delete shard folders and tombstone files that `manifest` does not name (unfinished or superseded)."""
+    """Delete shard folders and tombstone files that neither `manifest` nor the generation before it names
+    (its `retained` list): unfinished ones, and those superseded two changes ago."""
     shards_dir = root / layout.SHARDS
     if not shards_dir.is_dir():
         return
-    named = {layout.shard_name(s["number"]): (s.get("dead") or {}).get("file") for s in manifest["shards"]}
+    keep = _named(manifest) | set(manifest.get("retained", []))
     removed = False
     for p in shards_dir.iterdir():
-        if p.name not in named:
+        if p.name not in keep:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
             removed = True
             continue
         for f in p.glob("dead.g*.bits*"):
-            if f.name != named[p.name]:
+            if f"{p.name}/{f.name}" not in keep:
                 f.unlink()
                 removed = True
     if removed:

@@ -12,18 +12,24 @@ from .sources import ArraySource, IteratorSource, ParquetSource, Source, npy_sou
 from .text_source import ParquetTextSource, TextSource
 
 
-def open_source(data, ids=None, texts=None, model: str | None = None, device: str = "cpu") -> Source:
+def open_source(data, ids=None, texts=None, model: str | None = None, device: str = "cpu",
+                attributes=None) -> Source:
     """Pick the reader for `data`: a Parquet file/folder, a .npy path, an array, a list of texts, or an iterator.
 
-    A Parquet input without an `embedding` column is encoded from its `text` column with `model`.
+    A Parquet input without an `embedding` column is encoded from its `text` column with `model`; its columns
+    other than id, embedding and text are its attributes. Other inputs take `attributes` (a pyarrow Table or a
+    dict of arrays, one row per vector).
     """
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.exists():
             raise InputError(f"input {path} does not exist")
         if path.suffix == ".npy":
-            return npy_source(path, ids, texts)
+            return npy_source(path, ids, texts, attributes)
         if path.suffix == ".parquet" or path.is_dir():
+            if attributes is not None:
+                raise InputError(f"{path} is Parquet: its columns besides id, embedding and text are the "
+                                 "attributes; add them there instead of attributes=")
             names = open_parquet(path).schema.names
             if "embedding" not in names and "text" in names:
                 if not model:
@@ -33,13 +39,17 @@ def open_source(data, ids=None, texts=None, model: str | None = None, device: st
             return ParquetSource(path)
         raise InputError(f"input {path} must be a .npy file, a .parquet file or a folder of Parquet files")
     if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
-        return ArraySource(np.asarray(data) if not isinstance(data, np.ndarray) else data, ids, texts)
+        return ArraySource(np.asarray(data) if not isinstance(data, np.ndarray) else data, ids, texts,
+                           attributes=attributes)
     if isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data):
         if not model:
             raise InputError("texts need a model to encode them; pass model= (e.g. 'all-MiniLM-L6-v2')")
-        return TextSource(data, ids, model, device)
+        return TextSource(data, ids, model, device, attributes=attributes)
     if isinstance(data, (list, tuple)) and not data:
         raise InputError("the input holds no vectors; there is nothing to index")
     if hasattr(data, "__iter__"):
+        if attributes is not None:
+            raise InputError("attributes= goes with arrays, .npy files and texts; for an iterator input write the "
+                             "batches to Parquet with the attribute columns")
         return IteratorSource(data)
     raise InputError(f"cannot build from {type(data).__name__}; give a path, an array, texts or an iterator")

@@ -15,6 +15,7 @@ from matryoshka.core.progress import say
 from matryoshka.core.timing import StageTimer
 from matryoshka.core.vectors import as_matrix, normalize
 
+from .attributes import conform
 from .ids import DuplicateGuard, id_kind
 from .options import BuildOptions
 from .shard_writer import ShardSpec, ShardWriter
@@ -26,10 +27,11 @@ class Pipeline:
     """Turns batches into finished shards of the trained index in `root`."""
 
     def __init__(self, root: Path, state: BuildState, opts: BuildOptions, device: str, has_text: bool,
-                 timer: StageTimer, id_type: pa.DataType | None = None):
+                 timer: StageTimer, id_type: pa.DataType | None = None, attributes: pa.Schema | None = None):
         self.codec = Codec.load(root / layout.TRANSFORM)
         trained = np.frombuffer((root / layout.TRAINED).read_bytes(), dtype=np.uint8)
-        self.spec = ShardSpec(root, trained, state.full_dim, state.index_dim, has_text, device, opts.shard_size)
+        self.spec = ShardSpec(root, trained, state.full_dim, state.index_dim, has_text, device, opts.shard_size,
+                              attributes=attributes)
         self.state, self.opts, self.timer, self.id_type = state, opts, timer, id_type
 
     def prepare(self, batch: Batch, guard: DuplicateGuard):
@@ -61,19 +63,19 @@ class Pipeline:
             for batch in batches:
                 timer.lap("read")
                 if stop is not None and batch.start + len(batch.ids) > stop:
-                    keep = max(stop - batch.start, 0)
-                    batch = Batch(batch.start, batch.ids[:keep], batch.vectors[:keep],
-                                  batch.texts[:keep] if batch.texts is not None else None)
+                    batch = batch.head(max(stop - batch.start, 0))
                 if not len(batch.ids):
                     break
                 ids, x, short, codes = self.prepare(batch, guard)
+                attrs = self._attributes(batch)
                 lo = 0
                 while lo < len(ids):
                     if writer is None:
                         writer = ShardWriter(self.spec, number + len(shards), start + lo, timer)
                     take = min(len(ids) - lo, opts.shard_size - writer.count)
                     sl = slice(lo, lo + take)
-                    writer.add(ids[sl], x[sl], short[sl], codes[sl], batch.texts[sl] if batch.texts else None)
+                    writer.add(ids[sl], x[sl], short[sl], codes[sl], batch.texts[sl] if batch.texts else None,
+                               attrs.slice(lo, take) if attrs is not None else None)
                     layout.crash_point("mid_shard", writer.number)
                     lo += take
                     if writer.count == opts.shard_size:
@@ -91,6 +93,16 @@ class Pipeline:
             if writer is not None:
                 writer.abandon()
         return shards
+
+    def _attributes(self, batch: Batch) -> pa.Table | None:
+        """The batch's attributes in the index's columns and types (None when the index stores none)."""
+        schema = self.spec.attributes
+        if schema is None:
+            return None
+        if batch.attrs is None:
+            raise InputError(f"rows {batch.start}..: the index stores attributes {schema.names}; give them for "
+                             "every row (attributes=, or columns of a Parquet input)")
+        return conform(batch.attrs, schema, batch.start)
 
     def _finish(self, writer: ShardWriter, guard: DuplicateGuard) -> dict:
         self.timer.mark()

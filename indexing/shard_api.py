@@ -43,13 +43,15 @@ def build_shard(root: str | os.PathLike, source: Source, number: int, options: B
 
 def write_shard(root: Path, source: Source, number: int, rows: tuple[int, int], id_start: int,
                 options: BuildOptions, state: BuildState, device: str = "cpu", has_text: bool | None = None,
-                id_type: pa.DataType | None = None, id_offset: int | None = None) -> dict:
+                id_type: pa.DataType | None = None, id_offset: int | None = None,
+                attributes: pa.Schema | None = None) -> dict:
     """Write the input's rows [lo, hi) as shard `number` of the trained index in `root`, from global row
     `id_start` (a build: the same as lo; an add: after every row the index has). `id_offset` is added to the
     input's default ids (its row numbers). Returns the metadata, with seconds per step under "seconds"."""
     lo, hi = rows
     timer = StageTimer()
-    pipe = Pipeline(root, state, options, device, source.has_text if has_text is None else has_text, timer, id_type)
+    pipe = Pipeline(root, state, options, device, source.has_text if has_text is None else has_text, timer, id_type,
+                    source.attributes if attributes is None else attributes)
     guard = DuplicateGuard(lambda v: False)  # no other shard's ids are looked at here
     with bar(hi - lo, f"shard {layout.shard_name(number)}", True) as pbar:
         metas = pipe.fill_shards(offset_ids(source.batches(options.batch_rows, lo), id_offset), guard, number,

@@ -31,6 +31,7 @@ class ShardSpec:
     has_text: bool
     device: str
     reserve: int = 0  # vectors to reserve GPU memory for
+    attributes: pa.Schema | None = None  # attribute columns stored per shard (indexing.attributes)
 
 
 class ShardWriter:
@@ -52,22 +53,27 @@ class ShardWriter:
         self.full = NpyAppender(self.tmp / layout.FULL_FILE, spec.full_dim, np.float16)
         self.short = NpyAppender(self.tmp / layout.SHORT_FILE, spec.index_dim, np.int8)
         self.ids: list[pa.Array] = []
+        self.attrs: list[pa.Table] = []
+        self.attributes = spec.attributes
         self.doc_bytes = open(self.tmp / layout.DOC_BYTES, "wb") if spec.has_text else None
         self.doc_offsets = [np.zeros(1, np.int64)] if spec.has_text else None
         self._doc_end = 0
 
     def add(self, ids: pa.Array, full: np.ndarray, short: np.ndarray, codes: np.ndarray,
-            texts: list[str] | None) -> None:
+            texts: list[str] | None, attrs: pa.Table | None = None) -> None:
         n = len(ids)
         gids = np.arange(self.id_start + self.count, self.id_start + self.count + n, dtype=np.int64)
         self.timer.mark()
         self.index.add_with_ids(short, gids)  # coarse assignment + PQ encoding
         self.timer.lap("pq_encode")
-        self.append_rows(ids, full, codes, texts)
+        self.append_rows(ids, full, codes, texts, attrs)
 
-    def append_rows(self, ids: pa.Array, full: np.ndarray, codes: np.ndarray, texts: list[str] | None) -> None:
-        """Append rows to the stores, id map and texts only (compaction copies the faiss codes itself)."""
+    def append_rows(self, ids: pa.Array, full: np.ndarray, codes: np.ndarray, texts: list[str] | None,
+                    attrs: pa.Table | None = None) -> None:
+        """Append rows to the stores, id map, texts and attributes only (compaction copies the faiss codes)."""
         n = len(ids)
+        if self.attributes is not None:
+            self.attrs.append(attrs)
         self.full.append(full.astype(np.float16, copy=False))
         self.short.append(codes)
         self.ids.append(ids)
@@ -95,6 +101,9 @@ class ShardWriter:
             raise
         ids = pa.concat_arrays([a.cast(id_type) for a in self.ids]) if self.ids else pa.array([], id_type)
         pq.write_table(pa.table({"id": ids}), self.tmp / layout.IDS_FILE)
+        if self.attributes is not None:
+            attrs = pa.concat_tables(self.attrs) if self.attrs else self.attributes.empty_table()
+            pq.write_table(attrs, self.tmp / layout.ATTR_FILE)
         if self.doc_bytes is not None:
             self.doc_bytes.close()
             np.save(self.tmp / layout.DOC_OFFSETS, np.concatenate(self.doc_offsets))

@@ -14,6 +14,7 @@ import pyarrow.dataset as ds
 
 from matryoshka.core.errors import InputError
 
+from .attributes import as_table, digest, schema_of
 from .ids import as_ids
 
 
@@ -23,6 +24,12 @@ class Batch:
     ids: pa.Array
     vectors: np.ndarray
     texts: list[str] | None = None
+    attrs: pa.Table | None = None  # attribute columns of these rows (see indexing.attributes)
+
+    def head(self, n: int) -> "Batch":
+        """The first n rows."""
+        return Batch(self.start, self.ids[:n], self.vectors[:n], self.texts[:n] if self.texts is not None else None,
+                     self.attrs.slice(0, n) if self.attrs is not None else None)
 
 
 class Source(Protocol):
@@ -56,6 +63,7 @@ class SourceBase:
 
     model_name: str | None = None
     model: object | None = None
+    attributes: pa.Schema | None = None  # stored schema of the attribute columns, when the input has any
 
     def prepare(self, workdir: Path, quiet: bool) -> None:
         pass
@@ -67,7 +75,8 @@ class SourceBase:
 def offset_ids(batches: Iterable[Batch], offset: int | None) -> Iterator[Batch]:
     """The batches with `offset` added to their (integer) ids: rows added to an index get numbers after its own."""
     for b in batches:
-        yield b if offset is None else Batch(b.start, pa.array(b.ids.to_numpy() + offset), b.vectors, b.texts)
+        yield b if offset is None else Batch(b.start, pa.array(b.ids.to_numpy() + offset), b.vectors, b.texts,
+                                             b.attrs)
 
 
 def as_texts(values, start: int) -> list[str]:
@@ -163,7 +172,7 @@ def open_parquet(path: str | os.PathLike) -> ds.Dataset:
 class ArraySource(SourceBase):
     """Vectors from a numpy array or memory map, with optional ids (default: row numbers) and texts."""
 
-    def __init__(self, vectors, ids=None, texts=None, fingerprint: dict | None = None):
+    def __init__(self, vectors, ids=None, texts=None, fingerprint: dict | None = None, attributes=None):
         if not hasattr(vectors, "shape"):
             vectors = np.asarray(vectors)
         if vectors.ndim != 2:
@@ -177,6 +186,8 @@ class ArraySource(SourceBase):
             raise InputError(f"got {len(texts)} texts for {self.count} vectors; give one text per vector")
         self.ids, self.texts, self.has_text = ids, texts, texts is not None
         self._fingerprint = fingerprint
+        self.attrs = None if attributes is None else as_table(attributes, self.count)
+        self.attributes = None if self.attrs is None else schema_of(self.attrs.schema)
 
     def fingerprint(self) -> dict:
         """Count, dims and the SHA-256 of every vector, id and text (a file input: its size and mtime and the
@@ -190,6 +201,8 @@ class ArraySource(SourceBase):
             fp["ids_sha256"] = values_digest(self.ids)
         if self.texts is not None:
             fp["texts_sha256"] = values_digest(self.texts)
+        if self.attrs is not None:
+            fp["attributes_sha256"] = digest(self.attrs)
         return fp
 
     def sample(self, rows: np.ndarray) -> np.ndarray:
@@ -203,14 +216,15 @@ class ArraySource(SourceBase):
             hi = min(lo + size, self.count)
             ids = as_ids(self.ids[lo:hi], lo) if self.ids is not None else pa.array(np.arange(lo, hi, dtype=np.int64))
             texts = as_texts(self.texts[lo:hi], lo) if self.texts is not None else None
-            yield Batch(lo, ids, self._read(lo, hi), texts)
+            attrs = self.attrs.slice(lo, hi - lo) if self.attrs is not None else None
+            yield Batch(lo, ids, self._read(lo, hi), texts, attrs)
 
 
 class NpySource(ArraySource):
     """A `.npy` matrix on disk. Batches are read with plain file reads, not through a memory map, so that the
     build's resident memory does not grow with the pages of the input it has passed over."""
 
-    def __init__(self, path: Path, ids=None, texts=None, fingerprint: dict | None = None):
+    def __init__(self, path: Path, ids=None, texts=None, fingerprint: dict | None = None, attributes=None):
         try:
             vectors = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
@@ -220,7 +234,7 @@ class NpySource(ArraySource):
             raise InputError(f"{path} holds a {vectors.dtype} array of shape {vectors.shape}; "
                              "a build needs a C-ordered 2-D matrix of numbers")
         self.path, self.offset, self.dtype = Path(path), vectors.offset, vectors.dtype
-        super().__init__(vectors, ids, texts, fingerprint)
+        super().__init__(vectors, ids, texts, fingerprint, attributes)
         self.vectors = None  # read with plain file reads from here on, never through a map
 
     def sample(self, rows: np.ndarray) -> np.ndarray:
@@ -250,14 +264,14 @@ class NpySource(ArraySource):
 
 
 
-def npy_source(path: str | os.PathLike, ids=None, texts=None) -> NpySource:
+def npy_source(path: str | os.PathLike, ids=None, texts=None, attributes=None) -> NpySource:
     """A `.npy` matrix streamed from disk; ids from a list, a `.npy` or a Parquet file with column `id`."""
     path = Path(path)
     files = [path]
     if isinstance(ids, (str, os.PathLike)):
         files.append(Path(ids))
         ids = load_ids(Path(ids))
-    return NpySource(path, ids, texts, {"kind": "npy", "files": _file_fingerprint(files)})
+    return NpySource(path, ids, texts, {"kind": "npy", "files": _file_fingerprint(files)}, attributes)
 
 
 def load_ids(path: Path):
@@ -282,12 +296,14 @@ class ParquetSource(SourceBase):
                                  f"{id_col!r} and {vector_col!r}, and optionally {text_col!r}")
         self.cols = [id_col, vector_col] + ([text_col] if text_col in names else [])
         self.has_text = text_col in names
+        self.attributes = schema_of(self.dataset.schema)
+        self.attr_cols = self.attributes.names if self.attributes is not None else []
         self.count = self.dataset.count_rows()
         head = self.dataset.head(1, columns=[vector_col])
         self.dim = list_column_to_matrix(head.column(0), 0).shape[1] if self.count else 0
 
     def fingerprint(self) -> dict:
-        rows = self.dataset.take(pa.array(sampled_rows(self.count)), columns=self.cols)
+        rows = self.dataset.take(pa.array(sampled_rows(self.count)), columns=self.cols + self.attr_cols)
         h = hashlib.sha256(str(rows.schema).encode())
         for col in rows.columns:
             h.update(values_digest(col).encode())
@@ -299,9 +315,10 @@ class ParquetSource(SourceBase):
         return list_column_to_matrix(table.column(0), 0)
 
     def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
-        for lo, rb in record_batches(self.dataset, self.cols, size, start):
+        for lo, rb in record_batches(self.dataset, self.cols + self.attr_cols, size, start):
             texts = as_texts(rb.column(2), lo) if self.has_text else None
-            yield Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts)
+            attrs = pa.Table.from_batches([rb.select(self.attr_cols)]) if self.attr_cols else None
+            yield Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts, attrs)
 
 
 def record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: int = 0

@@ -13,6 +13,7 @@ from matryoshka.core.errors import InputError
 from matryoshka.core.layout import crash_point
 from matryoshka.core.progress import bar
 
+from .attributes import as_table, digest, schema_of
 from .ids import as_ids
 from .sources import (ArraySource, Batch, SourceBase, _file_fingerprint, as_texts, open_parquet, record_batches,
                       values_digest)
@@ -26,11 +27,13 @@ class TextSource(SourceBase):
     """Encodes every text once (`prepare`), then reads like an ArraySource over the spooled vectors."""
 
     def __init__(self, texts, ids=None, model: str = encoder.DEFAULT_MODEL, device: str = "cpu",
-                 encode_batch: int = 64):
+                 encode_batch: int = 64, attributes=None):
         self.texts = as_texts(texts, 0)
         if not self.texts:
             raise InputError("no texts were given; there is nothing to index")
         self.ids, self.count = ids, len(self.texts)
+        self.attrs = None if attributes is None else as_table(attributes, self.count)
+        self.attributes = None if self.attrs is None else schema_of(self.attrs.schema)
         self._load_model(model, device, encode_batch)
 
     def _load_model(self, model: str, device: str, encode_batch: int) -> None:
@@ -43,6 +46,8 @@ class TextSource(SourceBase):
         fp = {"kind": "texts", "count": self.count, "sha256": values_digest(self.texts), "model": self.model_name}
         if self.ids is not None:
             fp["ids_sha256"] = values_digest(self.ids)
+        if self.attrs is not None:
+            fp["attributes_sha256"] = digest(self.attrs)
         return fp
 
     def _chunks(self, start: int) -> Iterator[tuple[int, list[str]]]:
@@ -72,7 +77,7 @@ class TextSource(SourceBase):
         return np.asarray(self._spool[rows], dtype=np.float32)
 
     def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
-        return ArraySource(self._spool, self.ids, self.texts).batches(size, start)
+        return ArraySource(self._spool, self.ids, self.texts, attributes=self.attrs).batches(size, start)
 
 
 class ParquetTextSource(TextSource):
@@ -89,6 +94,8 @@ class ParquetTextSource(TextSource):
                              "column named `id` (rename yours), or are the row numbers when `text` is the only "
                              "column")
         self.cols = ["text"] + (["id"] if "id" in names else [])
+        self.attributes = schema_of(self.dataset.schema)  # the other columns
+        self.attr_cols = self.attributes.names if self.attributes is not None else []
         self.count, self.ids = self.dataset.count_rows(), None
         if not self.count:
             raise InputError(f"{path} holds no rows; there is nothing to index")
@@ -96,14 +103,15 @@ class ParquetTextSource(TextSource):
 
     def fingerprint(self) -> dict:
         return {"kind": "texts", "files": _file_fingerprint(Path(f) for f in self.dataset.files),
-                "model": self.model_name}
+                "model": self.model_name, "attributes": self.attr_cols}
 
     def _chunks(self, start: int) -> Iterator[tuple[int, list[str]]]:
         for lo, rb in record_batches(self.dataset, ["text"], CHUNK_ROWS, start):
             yield lo, as_texts(rb.column(0), lo)
 
     def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
-        for lo, rb in record_batches(self.dataset, self.cols, size, start):
+        for lo, rb in record_batches(self.dataset, self.cols + self.attr_cols, size, start):
             hi = lo + rb.num_rows
             ids = as_ids(rb.column(1), lo) if len(self.cols) > 1 else pa.array(np.arange(lo, hi, dtype=np.int64))
-            yield Batch(lo, ids, np.asarray(self._spool[lo:hi]), as_texts(rb.column(0), lo))
+            attrs = pa.Table.from_batches([rb.select(self.attr_cols)]) if self.attr_cols else None
+            yield Batch(lo, ids, np.asarray(self._spool[lo:hi]), as_texts(rb.column(0), lo), attrs)

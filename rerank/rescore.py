@@ -45,6 +45,32 @@ def rescore(stores: Stores, x: np.ndarray, short: np.ndarray, cand: np.ndarray,
     return out
 
 
+def exact_topk(stores: Stores, x: np.ndarray, rows: np.ndarray, k: int,
+               block: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """The top k (full-vector scores, rows) among `rows` (sorted global rows) for every query: each block of
+    rows is read once and scored for the whole batch. Exact, and cheap when the rows are few (a selective
+    filter); -inf / -1 where fewer than k exist."""
+    best_s = np.full((len(x), 0), -np.inf, np.float32)
+    best_r = np.full((len(x), 0), -1, np.int64)
+    for lo in range(0, len(rows), block):
+        r = rows[lo:lo + block]
+        m = _f32(stores.full.take(r))
+        s = x @ m.T if stores.metric != "l2" else 2 * x @ m.T - (m * m).sum(1)[None, :] - (x * x).sum(1)[:, None]
+        s = np.hstack([best_s, s.astype(np.float32)])
+        cand = np.hstack([best_r, np.broadcast_to(r, (len(x), len(r)))])
+        if s.shape[1] > k:
+            part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+            s, cand = np.take_along_axis(s, part, 1), np.take_along_axis(cand, part, 1)
+        best_s, best_r = s, cand
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    best_s, best_r = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_r, order, 1)
+    if best_s.shape[1] < k:
+        pad = k - best_s.shape[1]
+        best_s = np.hstack([best_s, np.full((len(x), pad), -np.inf, np.float32)])
+        best_r = np.hstack([best_r, np.full((len(x), pad), -1, np.int64)])
+    return best_s, best_r
+
+
 def keep(cand: np.ndarray, stages: dict, key: str, depth: int):
     """Sort candidates by one stage's score and keep the best `depth`, carrying every stage's scores along."""
     order = np.argsort(-stages[key], axis=1, kind="stable")[:, :depth]

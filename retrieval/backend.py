@@ -15,8 +15,15 @@ from matryoshka.core.params import SearchParams
 
 class Backend(Protocol):
     def first_pass(self, short: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None,
-                   missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The top k (scores, global rows) of the first pass, best first; -inf / -1 where fewer exist."""
+                   missing: set | None = None, where=None) -> tuple[np.ndarray, np.ndarray]:
+        """The top k (scores, global rows) of the first pass among rows passing `where` (see `filters`), best
+        first; -inf / -1 where fewer exist."""
+
+    def passing(self, where, missing: set | None = None) -> int:
+        """How many live rows pass `where`."""
+
+    def exhaustive(self, x: np.ndarray, k: int, where, missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top k (full-vector scores, global rows) among the rows passing `where`."""
 
     def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,
                 missing: set | None = None) -> dict[str, np.ndarray]:

@@ -90,7 +90,8 @@ def cmd_build(a) -> None:
 
 def cmd_add(a) -> None:
     from indexing import add
-    record = add(a.index, a.input, ids=a.ids, model=a.model, upsert=a.upsert, quiet=a.quiet, threads=a.threads)
+    record = add(a.index, a.input, ids=a.ids, model=a.model, upsert=a.upsert, quiet=a.quiet, threads=a.threads,
+                 ray=a.ray)
     print(json.dumps({k: v for k, v in record.items() if k != "fingerprint"}, default=str))
 
 
@@ -124,6 +125,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", help="Parquet file with `qid` and `embedding` or `text` (both: the text feeds "
                                      "the cross-encoder)")
     p.add_argument("--output", help="Parquet file for results: qid, rank, id, score, score_<stage>")
+    p.add_argument("--where", help="keep documents whose attributes pass this SQL condition, e.g. \"lang = 'en' "
+                                   "AND year >= 2020\" (per query: a `where` column in --queries)")
     p.add_argument("--k", type=int, default=10, help="results per query")
     p.add_argument("--nprobe", type=int, help="IVF lists scanned per query (more: better recall, slower; default: "
                                               "the index's measured operating point, see `matryoshka info`)")
@@ -160,7 +163,7 @@ def cmd_search(a) -> None:
                     reranker=None if a.no_rerank else a.reranker, ray=a.ray, **extra) as index:  # closing stops Ray
         params = index.params.updated(k=a.k, k3=a.k3, int8=not a.no_int8, full=not a.no_full, full_dims=a.full_dims,
                                       rerank=False if a.no_rerank else None, **given)
-        result = index.search_batch(queries, query_texts=texts, params=params)
+        result = index.search_batch(queries, query_texts=texts, params=params, where=_where(a))
         has_text = index.manifest["has_text"]
     if "rerank" not in result.stage_scores:
         why = ("--no-rerank" if a.no_rerank else "no --reranker given" if not a.reranker
@@ -179,6 +182,19 @@ def cmd_search(a) -> None:
             stages = "  ".join(f"{s}={v:.4f}" for s, v in h.scores.items())
             text = f"\n     {h.text[:120]}" if h.text else ""
             print(f"  {rank:>3}. {h.id}  score={h.score:.4f}  [{stages}]{text}")
+
+
+def _where(a):
+    """--where for every query, or the queries file's `where` column (one predicate per query, null: none)."""
+    import pyarrow.parquet as pq
+
+    from matryoshka.core.errors import InputError
+    per_query = None
+    if a.queries is not None and "where" in pq.read_schema(a.queries).names:
+        per_query = pq.read_table(a.queries, columns=["where"]).column(0).to_pylist()
+    if per_query is not None and a.where is not None:
+        raise InputError(f"{a.queries} has a `where` column and --where was given; use one of them")
+    return per_query if per_query is not None else a.where
 
 
 def read_queries(path: str) -> tuple[list, list[str] | np.ndarray, list[str] | None]:
@@ -317,6 +333,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                                  "integer-id index: numbers after its largest id)")
     p.add_argument("--model", help="model to encode a text-only input (default: the index's model)")
     p.add_argument("--upsert", action="store_true", help="replace documents whose ids are already in the index")
+    p.add_argument("--ray", help="write the new shards as Ray tasks: 'auto' or a cluster address")
     p.add_argument("--threads", type=int, help="CPU threads (default: every core)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     p = command("delete", cmd_delete, "delete documents from an index by id, as a new generation")

@@ -36,10 +36,16 @@ class ShardWorker(ShardGroup):
         """The worker's process id, once its shards are open."""
         return os.getpid()
 
-    def reopen(self, root: str, manifest: dict, numbers: list[int]) -> int:
-        """Hold shards `numbers` of generation `manifest` instead of the ones held now (`Index.reload`)."""
-        ShardGroup.__init__(self, root, manifest, numbers, device=self.device, verify=self.verify)
+    def stage(self, root: str, manifest: dict, numbers: list[int]) -> int:
+        """Open shards `numbers` of generation `manifest` beside the ones held now (`Index.reload`)."""
+        self._staged = ShardGroup(root, manifest, numbers, device=self.device, verify=self.verify)
         return os.getpid()
+
+    def switch(self, keep: bool) -> None:
+        """Answer from the staged shards from now on (keep=True), or drop them."""
+        staged, self._staged = getattr(self, "_staged", None), None
+        if keep and staged is not None:
+            self.__dict__.update({k: v for k, v in staged.__dict__.items() if k != "_staged"})
 
 
 def _split(numbers: list[int], workers: int) -> list[list[int]]:
@@ -69,19 +75,39 @@ class RayBackend:
         """Have the running workers open generation `manifest`, its shards spread over them again (workers
         left without a shard stop); the cluster and the workers stay up."""
         chunks = _split([s["number"] for s in manifest["shards"]], len(self.workers))
+        workers, root = self.workers[:len(chunks)], str(folder.path().resolve())
+        refs = [w.stage.remote(root, manifest, c) for w, c in zip(workers, chunks)]
+        try:  # every worker opens the new generation beside the old one; all switch only once all have it
+            self._ray.get(refs, timeout=self.timeout_s)
+        except Exception:
+            self._ray.get([w.switch.remote(False) for w in workers])
+            raise
+        self._ray.get([w.switch.remote(True) for w in workers])
         for w in self.workers[len(chunks):]:
             self._ray.kill(w, no_restart=True)
-        self.workers, self.worker_shards = self.workers[:len(chunks)], chunks
-        root = str(folder.path().resolve())
-        self.pids = self._gather("reopening", lambda w: w.reopen.remote(root, manifest,
-                                                                         chunks[self.workers.index(w)]), set())
+        self.workers, self.worker_shards = workers, chunks
 
     def first_pass(self, short: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None,
-                   missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   missing: set | None = None, where=None) -> tuple[np.ndarray, np.ndarray]:
+        n = len(short)
         short, assigned = self._put(short), self._put(assigned)
-        parts = self._gather("the first pass", lambda w: w.first_pass.remote(short, k, nprobe, assigned), missing)
+        parts = self._gather("the first pass", lambda w: w.first_pass.remote(short, k, nprobe, assigned, None, where),
+                             missing)
+        return self._merged(parts, n, k)
+
+    def passing(self, where, missing: set | None = None) -> int:
+        """Live rows passing `where`: each worker evaluates it on its own shards."""
+        return sum(self._gather("the filter", lambda w: w.passing.remote(where), missing))
+
+    def exhaustive(self, x: np.ndarray, k: int, where, missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
+        n, ref = len(x), self._put(x)
+        return self._merged(self._gather("the exhaustive search", lambda w: w.exhaustive.remote(ref, k, where),
+                                         missing), n, k)
+
+    @staticmethod
+    def _merged(parts: list, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not parts:
-            return np.full((len(short), 0), -np.inf, np.float32), np.full((len(short), 0), -1, np.int64)
+            return np.full((n, 0), -np.inf, np.float32), np.full((n, 0), -1, np.int64)
         return merge_topk([p[0] for p in parts], [p[1] for p in parts], k)
 
     def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,

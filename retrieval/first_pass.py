@@ -25,6 +25,8 @@ def merge_topk(dist: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[n
     Ties are broken by the lower row id, so merging shards one level or two levels deep (per worker, then
     across workers) gives the identical result.
     """
+    if not dist:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64)
     d, i = (dist[0], ids[0]) if len(dist) == 1 else (np.hstack(dist), np.hstack(ids))
     if d.shape[1] == 0:
         return d, i
@@ -89,7 +91,7 @@ class FirstPass:
         if any(s.dead is not None for s in shards):
             size = max(s.id_start + s.count for s in shards)
             self.live = live_bitmap([(s.id_start, s.dead) for s in shards if s.dead is not None], size)
-            self.selector = faiss.IDSelectorBitmap(size, faiss.swig_ptr(self.live))  # reads self.live
+            self.selector = faiss.IDSelectorBitmap(len(self.live), faiss.swig_ptr(self.live))  # reads self.live
         if self.device == "gpu":
             merged = faiss.clone_index(trained)
             for s in shards:
@@ -103,24 +105,26 @@ class FirstPass:
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         return self.quantizer.search(xq, min(nprobe, self.nlist))
 
-    def search(self, xq: np.ndarray, k: int, nprobe: int,
-               assigned: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, xq: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None = None,
+               selector: faiss.IDSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, global row ids), each (nq, k), best first; missing hits have id -1 and score -inf.
 
-        `assigned` is the result of `assign` for these queries (computed here when not given)."""
+        `assigned` is the result of `assign` for these queries (computed here when not given). `selector`
+        (a filter's rows, deleted ones left out) replaces the live-row selector; a filtered search runs on the
+        CPU shards, since faiss's GPU IVF takes no selector."""
         nprobe = min(nprobe, self.nlist)
-        if self.device == "gpu":
+        if self.device == "gpu" and selector is None:
             k, nprobe = min(k, GPU_MAX_K), min(nprobe, GPU_MAX_K)
             params = faiss.SearchParametersIVF(nprobe=nprobe)
             d, i = self.gpu.search(xq, k, params=params)
             return self._scores(d, i), i
         params = faiss.SearchParametersIVF(nprobe=nprobe)
-        if self.selector is not None:
-            params.sel = self.selector
+        if (selector or self.selector) is not None:
+            params.sel = selector or self.selector
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         cd, ci = assigned if assigned is not None else self.quantizer.search(xq, nprobe)
         cd, ci = np.ascontiguousarray(cd[:, :nprobe]), np.ascontiguousarray(ci[:, :nprobe])
-        ds, is_ = [], []
+        ds, is_ = [np.full((len(xq), k), -np.inf, np.float32)], [np.full((len(xq), k), -1, np.int64)]
         for index in self.shards:
             d, i = search_preassigned(index, xq, k, ci, cd, params)
             ds.append(self._scores(d, i))

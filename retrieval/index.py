@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -9,6 +10,7 @@ from typing import Callable, Sequence
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from matryoshka.core import encoder
 from matryoshka.core.codec import Codec
@@ -23,12 +25,15 @@ from matryoshka.storage.shard_files import read_shared
 from rerank.cross_encoder import CrossEncoderReranker
 from rerank.rescore import keep
 
+from . import filters
 from .backend import Backend
 from .first_pass import FirstPass
-from .results import Hit, SearchResult
+from .results import STAGES, Hit, SearchResult
 from .shard_group import ShardGroup
 
 OPEN_ATTEMPTS = 4
+EXACT_FILTER_WORK = 24_000_000  # passing rows x full dims up to which a filtered search scores them all exactly:
+# the crossover measured at 1M x 1024 (benchmarks/results/filtered-1m), about 23k rows there
 MAX_BATCH = 1024  # queries scored at once; larger batches are split so memory stays bounded
 MAX_CANDIDATES = 1 << 21  # first-pass candidates held at once over a batch's queries (fewer queries when k1 is deep)
 
@@ -185,11 +190,13 @@ class Index:
         return self.search_batch(query, k, query_texts=qt if qt is None else [qt], **options).hits(0)
 
     def search_batch(self, queries, k: int | None = None, *, params: SearchParams | None = None,
-                     query_texts: Sequence[str] | None = None, **options) -> SearchResult:
+                     query_texts: Sequence[str] | None = None, where=None, **options) -> SearchResult:
         """Search a batch of queries (a list of texts or an (n, full_dim) matrix).
 
         `params` (default: the index's `params`) sets every stage's depth and switch; `k` and keyword
         `options` (nprobe, k1, k2, k3, int8, full, rerank, full_dims: see `SearchParams`) override its fields.
+        `where` keeps only documents whose attributes pass a condition (see `retrieval.filters`): a SQL string
+        or a pyarrow compute expression for the whole batch, or a list of them (None: no filter), one per query.
         """
         if k is not None:
             options["k"] = k
@@ -203,9 +210,15 @@ class Index:
         timer.lap("encode")
         p = p.updated(rerank=self._rerank_wanted(p.rerank, texts))
         step = max(1, min(MAX_BATCH, MAX_CANDIDATES // p.k1))  # memory is bounded whatever the depths
-        parts = [self._cascade(x[lo:lo + step], None if texts is None else texts[lo:lo + step], p, timer)
-                 for lo in range(0, len(x), step)]
-        return parts[0] if len(parts) == 1 else _concat(parts, dict(timer))
+        parts, order = [], []
+        for w, rows in _by_predicate(where, len(x)):  # queries that share a predicate are searched together
+            for lo in range(0, len(rows), step):
+                r = rows[lo:lo + step]
+                parts.append(self._cascade(x[r], None if texts is None else [texts[i] for i in r], p, timer, w))
+                order.append(r)
+        result = parts[0] if len(parts) == 1 else _concat(parts, dict(timer))
+        perm = np.concatenate(order)
+        return result if np.array_equal(perm, np.arange(len(x))) else _reorder(result, np.argsort(perm))
 
     def _within_index(self, p: SearchParams) -> SearchParams:
         """Depths no deeper than the index: a depth that reaches every document scans every list, so k at or
@@ -223,26 +236,36 @@ class Index:
             raise InputError(f"rerank=True but {why}")
         return possible if rerank is None else rerank
 
-    def _cascade(self, x: np.ndarray, texts: list[str] | None, p: SearchParams, timer: StageTimer) -> SearchResult:
-        """First pass -> global top k1 -> re-scoring -> cuts -> cross-encoder, through the backend.
+    def _cascade(self, x: np.ndarray, texts: list[str] | None, p: SearchParams, timer: StageTimer,
+                 where=None) -> SearchResult:
+        """First pass -> global top k1 -> re-scoring -> cuts -> cross-encoder, through the backend; with a
+        filter, over the passing rows only, or exhaustive over them when they are few.
 
         Every shard group answers only for its own shards and the merges break ties by row, so one group or
         many give the identical result."""
         missing: set = set()
         timer.mark()
         short = self.codec.transform.apply(x)
-        assigned = None if self.device == "gpu" else self.assigner.assign(short, p.nprobe)
-        s1, cand = self.backend.first_pass(short, p.k1, p.nprobe, assigned, missing)
-        stages = {"first_pass": s1}
-        timer.lap("first_pass")
-        if p.int8 or p.full:
-            stages.update(self.backend.rescore(x, short, cand, p, missing))
-        if p.int8:
-            cand, stages = keep(cand, stages, "int8", p.k2)
-            timer.lap("int8")
-        if p.full:
-            cand, stages = keep(cand, stages, "full", p.k3 if p.rerank else p.k)
-            timer.lap("full")
+        passing = self.backend.passing(where, missing) if where is not None else self.live
+        timer.lap("filter")
+        if where is not None and passing * self.full_dim <= max(EXACT_FILTER_WORK, p.k1 * self.full_dim):
+            # few rows pass: score them all with the full vectors, exact and cheaper than probing lists for them
+            _, cand = self.backend.exhaustive(x, p.k3 if p.rerank else p.k, where, missing)
+            # scored again as the cascade scores its last stage, so that every backend gives the same scores
+            stages = self.backend.rescore(x, short, cand, p.updated(int8=False, full=True, full_dims=None), missing)
+            cand, stages = keep(cand, stages, "full", cand.shape[1])
+            timer.lap("exhaustive")
+        else:
+            cand, stages = self._first_pass(short, p, passing, where, missing)
+            timer.lap("first_pass")
+            if p.int8 or p.full:
+                stages.update(self.backend.rescore(x, short, cand, p, missing))
+            if p.int8:
+                cand, stages = keep(cand, stages, "int8", p.k2)
+                timer.lap("int8")
+            if p.full:
+                cand, stages = keep(cand, stages, "full", p.k3 if p.rerank else p.k)
+                timer.lap("full")
         if p.rerank:
             _, docs = self._lookup(cand, True, missing)
             scores = self.reranker.score(texts, docs)
@@ -264,6 +287,21 @@ class Index:
         timer.lap("ids_and_texts")
         return SearchResult(cand, stages[last].copy(), stages, ids, out_texts, dict(timer), bool(missing),
                             sorted(missing))
+
+    def _first_pass(self, short: np.ndarray, p: SearchParams, passing: int, where,
+                    missing: set) -> tuple[np.ndarray, dict]:
+        """The first pass; with a filter passing a share f of the rows, nprobe / f lists are probed (the lists
+        hold f as many passing rows), and queries that still find fewer than k are searched over every list."""
+        nprobe = p.nprobe if where is None else min(self.assigner.nlist, math.ceil(p.nprobe * self.live / passing))
+        assigned = None if self.device == "gpu" and where is None else self.assigner.assign(short, nprobe)
+        s1, cand = self.backend.first_pass(short, p.k1, nprobe, assigned, missing, where)
+        if where is not None and nprobe < self.assigner.nlist:
+            few = np.flatnonzero((cand >= 0).sum(1) < min(p.k, passing))
+            if len(few):
+                nlist = self.assigner.nlist
+                s1[few], cand[few] = self.backend.first_pass(short[few], p.k1, nlist,
+                                                             self.assigner.assign(short[few], nlist), missing, where)
+        return cand, {"first_pass": s1}
 
     def _lookup(self, cand: np.ndarray, texts: bool, missing: set) -> tuple[list[list], list[list[str]] | None]:
         """External ids per query (None for rows that could not be looked up) and, if asked, texts of the
@@ -307,14 +345,40 @@ class Index:
                 "operating_point": self.manifest.get("operating_point"), "defaults": self.params.to_dict()}
 
 
+def _by_predicate(where, n: int) -> list[tuple[object, np.ndarray]]:
+    """(predicate, query rows) groups: one predicate (or None) for all n queries, or one per query."""
+    if where is None or isinstance(where, (str, pc.Expression)):
+        return [(where, np.arange(n))]
+    if not isinstance(where, (list, tuple)):
+        filters.key(where)  # refuses it, naming what a predicate is
+    where = list(where)
+    if len(where) != n:
+        raise InputError(f"where= has {len(where)} predicates for {n} queries; give one per query, or one for all")
+    groups: dict = {}
+    for i, w in enumerate(where):
+        groups.setdefault(None if w is None else filters.key(w), (w, []))[1].append(i)
+    return [(w, np.array(rows)) for w, rows in groups.values()]
+
+
+def _reorder(r: SearchResult, order: np.ndarray) -> SearchResult:
+    """The result's queries in `order`."""
+    return SearchResult(r.rows[order], r.scores[order], {s: v[order] for s, v in r.stage_scores.items()},
+                        [r.ids[i] for i in order], None if r.texts is None else [r.texts[i] for i in order],
+                        r.timings, r.partial, r.missing_shards)
+
+
 def _concat(parts: list[SearchResult], timings: dict) -> SearchResult:
     k = max(p.rows.shape[1] for p in parts)
 
     def pad(a, fill):
         return np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=fill)
+
+    def stage(p, s):  # an exhaustive (filtered) part has only the full-vector stage
+        return p.stage_scores.get(s, np.full(p.rows.shape, -np.inf, np.float32))
+    names = [s for s in STAGES if any(s in p.stage_scores for p in parts)]
     return SearchResult(np.vstack([pad(p.rows, -1) for p in parts]),
                         np.vstack([pad(p.scores, -np.inf) for p in parts]),
-                        {s: np.vstack([pad(p.stage_scores[s], -np.inf) for p in parts]) for s in parts[0].stage_scores},
+                        {s: np.vstack([pad(stage(p, s), -np.inf) for p in parts]) for s in names},
                         [ids for p in parts for ids in p.ids],
                         None if parts[0].texts is None else [t for p in parts for t in p.texts], timings,
                         any(p.partial for p in parts), sorted({s for p in parts for s in p.missing_shards}))

@@ -18,8 +18,9 @@ from matryoshka.storage.manifest import read_manifest
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.row_store import RowStore
 from matryoshka.storage.shard_files import Shard, read_shared
-from rerank.rescore import Stores, rescore
+from rerank.rescore import Stores, exact_topk, rescore
 
+from .filters import PassingCache
 from .first_pass import FirstPass
 
 
@@ -59,6 +60,7 @@ class ShardGroup:
                              RowStore(self.starts, [s.full for s in self.shards], m["full_dim"], np.float16),
                              codec.int8, m["metric"])
         self.first = FirstPass(trained, self.shards, m["metric"], device)
+        self.filters = PassingCache(self.shards)
 
     def live_rows(self) -> np.ndarray:
         """The global rows of this group's documents that are not deleted, in order."""
@@ -68,14 +70,25 @@ class ShardGroup:
 
     def owns(self, rows: np.ndarray) -> np.ndarray:
         """A mask of the rows (global row ids) held by this group's shards."""
+        if not len(self.starts):  # no shards: every document deleted and compacted away
+            return np.zeros(np.shape(rows), bool)
         s = np.searchsorted(self.starts, rows, side="right") - 1
         s = np.clip(s, 0, len(self.starts) - 1)
         return (rows >= 0) & (rows >= self.starts[s]) & (rows < self.ends[s])
 
     def first_pass(self, short: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None,
-                   missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """This group's top k (scores, global rows) for short query vectors."""
-        return self.first.search(short, k, nprobe, assigned)
+                   missing: set | None = None, where=None) -> tuple[np.ndarray, np.ndarray]:
+        """This group's top k (scores, global rows) for short query vectors, among rows passing `where`."""
+        selector = self.filters.get(where).selector if where is not None else None
+        return self.first.search(short, k, nprobe, assigned, selector)
+
+    def passing(self, where, missing: set | None = None) -> int:
+        """How many of this group's live rows pass `where`."""
+        return self.filters.get(where).count
+
+    def exhaustive(self, x: np.ndarray, k: int, where, missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top k (full-vector scores, global rows) among this group's rows passing `where`."""
+        return exact_topk(self.stores, x, self.filters.get(where).global_rows, k)
 
     def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,
                 missing: set | None = None) -> dict[str, np.ndarray]:

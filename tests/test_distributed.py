@@ -76,7 +76,7 @@ def test_distributed_build_refuses_duplicate_ids_across_shards(cluster, inputs):
 @pytest.fixture(scope="module")
 def ray_index(cluster, inputs):
     tmp, _ = inputs
-    index = retrieval.open_index(tmp / "local-pq", ray="auto", workers=2, worker_cpus=0.5, timeout_s=60)
+    index = retrieval.open_index(tmp / "local-pq", ray="auto", workers=2, worker_cpus=0.25, timeout_s=60)
     yield index
     index.close()
 
@@ -176,7 +176,7 @@ def test_an_add_on_ray_equals_a_local_add_and_workers_reload_it(cluster, inputs,
     for name in ("local", "ray"):
         shutil.copytree(tmp / "local-npy", tmp_path / name)
     indexing.add(tmp_path / "local", tmp_path / "more.npy", quiet=True)
-    index = retrieval.open_index(tmp_path / "ray", ray="auto", workers=2, worker_cpus=0.5)  # CPUs left for the add
+    index = retrieval.open_index(tmp_path / "ray", ray="auto", workers=2, worker_cpus=0.1)  # a CPU left for the add
     before = index.search_batch(queries, k=10, **FIXED)
     rec = indexing.add(tmp_path / "ray", tmp_path / "more.npy", ray="auto", quiet=True)
     assert rec["engine"] == "ray" and rec["added"] == 1500
@@ -189,3 +189,19 @@ def test_an_add_on_ray_equals_a_local_add_and_workers_reload_it(cluster, inputs,
     assert_same(index.search_batch(queries, k=10, **FIXED),
                 retrieval.open_index(tmp_path / "local").search_batch(queries, k=10, **FIXED))
     index.close()
+
+
+def test_filtered_search_on_ray_equals_a_single_process(cluster, inputs, tmp_path, monkeypatch):
+    import retrieval.index as index_module
+    tmp, queries = inputs
+    n = 3000
+    attrs = {"bucket": np.arange(n) % 100, "lang": np.where(np.arange(n) % 2 == 0, "en", "de")}
+    out = indexing.build(tmp_path / "attrs", tmp / "v.npy", attributes=attrs, **OPTS)
+    wheres = ["bucket < 50", "bucket < 5 AND lang = 'en'", "bucket = 7", None] * (len(queries) // 4)
+    q = queries[:len(wheres)]
+    for work in (0, index_module.EXACT_FILTER_WORK):  # the first pass with the selector, and the exhaustive path
+        monkeypatch.setattr(index_module, "EXACT_FILTER_WORK", work)
+        local = retrieval.open_index(out).search_batch(q, k=10, where=wheres, **FIXED)
+        with retrieval.open_index(out, ray="auto", workers=2, worker_cpus=0.1) as index:
+            got = index.search_batch(q, k=10, where=wheres, **FIXED)
+            assert_same(got, local)

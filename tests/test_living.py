@@ -114,6 +114,7 @@ def test_deleted_documents_never_appear_and_k_live_hits_still_come_back(index, s
     assert out["dead"] == 250
     with pytest.raises(InputError, match="not in the index"):
         indexing.delete(index, gone[:1])  # already deleted
+    assert indexing.delete(index, near[260], quiet=True)["deleted"] == 1  # one id, not its characters
 
 
 def _cli(argv):
@@ -137,12 +138,14 @@ def test_compaction_equals_a_fresh_build_of_the_live_documents(index, tmp_path, 
     assert rec["rewritten"] == [0, 1, 2] and rec["removed_rows"] == 900
     compacted = retrieval.open_index(index)
     assert (compacted.count, compacted.live, compacted.info()["dead"]) == (2100, 2100, 0)
-    assert sorted(os.listdir(index / layout.SHARDS)) == ["00003", "00004", "00005"]  # old shards removed
+    # the old shards stay for one generation (readers elsewhere may still map them), then go
+    assert sorted(os.listdir(index / layout.SHARDS)) == ["00000", "00001", "00002", "00003", "00004", "00005"]
     # The same trained quantizer with only the live documents, through the public API: delete all, compact
     # (every shard dropped), add the live ones.
     indexing.delete(fresh, [f"doc-{i}" for i in range(3000)], quiet=True)
     assert indexing.compact(fresh, quiet=True)["into"] == []
-    assert retrieval.open_index(fresh).live == 0
+    empty = retrieval.open_index(fresh)
+    assert empty.live == 0 and (empty.search_batch(queries[:3], k=5).rows == -1).all()
     indexing.add(fresh, docs[live], ids=[f"doc-{i}" for i in live], texts=[f"text of document {i}" for i in live],
                  quiet=True)
     a = compacted.search_batch(queries, k=10, **FIXED)
@@ -151,6 +154,8 @@ def test_compaction_equals_a_fresh_build_of_the_live_documents(index, tmp_path, 
     np.testing.assert_array_equal(a.scores, b.scores)
     assert a.ids == before.ids  # compaction changes no result
     assert indexing.compact(index, quiet=True)["rewritten"] == []  # nothing left to compact
+    indexing.delete(index, ["doc-1" if 1 in live else "doc-2"], quiet=True)
+    assert sorted(os.listdir(index / layout.SHARDS)) == ["00003", "00004", "00005"]
 
 
 def test_integer_ids_continue_and_cli_changes(tmp_path, small_data):
@@ -264,8 +269,9 @@ def test_a_change_killed_at_any_point_leaves_a_valid_index_and_reruns_to_the_sam
     assert end[:3] == want[:3]
     np.testing.assert_array_equal(end[3], want[3])
     assert retrieval.open_index(index, verify=True).live == want[1]
-    named = {layout.shard_name(s["number"]) for s in retrieval.open_index(index).manifest["shards"]}
-    assert set(os.listdir(index / layout.SHARDS)) == named  # nothing half-written or superseded is left
+    m = retrieval.open_index(index).manifest
+    named = {layout.shard_name(s["number"]) for s in m["shards"]} | {r for r in m["retained"] if "/" not in r}
+    assert set(os.listdir(index / layout.SHARDS)) == named  # nothing half-written, or superseded twice, is left
 
 
 def test_random_kills_during_changes_end_like_uninterrupted_ones(changes, small_index, small_data, tmp_path):
@@ -288,11 +294,10 @@ def test_random_kills_during_changes_end_like_uninterrupted_ones(changes, small_
 
 
 def test_a_reader_opening_during_changes_sees_one_generation(index, small_data, tmp_path):
-    """A reader stopped between reading its generation's codes and mapping its stores, while a compaction
-    commits and deletes the shards it was opening, opens the newest generation instead, whole."""
+    """A reader stopped between reading its generation's codes and mapping its stores, while a compaction and
+    a delete commit and remove the shards it was opening, opens the newest generation instead, whole."""
     docs, queries = small_data
     indexing.delete(index, [f"doc-{i}" for i in range(0, 3000, 3)], quiet=True)
-    g2 = retrieval.open_index(index).search_batch(queries, k=10, **FIXED).ids
     reader = ("import sys, json, retrieval; import numpy as np\n"
               "ix = retrieval.open_index(sys.argv[1]); q = np.load(sys.argv[2])\n"
               f"print(json.dumps([ix.generation, ix.search_batch(q, k=10, **{FIXED!r}).ids]))")
@@ -304,13 +309,15 @@ def test_a_reader_opening_during_changes_sees_one_generation(index, small_data, 
     while _state(p.pid) != "T":
         assert p.poll() is None and time.monotonic() < deadline, p.communicate()
         time.sleep(0.05)
-    indexing.compact(index, quiet=True)  # removes the folders of shards 0-2, which the reader was opening
-    g3 = retrieval.open_index(index).search_batch(queries, k=10, **FIXED).ids
+    indexing.compact(index, quiet=True)  # shards 0-2, which the reader was opening, are superseded...
+    indexing.delete(index, ["doc-1"], quiet=True)  # ... and removed by the next change
+    assert not (index / layout.SHARDS / "00002").exists()
+    g4 = retrieval.open_index(index).search_batch(queries, k=10, **FIXED).ids
     os.kill(p.pid, signal.SIGCONT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     generation, ids = json.loads(out)
-    assert (generation, ids) == (3, g3) and g3 == g2
+    assert (generation, ids) == (4, g4)
 
 
 def _state(pid: int) -> str:

@@ -7,7 +7,7 @@
       trained.faiss            trained, empty IVF index shared by every shard
       shards/00000/            one folder per shard, renamed into place when complete
         shard.json             counts, id range, checksums of the files below
-        index.faiss  ids.parquet  short.i8.npy  full.f16.npy  [docs.offsets.npy docs.utf8.bin]
+        index.faiss  ids.parquet  short.i8.npy  full.f16.npy  [docs.offsets.npy docs.utf8.bin] [attrs.parquet]
         dead.g7.bits           rows deleted as of generation 7 (a bitmap); absent while none are
       .build/                  state of an unfinished build (removed when it completes)
 """
@@ -38,6 +38,7 @@ SHORT_FILE = "short.i8.npy"
 FULL_FILE = "full.f16.npy"
 DOC_OFFSETS = "docs.offsets.npy"
 DOC_BYTES = "docs.utf8.bin"
+ATTR_FILE = "attrs.parquet"  # attribute columns of the shard's rows, when the index has any
 
 
 CRASH_ENV = "MATRYOSHKA_CRASH_AT"  # fault injection for the kill-and-resume tests: "point" or "point:n"

@@ -60,7 +60,8 @@ def _shards(m: dict) -> None:
     """Shards in increasing number and row order. Format 1: numbered 0, 1, ... over contiguous rows. Format 2
     also allows the gaps that compaction leaves (a rewritten shard takes a new number and new rows)."""
     shards = _of(m, "shards", "manifest", list)
-    want = set(STORE_FILES) | (set(TEXT_FILES) if m["has_text"] else set())
+    want = set(STORE_FILES) | (set(TEXT_FILES) if m["has_text"] else set()) | \
+        ({layout.ATTR_FILE} if m.get("attributes") else set())
     v1 = m.get("format_version", layout.FORMAT_VERSION) < 2
     end, number, dead = 0, -1, 0
     for i, s in enumerate(shards):
@@ -83,6 +84,8 @@ def _shards(m: dict) -> None:
         for name, rec in files.items():
             _file_record(rec, f"{where}.files[{name!r}]")
         if s.get("dead") is not None:
+            if v1:
+                raise _Bad(f"{where}.dead: tombstones need format 2")
             rec = s["dead"]
             _file_record(rec, f"{where}.dead")
             if not _DEAD_FILE.fullmatch(str(_get(rec, "file", f"{where}.dead"))):
@@ -92,8 +95,12 @@ def _shards(m: dict) -> None:
             dead += rec["count"]
     if sum(s["count"] for s in shards) != m["count"]:
         raise _Bad(f"the shards hold {sum(s['count'] for s in shards)} rows but count is {m['count']}")
-    if "generation" in m:  # format 2
+    if not v1:  # format 2
         _int(m, "generation", "manifest", 1)
+        if m.get("next_id") is not None:
+            _int(m, "next_id", "manifest")
+        if not all(isinstance(r, str) for r in m.get("retained", [])):
+            raise _Bad("retained holds something other than file names")
         if _int(m, "next_shard", "manifest") <= number or _int(m, "next_row", "manifest") < end:
             raise _Bad(f"next_shard {m['next_shard']} / next_row {m['next_row']} are not past the last shard "
                        f"({number}, row {end})")
@@ -121,6 +128,10 @@ def check_manifest(m: dict) -> None:
         probe = _of(model, "probe", "model", list)
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in probe):
             raise _Bad("model.probe holds something other than numbers")
+    attributes = m.get("attributes", {})
+    if not isinstance(attributes, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in attributes.items()):
+        raise _Bad(f"attributes is {attributes!r}, expected an object of column names to type names")
     _shards(m)
     point = m.get("operating_point")
     if point is not None:
@@ -193,7 +204,7 @@ def shard_records(shards: list[dict]) -> list[dict]:
 
 def new_manifest(root: Path, *, metric: str, full_dim: int, index_dim: int, factory: str, nlist: int,
                  transform_selection: dict, model: dict | None, id_type: str, shards: list[dict],
-                 build: dict) -> dict:
+                 build: dict, attributes: dict[str, str] | None = None) -> dict:
     """A manifest for the finished shards of `root`, with the records of its shared files."""
     return {
         "format_version": layout.FORMAT_VERSION,
@@ -211,6 +222,7 @@ def new_manifest(root: Path, *, metric: str, full_dim: int, index_dim: int, fact
         "transform_file": layout.file_record(root / layout.TRANSFORM),
         "model": model,
         "has_text": bool(shards and layout.DOC_BYTES in shards[0]["files"]),
+        "attributes": attributes or {},
         "shards": shard_records(shards),
         "build": build,
         "generation": 1,

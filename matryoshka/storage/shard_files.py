@@ -127,7 +127,8 @@ class Shard:
             raise IndexFormatError(f"shard folder {root.path(folder)} is missing; restore it or rebuild the index")
         files = meta["files"]
         for name in files:
-            check_file(root, f"{folder}/{name}", files[name], deep and name not in (layout.INDEX_FILE, layout.IDS_FILE))
+            check_file(root, f"{folder}/{name}", files[name],
+                       deep and name not in (layout.INDEX_FILE, layout.IDS_FILE, layout.ATTR_FILE))
         index_bytes = read_checked(root, f"{folder}/{layout.INDEX_FILE}", files[layout.INDEX_FILE])
         ids_bytes = read_checked(root, f"{folder}/{layout.IDS_FILE}", files[layout.IDS_FILE])
         try:
@@ -142,6 +143,10 @@ class Shard:
         if self.index.ntotal != self.count:
             raise _damaged(root.path(folder), f"holds {self.index.ntotal} codes, expected {self.count}")
         self.dead = read_dead(root, meta)  # bool mask of deleted rows, when there are any
+        self.attrs = None  # attribute columns of the rows (filtered search), when the index stores any
+        if layout.ATTR_FILE in files:
+            self.attrs = pq.read_table(pa.BufferReader(read_checked(root, f"{folder}/{layout.ATTR_FILE}",
+                                                                    files[layout.ATTR_FILE])))
         layout.crash_point("open-stores", self.number)
         self.short = open_store(root, f"{folder}/{layout.SHORT_FILE}", self.count, index_dim, np.int8)
         self.full = open_store(root, f"{folder}/{layout.FULL_FILE}", self.count, full_dim, np.float16)
@@ -150,7 +155,11 @@ class Shard:
         self.doc_offsets = self.doc_bytes = None
         if has_text:
             self.doc_offsets = open_store(root, f"{folder}/{layout.DOC_OFFSETS}", self.count + 1, None, np.int64)
-            with root.open(f"{folder}/{layout.DOC_BYTES}") as f:
+            try:
+                f = root.open(f"{folder}/{layout.DOC_BYTES}")
+            except FileNotFoundError:
+                raise _damaged(root.path(f"{folder}/{layout.DOC_BYTES}"), "file is missing") from None
+            with f:
                 size = os.fstat(f.fileno()).st_size
                 self.doc_bytes = np.memmap(f, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
 

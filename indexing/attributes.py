@@ -1,0 +1,98 @@
+"""Attributes: columns stored beside the ids for filtered search (`retrieval.filters`).
+
+They come from the extra columns of a Parquet input (any column but id, embedding and text) or from
+`attributes=` (a pyarrow Table or a dict of equal-length arrays). Each shard keeps its rows' attributes in
+`attrs.parquet`; the manifest records their names and types.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from matryoshka.core import layout
+from matryoshka.core.errors import InputError
+
+RESERVED = ("id", "embedding", "text")
+KINDS = "strings, integers, floats, booleans, timestamps, dates and lists of strings"
+
+
+def _stored_type(name: str, t: pa.DataType) -> pa.DataType:
+    """The type a column is stored as (large strings as strings), or an InputError naming the column."""
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_timestamp(t) \
+            or pa.types.is_date(t):
+        return t
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and (pa.types.is_string(t.value_type) or
+                                                               pa.types.is_large_string(t.value_type)):
+        return pa.list_(pa.string())
+    raise InputError(f"attribute {name!r} has type {t}; attributes may be {KINDS}: convert the column or leave it "
+                     "out of the input")
+
+
+def schema_of(schema: pa.Schema) -> pa.Schema | None:
+    """The stored schema of the attribute columns among `schema`'s fields (None when there are none)."""
+    fields = [pa.field(f.name, _stored_type(f.name, f.type)) for f in schema if f.name not in RESERVED]
+    return pa.schema(fields) if fields else None
+
+
+def as_table(value, count: int) -> pa.Table:
+    """`attributes=` (a Table or a dict of arrays) as an Arrow table of `count` rows, names and types checked."""
+    try:
+        table = value if isinstance(value, pa.Table) else pa.table(dict(value))
+    except (TypeError, ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InputError(f"attributes must be a pyarrow Table or a dict of equal-length arrays ({e})") from None
+    if table.num_rows != count:
+        raise InputError(f"attributes have {table.num_rows} rows for {count} vectors; give one row per vector")
+    clash = [n for n in table.column_names if n in RESERVED]
+    if clash:
+        raise InputError(f"attribute names {clash} are reserved (id, embedding, text); rename them")
+    schema_of(table.schema)
+    return table
+
+
+def conform(table: pa.Table, schema: pa.Schema, start: int) -> pa.Table:
+    """`table` with the columns and types of `schema` (the index's), or an InputError naming the column."""
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise InputError(f"rows {start}..: attribute column(s) {missing} are missing; the index stores "
+                         f"{schema.names}: give every one")
+    extra = [n for n in table.column_names if n not in schema.names]
+    if extra:
+        raise InputError(f"rows {start}..: attribute column(s) {extra} are not among the index's {schema.names}")
+    columns = []
+    for f in schema:
+        try:
+            columns.append(table.column(f.name).cast(f.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+            raise InputError(f"rows {start}..: attribute {f.name!r} is {table.column(f.name).type}, the index "
+                             f"stores {f.type} ({e})") from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def index_attributes(root: Path, m: dict) -> pa.Schema | None:
+    """The schema of the attributes the index in `root` (manifest `m`) stores, None when it stores none: a
+    shard's attrs.parquet schema, or with no shard left the manifest's description."""
+    described = m.get("attributes", {})
+    if not described:
+        return None
+    if m["shards"]:
+        return pq.read_schema(root / layout.shard_dir(m["shards"][0]["number"]) / layout.ATTR_FILE)
+    return pa.schema([(n, pa.list_(pa.string()) if t.startswith("list<") else pa.type_for_alias(t))
+                      for n, t in described.items()])
+
+
+def describe(schema: pa.Schema | None) -> dict[str, str]:
+    """{name: type} for the manifest."""
+    return {f.name: str(f.type) for f in schema} if schema is not None else {}
+
+
+def digest(table: pa.Table) -> str:
+    """SHA-256 of a table's schema and values (part of an input's identity)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()

@@ -1,0 +1,166 @@
+"""Filtered search: attributes stored beside the ids, predicates honoured by every stage."""
+import datetime as dt
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from conftest import exact_topk
+
+import indexing
+import retrieval
+import retrieval.index as index_module
+from benchmarks.synthetic import Synthetic
+from matryoshka.core.errors import InputError
+from retrieval.cli import main
+
+N = 20000
+# (predicate, rows passing): about 50%, 5%, 0.5% and one row
+SELECTIVE = [("bucket < 500", lambda a: a["bucket"] < 500), ("bucket < 50 AND lang = 'en'",
+                                                             lambda a: (a["bucket"] < 50) & (a["lang"] == "en")),
+             ("list_contains(tags, 'rare')", lambda a: a["rare"]), ("serial = 777", lambda a: a["serial"] == 777)]
+
+
+def attributes(n: int, start: int = 0) -> dict:
+    i = np.arange(start, start + n)
+    rng = np.random.default_rng(start)
+    rare = rng.random(n) < 0.005
+    return {"bucket": (i * 7919) % 1000, "lang": np.where(i % 2 == 0, "en", "de"), "serial": i,
+            "tags": [["rare", "x"] if r else ["x"] for r in rare], "score": rng.random(n),
+            "archived": i % 3 == 0,
+            "published": pa.array([dt.datetime(2020, 1, 1) + dt.timedelta(days=int(d)) for d in i % 1000],
+                                  pa.timestamp("us")), "rare": rare}
+
+
+@pytest.fixture(scope="module")
+def filtered(tmp_path_factory):
+    s = Synthetic(dim=96, clusters=64, seed=4)
+    docs, queries = s.documents(N), s.queries(40)
+    attrs = attributes(N)
+    table = pa.table({k: v for k, v in attrs.items() if k != "rare"})
+    out = tmp_path_factory.mktemp("filtered") / "idx"
+    indexing.build(out, docs, attributes=table, index_dim=32, pq_bytes=8, shard_size=7000, quiet=True)
+    return out, docs, queries, {k: np.asarray(v) for k, v in attrs.items() if k != "tags"}
+
+
+def check(result, mask, docs, queries, k=10):
+    """Every hit passes; recall@10 against exact search over the passing rows (of the stored float16 vectors)."""
+    passing = np.flatnonzero(mask)
+    docs = (docs / np.linalg.norm(docs, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+    found = 0
+    for row, q in zip(result.ids, queries):
+        hits = [i for i in row if i is not None]
+        assert all(mask[i] for i in hits), "a hit fails the predicate"
+        want = min(k, len(passing))
+        assert len(hits) == want  # k hits whenever k rows pass
+        truth = passing[exact_topk(docs[passing], q[None, :], want, metric="ip")[0]]
+        found += len(set(hits) & set(truth.tolist()))
+    return found / (len(queries) * min(k, len(passing)))
+
+
+@pytest.mark.parametrize("exact_work", [0, None])  # 0: the first pass with the selector wherever rows > k1
+def test_every_hit_passes_and_recall_holds_at_every_selectivity(filtered, monkeypatch, exact_work):
+    out, docs, queries, attrs = filtered
+    if exact_work is not None:
+        monkeypatch.setattr(index_module, "EXACT_FILTER_WORK", exact_work)
+    index = retrieval.open_index(out)
+    for where, rows in SELECTIVE:
+        mask = rows(attrs)
+        result = index.search_batch(queries, k=10, where=where)
+        recall = check(result, mask, docs, queries)
+        assert ("first_pass" in result.stage_scores) == (exact_work == 0 and mask.sum() > index.params.k1)
+        assert recall >= 0.95 if mask.sum() > index.params.k1 else recall == 1.0, (where, mask.mean(), recall)
+
+
+def test_pyarrow_expressions_and_every_attribute_type(filtered):
+    out, docs, queries, attrs = filtered
+    index = retrieval.open_index(out)
+    expr = (pc.field("score") < 0.5) & ~pc.field("archived")
+    mask = (attrs["score"] < 0.5) & ~attrs["archived"]
+    assert check(index.search_batch(queries, k=10, where=expr), mask, docs, queries) >= 0.95
+    days = np.arange(N) % 1000
+    sql = "published >= TIMESTAMP '2021-06-01' AND NOT archived AND lang IN ('de')"
+    mask = (days >= (dt.date(2021, 6, 1) - dt.date(2020, 1, 1)).days) & ~attrs["archived"] & (attrs["lang"] == "de")
+    assert check(index.search_batch(queries, k=10, where=sql), mask, docs, queries) >= 0.95
+    assert index.manifest["attributes"]["published"] == "timestamp[us]"
+    assert index.manifest["attributes"]["tags"].startswith("list<")
+
+
+def test_per_query_predicates_and_the_cli(filtered, tmp_path):
+    out, docs, queries, attrs = filtered
+    index = retrieval.open_index(out)
+    wheres = ["bucket < 50", None, "serial = 3", "lang = 'de'"] * 10
+    mixed = index.search_batch(queries, k=10, where=wheres)
+    for i, w in enumerate(wheres):
+        alone = index.search_batch(queries[i:i + 1], k=10, where=w)
+        assert mixed.ids[i] == alone.ids[0]
+        np.testing.assert_allclose(mixed.scores[i], alone.scores[0], rtol=1e-5)  # BLAS sums by batch shape
+    assert mixed.ids[2][0] == 3 and mixed.ids[2][1] is None
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(queries.ravel()), queries.shape[1])
+    pq.write_table(pa.table({"qid": list(range(40)), "embedding": emb, "where": wheres}), tmp_path / "q.parquet")
+    assert main(["search", str(out), "--queries", str(tmp_path / "q.parquet"), "--output", str(tmp_path / "r.parquet"),
+                 "--no-rerank"]) == 0
+    r = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    assert [h["id"] for h in r if h["qid"] == 2] == [3]
+    assert all(attrs["bucket"][h["id"]] < 50 for h in r if h["qid"] == 0)
+    pq.write_table(pa.table({"qid": [0], "embedding": emb.slice(0, 1)}), tmp_path / "one.parquet")
+    assert main(["search", str(out), "--queries", str(tmp_path / "one.parquet"), "--where", "serial = 5",
+                 "--output", str(tmp_path / "r1.parquet"), "--no-rerank"]) == 0
+    assert pq.read_table(tmp_path / "r1.parquet").column("id").to_pylist() == [5]
+
+
+def test_bad_predicates_name_the_problem_and_no_match_is_empty(filtered):
+    out, docs, queries, _ = filtered
+    index = retrieval.open_index(out)
+    for where, msg in [("nope = 1", r'column "nope" not found'), ("bucket = ", "syntax error"),
+                       ("bucket", "not true or false"), ("lang = 5 AND bucket = 'x'", "Conversion Error|Could not"),
+                       (pc.field("nope") == 1, "No match for FieldRef"), (42, "takes a SQL condition")]:
+        with pytest.raises(InputError, match=msg):
+            index.search_batch(queries[:2], where=where)
+    r = index.search_batch(queries[:3], k=10, where="lang = 'zz'")
+    assert (r.rows == -1).all() and r.hits(0) == []
+    with pytest.raises(InputError, match="predicates for 3 queries"):
+        index.search_batch(queries[:3], where=["lang = 'en'"] * 2)
+
+
+def test_filters_on_an_index_without_attributes_and_bad_attributes_are_refused(small_index, small_data, tmp_path):
+    docs, queries = small_data
+    with pytest.raises(InputError, match="stores no attributes"):
+        retrieval.open_index(small_index).search_batch(queries[:1], where="x = 1")
+    with pytest.raises(InputError, match="attribute 'blob' has type binary"):
+        indexing.build(tmp_path / "a", docs, attributes={"blob": pa.array([b"x"] * len(docs))}, quiet=True)
+    with pytest.raises(InputError, match="attributes have 2 rows for 3000 vectors"):
+        indexing.build(tmp_path / "b", docs, attributes={"a": [1, 2]}, quiet=True)
+    with pytest.raises(InputError, match="reserved"):
+        indexing.build(tmp_path / "c", docs, attributes={"id": np.arange(len(docs))}, quiet=True)
+
+
+def test_parquet_columns_are_attributes_and_changes_keep_them(tmp_path, filtered):
+    _, docs, queries, _ = filtered
+    n = 3000
+    a = attributes(n)
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(docs[:n].ravel()), docs.shape[1])
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(n)], "embedding": emb, "lang": a["lang"],
+                             "bucket": a["bucket"]}), tmp_path / "in.parquet")
+    out = indexing.build(tmp_path / "idx", tmp_path / "in.parquet", index_dim=32, pq_bytes=8, quiet=True)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["attributes"] == {"lang": "string", "bucket": "int64"}
+    x = docs[n:n + 10]
+    with pytest.raises(InputError, match=r"stores attributes \['bucket', 'lang'\]"):
+        indexing.add(out, x, ids=[f"n{i}" for i in range(10)], quiet=True)
+    with pytest.raises(InputError, match=r"bucket.*missing"):
+        indexing.add(out, x, ids=[f"n{i}" for i in range(10)], attributes={"lang": ["en"] * 10}, quiet=True)
+    indexing.add(out, x, ids=[f"n{i}" for i in range(10)], attributes={"lang": ["xx"] * 10, "bucket": [1] * 10},
+                 quiet=True)
+    index = retrieval.open_index(out)
+    assert index.search_batch(x[:3], k=10, where="lang = 'xx'").ids[0][0] == "n0"
+    first = index.search_batch(queries[:5], k=10, where="bucket < 100")
+    gone = [i for i in first.ids[0][:3]]
+    indexing.delete(out, gone, quiet=True)
+    indexing.compact(out, min_dead=0.0001, quiet=True)
+    index = retrieval.open_index(out)
+    after = index.search_batch(queries[:5], k=10, where="bucket < 100")
+    assert not set(gone) & set(after.ids[0]) and len([i for i in after.ids[0] if i is not None]) == 10
+    assert index.search_batch(x[:3], k=10, where="lang = 'xx'").ids[0][0] == "n0"  # attributes kept by compaction
