@@ -7,6 +7,7 @@ They come from the extra columns of a Parquet input (any column but id, embeddin
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +21,10 @@ KINDS = "strings, integers, floats, booleans, timestamps, dates and lists of str
 
 
 def _stored_type(name: str, t: pa.DataType) -> pa.DataType:
-    """The type a column is stored as (large strings as strings), or an InputError naming the column."""
+    """The type a column is stored as (large strings as strings, dictionaries as their values), or an
+    InputError naming the column."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return pa.string()
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_timestamp(t) \
@@ -33,9 +37,19 @@ def _stored_type(name: str, t: pa.DataType) -> pa.DataType:
                      "out of the input")
 
 
-def schema_of(schema: pa.Schema) -> pa.Schema | None:
-    """The stored schema of the attribute columns among `schema`'s fields (None when there are none)."""
-    fields = [pa.field(f.name, _stored_type(f.name, f.type)) for f in schema if f.name not in RESERVED]
+def schema_of(schema: pa.Schema, skip_unsupported: bool = False) -> pa.Schema | None:
+    """The stored schema of the attribute columns among `schema`'s fields (None when there are none).
+    skip_unsupported (a Parquet input's extra columns): columns of other types, and pandas' index columns
+    (`__index_level_0__`), are left out instead of refused."""
+    fields = []
+    for f in schema:
+        if f.name in RESERVED or (skip_unsupported and f.name.startswith("__")):
+            continue
+        try:
+            fields.append(pa.field(f.name, _stored_type(f.name, f.type)))
+        except InputError:
+            if not skip_unsupported:
+                raise
     return pa.schema(fields) if fields else None
 
 
@@ -81,8 +95,16 @@ def index_attributes(root: Path, m: dict) -> pa.Schema | None:
         return None
     if m["shards"]:
         return pq.read_schema(root / layout.shard_dir(m["shards"][0]["number"]) / layout.ATTR_FILE)
-    return pa.schema([(n, pa.list_(pa.string()) if t.startswith("list<") else pa.type_for_alias(t))
-                      for n, t in described.items()])
+    try:
+        return pa.schema([(n, pa.list_(pa.string()) if t.startswith("list<") else _type(t))
+                          for n, t in described.items()])
+    except ValueError as e:
+        raise InputError(f"cannot read the attribute types {described} of {root} ({e}); rebuild the index") from None
+
+
+def _type(name: str) -> pa.DataType:
+    tz = re.fullmatch(r"timestamp\[(\w+), tz=(.+)\]", name)
+    return pa.timestamp(tz.group(1), tz.group(2)) if tz else pa.type_for_alias(name)
 
 
 def describe(schema: pa.Schema | None) -> dict[str, str]:

@@ -17,6 +17,7 @@ from matryoshka.core import encoder
 from matryoshka.core.errors import InputError, MatryoshkaError
 from matryoshka.core.progress import bar, say
 
+from .attributes import schema_of
 from .build import BuildJob, Finish, build_index, done_shards
 from .folder import beside
 from .inputs import open_source
@@ -163,6 +164,10 @@ def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: s
     if names and "embedding" not in names and "text" in names:
         if not model:
             raise InputError(f"{path} has texts but no `embedding` column; pass --model / model= to encode them")
+        extra = schema_of(open_parquet(path).schema, skip_unsupported=True)
+        if extra is not None:
+            raise InputError(f"{path} has attribute columns {extra.names}: a Ray build encodes a text-only Parquet "
+                             "without them; add an `embedding` column, or build without ray=")
         staging = beside(Path(out).resolve(), "encoded")
         encoded = encode_texts(ray, path, staging, model, num_gpus, encode_actors, opts.quiet)
         spec = {"path": str(encoded), "ids": None}

@@ -296,7 +296,7 @@ class ParquetSource(SourceBase):
                                  f"{id_col!r} and {vector_col!r}, and optionally {text_col!r}")
         self.cols = [id_col, vector_col] + ([text_col] if text_col in names else [])
         self.has_text = text_col in names
-        self.attributes = schema_of(self.dataset.schema)
+        self.attributes = schema_of(self.dataset.schema, skip_unsupported=True)
         self.attr_cols = self.attributes.names if self.attributes is not None else []
         self.count = self.dataset.count_rows()
         head = self.dataset.head(1, columns=[vector_col])

@@ -94,7 +94,7 @@ class ParquetTextSource(TextSource):
                              "column named `id` (rename yours), or are the row numbers when `text` is the only "
                              "column")
         self.cols = ["text"] + (["id"] if "id" in names else [])
-        self.attributes = schema_of(self.dataset.schema)  # the other columns
+        self.attributes = schema_of(self.dataset.schema, skip_unsupported=True)  # the other columns
         self.attr_cols = self.attributes.names if self.attributes is not None else []
         self.count, self.ids = self.dataset.count_rows(), None
         if not self.count:

@@ -62,7 +62,7 @@ def exact_topk(stores: Stores, x: np.ndarray, rows: np.ndarray, k: int,
             part = np.argpartition(-s, k - 1, axis=1)[:, :k]
             s, cand = np.take_along_axis(s, part, 1), np.take_along_axis(cand, part, 1)
         best_s, best_r = s, cand
-    order = np.argsort(-best_s, axis=1, kind="stable")
+    order = np.lexsort((best_r, -best_s), axis=1)  # ties by lower row, as every merge breaks them
     best_s, best_r = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_r, order, 1)
     if best_s.shape[1] < k:
         pad = k - best_s.shape[1]

@@ -11,6 +11,8 @@ A row passes when the predicate is true (NULL counts as false) and the row is no
 """
 from __future__ import annotations
 
+import hashlib
+import pickle
 import threading
 from collections import OrderedDict
 
@@ -32,8 +34,8 @@ def key(where) -> str:
         if not where.strip():
             raise InputError("where= is empty; give a condition such as \"lang = 'en'\" or leave it out")
         return "sql:" + where.strip()
-    if isinstance(where, pc.Expression):
-        return "expr:" + str(where)
+    if isinstance(where, pc.Expression):  # str() shortens long value sets: key on the whole expression
+        return "expr:" + hashlib.sha256(pickle.dumps(where)).hexdigest()
     raise InputError(f"where= takes a SQL condition (a string) or a pyarrow.compute expression; got "
                      f"{type(where).__name__}")
 
@@ -47,15 +49,19 @@ def row_mask(table: pa.Table, where) -> np.ndarray:
             raise InputError(f"where={where}: {e} (attributes: {_columns(table)})") from None
     else:
         import duckdb
+        # no file or network access, so no extension loads: without ICU, time zones compare in UTC on every node
         con = duckdb.connect(config={"enable_external_access": False})
         try:
             con.register("attrs", table)
-            col = con.sql(f"SELECT coalesce(({where}), false) AS m FROM attrs").to_arrow_table().column(0)
+            col = con.sql(f"SELECT coalesce(({where}\n), false) AS m FROM attrs").to_arrow_table().column(0)
         except duckdb.Error as e:
             first = str(e).splitlines()[0]
             raise InputError(f"where={where!r}: {first} (attributes: {_columns(table)})") from None
         finally:
             con.close()
+    if len(col) != table.num_rows:
+        raise InputError(f"where={where!r} gives {len(col)} values for {table.num_rows} rows; write a condition on "
+                         "each row's attributes (no aggregates or subqueries)")
     if not pa.types.is_boolean(col.type):
         raise InputError(f"where={where!r} gives {col.type} values, not true or false; write a condition such as "
                          "\"year >= 2020\"")
@@ -80,13 +86,19 @@ class Passing:
                 mask &= ~s.dead
             self.rows.append(np.flatnonzero(mask))
         self.count = int(sum(len(r) for r in self.rows))
-        self.global_rows = np.concatenate([r + s.id_start for r, s in zip(self.rows, shards)] or
-                                          [np.zeros(0, np.int64)])
+        self.starts = [s.id_start for s in shards]
         size = max((s.id_start + s.count for s in shards), default=0)
-        bits = np.zeros(size, bool)
-        bits[self.global_rows] = True
-        self.bitmap = np.packbits(bits, bitorder="little")
+        self.bitmap = np.zeros((size + 7) // 8, np.uint8)
+        for r, start in zip(self.rows, self.starts):
+            g = r + start
+            np.bitwise_or.at(self.bitmap, g >> 3, np.left_shift(1, g & 7).astype(np.uint8))
         self.selector = faiss.IDSelectorBitmap(len(self.bitmap), faiss.swig_ptr(self.bitmap))  # reads self.bitmap
+
+
+    @property
+    def global_rows(self) -> np.ndarray:
+        """The passing rows as global rows, in order (for the exhaustive path)."""
+        return np.concatenate([r + s for r, s in zip(self.rows, self.starts)] or [np.zeros(0, np.int64)])
 
 
 class PassingCache:

@@ -79,8 +79,8 @@ class ShardGroup:
     def first_pass(self, short: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None,
                    missing: set | None = None, where=None) -> tuple[np.ndarray, np.ndarray]:
         """This group's top k (scores, global rows) for short query vectors, among rows passing `where`."""
-        selector = self.filters.get(where).selector if where is not None else None
-        return self.first.search(short, k, nprobe, assigned, selector)
+        passing = self.filters.get(where) if where is not None else None  # holds the bitmap faiss reads
+        return self.first.search(short, k, nprobe, assigned, passing.selector if passing is not None else None)
 
     def passing(self, where, missing: set | None = None) -> int:
         """How many of this group's live rows pass `where`."""

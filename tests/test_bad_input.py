@@ -98,7 +98,7 @@ def test_null_mixed_and_overlong_ids(tmp_path):
     with pytest.raises(InputError, match="row 2 has an id of 5000 bytes"):
         indexing.build(tmp_path / "c", x, ids=["a", "b", "x" * 5000] + list("defghij"), **OPTS)
     batches = [(np.arange(5), vectors(5)), ([f"s{i}" for i in range(5)], vectors(5))]
-    with pytest.raises(InputError, match="ids are strings but the index.s \(or earlier rows.\) are ints"):
+    with pytest.raises(InputError, match=r"ids are strings but the index.s \(or earlier rows.\) are ints"):
         indexing.build(tmp_path / "d", iter(batches), **OPTS)
     with pytest.raises(InputError, match="got 9 ids for 10 vectors"):
         indexing.build(tmp_path / "e", x, ids=list(range(9)), **OPTS)
