@@ -76,18 +76,19 @@ def main(argv: list[str] | None = None) -> None:
     results = {"params": index.params.to_dict(), "unfiltered_qps_at_depth_100": len(queries) / t_unf, "rows": []}
     masks = {"bucket < 500": bucket < 500, "bucket < 50": bucket < 50, "bucket < 5": bucket < 5,
              "serial = 123457": rows == 123457}
-    default_work = index_module.EXACT_FILTER_WORK
+    default_work, default_ratio = index_module.EXACT_FILTER_WORK, index_module.EXACT_FILTER_SCAN_RATIO
     for name, where in PREDICATES:
         passing = np.flatnonzero(masks[where])
         truth = exact(docs, passing, queries)
         row = {"selectivity": name, "where": where, "passing": len(passing)}
         for path, work in (("default", default_work), ("first pass", 0), ("exhaustive", 1 << 62)):
             index_module.EXACT_FILTER_WORK = work
+            index_module.EXACT_FILTER_SCAN_RATIO = default_ratio if work == default_work else 0
             index.search_batch(queries[:10], k=10, where=where)  # the predicate's bitmap, cached from here on
             res, secs = timed(lambda: index.search_batch(queries, k=10, where=where))
             row[path] = {"recall_at_10": recall(res.ids, truth), "qps": len(queries) / secs,
                          "exact": "first_pass" not in res.stage_scores}
-        index_module.EXACT_FILTER_WORK = default_work
+        index_module.EXACT_FILTER_WORK, index_module.EXACT_FILTER_SCAN_RATIO = default_work, default_ratio
         post = [[i for i in hits if i is not None and masks[where][i]][:10] for hits in unfiltered.ids]
         row["post_filter"] = {"recall_at_10": recall(post, truth), "qps": len(queries) / t_unf,
                               "mean_hits": float(np.mean([len(h) for h in post]))}

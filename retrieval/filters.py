@@ -49,6 +49,7 @@ def row_mask(table: pa.Table, where) -> np.ndarray:
             raise InputError(f"where={where}: {e} (attributes: {_columns(table)})") from None
     else:
         import duckdb
+
         # no file or network access, so no extension loads: without ICU, time zones compare in UTC on every node
         con = duckdb.connect(config={"enable_external_access": False})
         try:

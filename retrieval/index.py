@@ -32,8 +32,12 @@ from .results import STAGES, Hit, SearchResult
 from .shard_group import ShardGroup
 
 OPEN_ATTEMPTS = 4
-EXACT_FILTER_WORK = 24_000_000  # passing rows x full dims up to which a filtered search scores them all exactly:
-# the crossover measured at 1M x 1024 (benchmarks/results/filtered-1m), about 23k rows there
+# A filtered search scores every passing row exactly when that costs (passing rows x full dims) no more than
+# EXACT_FILTER_WORK, or than EXACT_FILTER_SCAN_RATIO x the bytes of codes its widened first pass would scan
+# per query (at a billion rows a selective filter would make the first pass scan most lists). Both come from
+# the crossover measured at 1M x 1024 (benchmarks/results/filtered-1m): about 23k passing rows there.
+EXACT_FILTER_WORK = 24_000_000
+EXACT_FILTER_SCAN_RATIO = 11
 MAX_BATCH = 1024  # queries scored at once; larger batches are split so memory stays bounded
 MAX_CANDIDATES = 1 << 21  # first-pass candidates held at once over a batch's queries (fewer queries when k1 is deep)
 
@@ -248,7 +252,7 @@ class Index:
         short = self.codec.transform.apply(x)
         passing = self.backend.passing(where, missing) if where is not None else self.live
         timer.lap("filter")
-        if where is not None and passing * self.full_dim <= max(EXACT_FILTER_WORK, p.k1 * self.full_dim):
+        if where is not None and self._exhaustive_cheaper(passing, p):
             # few rows pass: score them all with the full vectors, exact and cheaper than probing lists for them
             _, cand = self.backend.exhaustive(x, p.k3 if p.rerank else p.k, where, missing)
             # scored again as the cascade scores its last stage, so that every backend gives the same scores
@@ -287,6 +291,15 @@ class Index:
         timer.lap("ids_and_texts")
         return SearchResult(cand, stages[last].copy(), stages, ids, out_texts, dict(timer), bool(missing),
                             sorted(missing))
+
+    def _exhaustive_cheaper(self, passing: int, p: SearchParams) -> bool:
+        """Whether scoring every passing row beats the widened first pass (see EXACT_FILTER_WORK)."""
+        if passing <= p.k1:
+            return True
+        nlist = self.assigner.nlist
+        lists = min(nlist, math.ceil(p.nprobe * self.live / passing))
+        scanned = lists / nlist * self.live * faiss.extract_index_ivf(self.trained).code_size
+        return passing * self.full_dim <= max(EXACT_FILTER_WORK, EXACT_FILTER_SCAN_RATIO * scanned)
 
     def _first_pass(self, short: np.ndarray, p: SearchParams, passing: int, where,
                     missing: set) -> tuple[np.ndarray, dict]:

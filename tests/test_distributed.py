@@ -201,6 +201,7 @@ def test_filtered_search_on_ray_equals_a_single_process(cluster, inputs, tmp_pat
     q = queries[:len(wheres)]
     for work in (0, index_module.EXACT_FILTER_WORK):  # the first pass with the selector, and the exhaustive path
         monkeypatch.setattr(index_module, "EXACT_FILTER_WORK", work)
+        monkeypatch.setattr(index_module, "EXACT_FILTER_SCAN_RATIO", work and index_module.EXACT_FILTER_SCAN_RATIO)
         local = retrieval.open_index(out).search_batch(q, k=10, where=wheres, **FIXED)
         with retrieval.open_index(out, ray="auto", workers=2, worker_cpus=0.1) as index:
             got = index.search_batch(q, k=10, where=wheres, **FIXED)

@@ -65,6 +65,7 @@ def test_every_hit_passes_and_recall_holds_at_every_selectivity(filtered, monkey
     out, docs, queries, attrs = filtered
     if exact_work is not None:
         monkeypatch.setattr(index_module, "EXACT_FILTER_WORK", exact_work)
+        monkeypatch.setattr(index_module, "EXACT_FILTER_SCAN_RATIO", exact_work)
     index = retrieval.open_index(out)
     for where, rows in SELECTIVE:
         mask = rows(attrs)
@@ -175,3 +176,15 @@ def test_parquet_columns_are_attributes_and_changes_keep_them(tmp_path, filtered
     after = index.search_batch(queries[:5], k=10, where="bucket < 100")
     assert not set(gone) & set(after.ids[0]) and len([i for i in after.ids[0] if i is not None]) == 10
     assert index.search_batch(x[:3], k=10, where="lang = 'xx'").ids[0][0] == "n0"  # attributes kept by compaction
+
+
+def test_the_exhaustive_switch_weighs_the_scan_the_first_pass_would_make(filtered, monkeypatch):
+    """With the row-count floor off, a filter so selective that nprobe / f lists would be scanned goes
+    exhaustive; a broad one keeps the first pass."""
+    out, docs, queries, attrs = filtered
+    monkeypatch.setattr(index_module, "EXACT_FILTER_WORK", 0)
+    index = retrieval.open_index(out)
+    broad = index.search_batch(queries[:5], k=10, where="bucket < 500")
+    narrow = index.search_batch(queries[:5], k=10, where="bucket < 50 AND lang = 'en'")
+    assert "first_pass" in broad.stage_scores and "first_pass" not in narrow.stage_scores
+    assert index._exhaustive_cheaper(250, index.params) and not index._exhaustive_cheaper(10000, index.params)
