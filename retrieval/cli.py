@@ -233,6 +233,8 @@ def cmd_info(a) -> None:
           f"({info['transform']['kind']}), {info['factory']}, model {info['model']}")
     print(f"bytes per vector: {info['ram_bytes_per_vector']:.1f} in RAM (first pass), "
           f"{info['mmap_bytes_per_vector']:.0f} memory-mapped, {info['disk_bytes_per_vector']:.0f} on disk")
+    if info["attributes"]:
+        print("attributes (for --where): " + ", ".join(f"{n} {t}" for n, t in info["attributes"].items()))
     for s in info["shards"]:
         print(f"  shard {s['number']:05d}: {s['count']:,} vectors, {human(s['bytes'])}, "
               f"{s['dead'] / max(s['count'], 1):.1%} deleted")

@@ -352,7 +352,7 @@ class Index:
                 "shards": [{"number": s["number"], "count": s["count"], "bytes": b,
                             "dead": (s.get("dead") or {}).get("count", 0)}
                            for s, b in zip(self.manifest["shards"], shard_bytes)],
-                "changes": self.manifest.get("changes", []),
+                "changes": self.manifest.get("changes", []), "attributes": self.manifest.get("attributes", {}),
                 "ram_bytes_per_vector": ram, "mmap_bytes_per_vector": mmapped / n,
                 "disk_bytes_per_vector": disk / n, "build": self.manifest["build"],
                 "operating_point": self.manifest.get("operating_point"), "defaults": self.params.to_dict()}

@@ -87,6 +87,7 @@ def test_pyarrow_expressions_and_every_attribute_type(filtered):
     assert check(index.search_batch(queries, k=10, where=sql), mask, docs, queries) >= 0.95
     assert index.manifest["attributes"]["published"] == "timestamp[us]"
     assert index.manifest["attributes"]["tags"].startswith("list<")
+    assert index.info()["attributes"]["bucket"] == "int64"
 
 
 def test_per_query_predicates_and_the_cli(filtered, tmp_path):
