@@ -17,7 +17,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from matryoshka.core import encoder, layout
 from matryoshka.core.codec import Codec
@@ -34,7 +33,7 @@ from .inputs import open_source
 from .live_ids import LiveIds
 from .options import BuildOptions
 from .pipeline import Pipeline
-from .shard_api import shard_ids
+from .shard_api import shard_ids, written_id
 from .sources import ArraySource, Source, offset_ids
 from .text_source import TextSource
 from .training import BuildState
@@ -159,11 +158,7 @@ class _AddGuard(DuplicateGuard):
     """Duplicates within the input (the build's check) and ids already live in the index."""
 
     def __init__(self, live: LiveIds, upsert: bool, root: Path, first_new: int):
-        def in_new_shards(value) -> bool:  # string ids whose keys collide: look in the shards this add wrote
-            return any(value in set(pq.read_table(p).column("id").to_pylist())
-                       for p in (root / layout.SHARDS).glob(f"[0-9]*/{layout.IDS_FILE}")
-                       if int(p.parent.name) >= first_new)
-        super().__init__(in_new_shards)
+        super().__init__(lambda v: written_id(root, v, first_new))  # only the shards this add wrote
         self.live, self.upsert = live, upsert
         self.replaced: dict[int, list[int]] = {}  # shard number -> rows replaced (upsert)
         self.max_int = -1

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import faiss
-import pyarrow.parquet as pq
 
 from matryoshka.core import encoder, layout
 from matryoshka.core.device import check_faiss_install, resolve_device, set_threads
@@ -29,7 +28,7 @@ from .folder import BuildLock, beside, clear, prepare_beside, prepare_folder, re
 from .ids import DuplicateGuard
 from .options import IDENTITY, BuildOptions
 from .pipeline import Pipeline
-from .shard_api import id_type, shard_ids, shard_rows
+from .shard_api import id_type, shard_ids, shard_rows, written_id
 from .sources import Source
 from .training import BuildState, train
 
@@ -164,8 +163,7 @@ def add_all(job: BuildJob) -> list[dict]:
     """Stream every batch through the pipeline into shards, in order, after those already complete."""
     root, opts = job.root, job.opts
     shards = done_shards(root)
-    guard = DuplicateGuard(lambda v: any(v in set(pq.read_table(p).column("id").to_pylist())
-                                         for p in (root / layout.SHARDS).glob(f"[0-9]*/{layout.IDS_FILE}")))
+    guard = DuplicateGuard(lambda v: written_id(root, v))
     id_arrow_type = None
     for meta in shards:
         ids = shard_ids(root, meta["number"])

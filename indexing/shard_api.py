@@ -69,6 +69,13 @@ def shard_ids(root: Path, number: int) -> pa.Array:
     return pq.read_table(path).column("id").combine_chunks()
 
 
+def written_id(root: Path, value, first: int = 0) -> bool:
+    """Whether a finished shard numbered `first` or above holds the id `value` (a duplicate guard's last word
+    when 64-bit keys of string ids collide)."""
+    return any(value in set(pq.read_table(p).column("id").to_pylist())
+               for p in (root / layout.SHARDS).glob(f"[0-9]*/{layout.IDS_FILE}") if int(p.parent.name) >= first)
+
+
 def shard_id_keys(root: str | os.PathLike, number: int) -> np.ndarray:
     """The sorted 64-bit id keys of a finished shard (8 bytes per id), for `check_unique_ids`."""
     return np.sort(hash_ids(shard_ids(Path(root), number)))

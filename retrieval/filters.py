@@ -24,6 +24,7 @@ import pyarrow.dataset as ds
 
 from matryoshka.core.errors import InputError
 from matryoshka.storage.shard_files import Shard
+from matryoshka.storage.tombstones import rows_bitmap
 
 MAX_CACHED = 16  # predicates whose bitmaps a shard group keeps
 
@@ -88,11 +89,7 @@ class Passing:
             self.rows.append(np.flatnonzero(mask))
         self.count = int(sum(len(r) for r in self.rows))
         self.starts = [s.id_start for s in shards]
-        size = max((s.id_start + s.count for s in shards), default=0)
-        self.bitmap = np.zeros((size + 7) // 8, np.uint8)
-        for r, start in zip(self.rows, self.starts):
-            g = r + start
-            np.bitwise_or.at(self.bitmap, g >> 3, np.left_shift(1, g & 7).astype(np.uint8))
+        self.bitmap = rows_bitmap(self.global_rows, max((s.id_start + s.count for s in shards), default=0))
         self.selector = faiss.IDSelectorBitmap(len(self.bitmap), faiss.swig_ptr(self.bitmap))  # reads self.bitmap
 
 

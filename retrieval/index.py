@@ -250,8 +250,10 @@ class Index:
         missing: set = set()
         timer.mark()
         short = self.codec.transform.apply(x)
-        passing = self.backend.passing(where, missing) if where is not None else self.live
-        timer.lap("filter")
+        passing = self.live
+        if where is not None:
+            passing = self.backend.passing(where, missing)
+            timer.lap("filter")
         if where is not None and self._exhaustive_cheaper(passing, p):
             # few rows pass: score them all with the full vectors, exact and cheaper than probing lists for them
             _, cand = self.backend.exhaustive(x, p.k3 if p.rerank else p.k, where, missing)

@@ -33,6 +33,13 @@ def dead_rows(data: bytes, rows: int, rec: dict, path: Path) -> np.ndarray:
     return dead
 
 
+def rows_bitmap(rows: np.ndarray, size: int) -> np.ndarray:
+    """Packed bits over global rows [0, size), set for `rows` (what faiss's IDSelectorBitmap reads)."""
+    bits = np.zeros((size + 7) // 8, dtype=np.uint8)
+    np.bitwise_or.at(bits, rows >> 3, np.left_shift(1, rows & 7).astype(np.uint8))
+    return bits
+
+
 def live_bitmap(spans: list[tuple[int, np.ndarray]], size: int) -> np.ndarray:
     """Packed bits over global rows [0, size), set for every row not dead in `spans` ((first row, dead mask))."""
     bits = np.full((size + 7) // 8, 0xFF, dtype=np.uint8)
