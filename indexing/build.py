@@ -75,7 +75,8 @@ def build_index(out: str | os.PathLike, source: Source, options: BuildOptions | 
     set_threads(opts.threads)
     if source.count == 0:
         raise InputError("the input holds no vectors; there is nothing to index")
-    opts = opts.for_device(device, min(opts.index_dim, source.dim))
+    if not opts.select or device == "gpu":  # otherwise training measures the code (indexing.selection)
+        opts = opts.for_device(device, min(opts.index_dim, source.dim))
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise BuildRefused(f"{root} is a file, not a folder; pass --out / out= naming a new or empty folder")
@@ -195,7 +196,7 @@ def _manifest(job: BuildJob, shards: list[dict]) -> dict:
              "count": n, "train_rows": state.train_rows, "train_first_rows": state.train_first_rows,
              "seconds": {"train": state.train_seconds, **state.add_seconds},
              "vectors_per_second": n / add_total if add_total else None, "faiss_version": faiss.__version__,
-             "engine": state.engine}
+             "engine": state.engine, "selection": state.selection}
     nlist = faiss.read_index(str(job.root / layout.TRAINED)).nlist
     return new_manifest(job.root, metric=job.opts.metric, full_dim=state.full_dim, index_dim=state.index_dim,
                         factory=state.factory, nlist=nlist, transform_selection=state.transform_choice,

@@ -48,9 +48,10 @@ def min_train_points(code: str) -> int:
     return MIN_POINTS_PER_LIST * (1 << nbits)
 
 
-def train_size(n: int, nlist: int, code: str) -> int:
-    """64 points per list (at least what PQ needs), capped at MAX_TRAIN_ROWS unless nlist needs more."""
-    want = max(64 * nlist, min_train_points(code))
+def train_size(n: int, nlist: int, code: str, selecting: bool = False) -> int:
+    """64 points per list (at least what PQ needs), capped at MAX_TRAIN_ROWS unless nlist needs more; for twice
+    the lists when `selecting` (indexing.selection measures up to 2 x nlist)."""
+    want = max(64 * nlist * (2 if selecting else 1), min_train_points(code))
     return int(min(n, max(min(want, MAX_TRAIN_ROWS), MIN_POINTS_PER_LIST * nlist)))
 
 

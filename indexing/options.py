@@ -31,6 +31,7 @@ class BuildOptions:
     quiet: bool = False
     overwrite: bool = False
     tune: bool = True  # measure the default operating point at the end of the build (retrieval.tuning)
+    select: bool = True  # choose nlist, code and rotation by measurement on the sample (indexing.selection)
 
     @classmethod
     def of(cls, **options) -> "BuildOptions":
@@ -51,7 +52,7 @@ class BuildOptions:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
                 raise InputError(f"{name} must be an integer >= {low}{' or None' if optional else ''}; got {v!r}")
-        for name in ("fast_scan", "quiet", "overwrite", "tune"):
+        for name in ("fast_scan", "quiet", "overwrite", "tune", "select"):
             if not isinstance(getattr(self, name), (bool, np.bool_)) and not (name == "fast_scan" and
                                                                                self.fast_scan is None):
                 raise InputError(f"{name} must be True or False; got {getattr(self, name)!r}")
@@ -72,4 +73,5 @@ class BuildOptions:
         return replace(self, fast_scan=device != "gpu" and dim % (2 * self.pq_bytes) == 0)
 
 
-IDENTITY = ("index_dim", "transform", "metric", "pq_bytes", "fast_scan", "nlist", "shard_size", "train_size", "seed")
+IDENTITY = ("index_dim", "transform", "metric", "pq_bytes", "fast_scan", "nlist", "shard_size", "train_size", "seed",
+            "select")

@@ -14,7 +14,7 @@ from matryoshka.core.errors import BuildRefused
 from matryoshka.core.progress import say
 from matryoshka.core.vectors import as_matrix, normalize
 
-from . import ivf
+from . import ivf, selection
 from .options import BuildOptions
 from .sources import Source
 from .transform import fit_transform
@@ -32,6 +32,7 @@ class BuildState:
     factory: str | None = None
     notes: list[str] = field(default_factory=list)
     transform_choice: dict = field(default_factory=dict)
+    selection: dict | None = None  # what indexing.selection measured, and why it chose the factory
     full_dim: int = 0
     index_dim: int = 0
     train_rows: int = 0
@@ -88,30 +89,41 @@ def train(root: Path, source: Source, opts: BuildOptions, device: str, state: Bu
     """Fit the transform, the int8 codec and the IVF on a sample; save them and the build state."""
     t0 = time.perf_counter()
     dim = min(opts.index_dim, source.dim)
+    fast_scan = opts.for_device(device, dim).fast_scan  # the rule, where selection measures nothing
     if source.count is None:  # an iterator: its size is unknown, so plan from the rows the sample holds
         rows, sample = _sample_rows(source, opts.train_size or ITERATOR_TRAIN_ROWS, opts.seed)
-        factory, notes = ivf.plan_factory(len(sample), dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
+        factory, notes = ivf.plan_factory(len(sample), dim, opts.pq_bytes, fast_scan, opts.nlist)
     else:
-        factory, notes = ivf.plan_factory(source.count, dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
+        factory, notes = ivf.plan_factory(source.count, dim, opts.pq_bytes, fast_scan, opts.nlist)
         nlist, code = int(factory.split(",")[0][3:]), factory.split(",")[1]
         rows, sample = _sample_rows(source, min(source.count, opts.train_size or ivf.train_size(
-            source.count, nlist, code)), opts.seed)
+            source.count, nlist, code, selecting=opts.select and opts.nlist is None)), opts.seed)
         if nlist > 1 and len(sample) < nlist * ivf.MIN_POINTS_PER_LIST or len(sample) < ivf.min_train_points(code):
-            factory, more = ivf.plan_factory(len(sample), dim, opts.pq_bytes, opts.fast_scan, opts.nlist)
+            factory, more = ivf.plan_factory(len(sample), dim, opts.pq_bytes, fast_scan, opts.nlist)
             notes = [f"a training sample of {len(sample)} vectors is too small for the plan above"] + more
     sample = as_matrix(sample, source.dim, "training sample", rows)
     sample = normalize(sample, opts.metric, "training sample", rows, inplace=sample.flags.writeable)
+    transform, choice = fit_transform(opts.transform, sample, dim, opts.metric)
+    short = transform.apply(sample)
+    chosen = None
+    if opts.select and not factory.endswith(",Flat"):
+        say(f"measuring partitions and codes on {len(sample):,} sample vectors", opts.quiet)
+        chosen = selection.select(sample, short, source.count or len(sample), opts.metric, opts.pq_bytes, device,
+                                  opts.nlist, opts.fast_scan, opts.seed)
+    if chosen is not None:
+        factory = chosen.factory
+        if chosen.rotation is not None:
+            transform, short = transform.rotated(chosen.rotation), short @ chosen.rotation
     say(f"training {factory} on {len(sample):,} vectors ({device})", opts.quiet)
     for note in notes:
         say(f"note: {note}", opts.quiet)
-    transform, choice = fit_transform(opts.transform, sample, dim, opts.metric)
-    short = transform.apply(sample)
     codec = Codec(transform, Int8Codec.fit(short))
     layout.crash_point("training")
     index = ivf.train(factory, short, opts.metric, device)
     _atomic_bytes(root / layout.TRANSFORM, codec.to_bytes())
     _atomic_bytes(root / layout.TRAINED, ivf.serialize(index).tobytes())
     state.factory, state.notes, state.transform_choice = factory, notes, choice
+    state.selection = chosen.to_dict() if chosen is not None else None
     state.full_dim, state.index_dim, state.train_rows = source.dim, dim, len(sample)
     state.train_first_rows = source.count is None
     state.train_seconds = time.perf_counter() - t0

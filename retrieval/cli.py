@@ -243,6 +243,14 @@ def cmd_info(a) -> None:
           + ", ".join(f"{k}={v:.1f}" for k, v in b["seconds"].items()))
     for note in b["notes"]:
         print(f"note: {note}")
+    sel = b.get("selection")
+    if sel:
+        print(f"partition and code measured on {sel['sample_rows']:,} sample vectors in {sel['seconds']:.0f} s "
+              f"(coverage target {sel['target_coverage']}): {sel['reason']}")
+        for c in sel["candidates"]:
+            print(f"  IVF{c['nlist']},{c['code']}, {c['rotation']} rotation: " + (
+                f"nprobe {c['nprobe']}, depth {c['depth']}, coverage {c['coverage']:.3f}, {c['ms_per_query']:.3f} "
+                "ms/query at full size" if c["reached"] else f"coverage at most {c['coverage']:.3f}"))
     point = info["operating_point"]
     print(f"default operating point: {describe(point)}" if point else
           f"default operating point: not measured (constants {info['defaults']['nprobe']=}, "
@@ -276,8 +284,11 @@ def cmd_plan_size(a) -> None:
     d = min(a.index_dim, a.full_dim)
     fast_scan = BuildOptions(fast_scan=a.fast_scan, pq_bytes=a.pq_bytes).for_device(resolve_device("auto"), d).fast_scan
     factory, notes = plan_factory(a.n, d, a.pq_bytes, fast_scan, a.nlist)  # what the build would choose
+    if not factory.endswith(",Flat"):
+        notes.append("the build measures half and twice the lists, the other code and an OPQ rotation on its "
+                     "sample, and keeps what is faster (indexing.selection): this plan is the rule of thumb's")
     nlist, code = int(factory.split(",")[0][3:]), factory.split(",")[1]
-    sample = min(a.n, a.train_size or train_size(a.n, nlist, code))  # the build's training sample
+    sample = min(a.n, a.train_size or train_size(a.n, nlist, code, a.nlist is None))  # the build's training sample
     e = estimate(a.n, a.full_dim, d, factory, a.shard_size, a.batch_rows, sample)
     if a.json:
         print(json.dumps({"factory": factory, "notes": notes, "train_size": sample, **e}, indent=2))

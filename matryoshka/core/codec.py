@@ -6,7 +6,7 @@ document and every query.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,6 +40,13 @@ class ShortTransform:
                 y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
             return y @ self.rotation if self.rotation is not None else y
         return np.ascontiguousarray(x @ self.matrix, dtype=np.float32)
+
+    def rotated(self, rotation: np.ndarray) -> "ShortTransform":
+        """This transform followed by an orthogonal (d, d) rotation (a learned OPQ rotation, say), folded in."""
+        r = np.asarray(rotation, dtype=np.float32)
+        if self.kind == "prefix":
+            return replace(self, rotation=r if self.rotation is None else np.ascontiguousarray(self.rotation @ r))
+        return replace(self, matrix=np.ascontiguousarray(self.matrix @ r))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {"kind": np.array(self.kind), "full_dim": np.array(self.full_dim), "dim": np.array(self.dim),
