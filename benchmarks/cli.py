@@ -34,6 +34,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index-dim", type=int, help="engine index dim (default min(256, dim/2))")
     p.add_argument("--pq-bytes", help="engine PQ code bytes, or several comma-separated: one pair of builds "
                                       "(8-bit PQ, 4-bit fast-scan) each (default min(32, index_dim/8))")
+    p.add_argument("--codes", default="auto,pq,fs",
+                   help="engine builds per code size: auto (the build measures nlist, code and rotation), pq (8-bit "
+                        "PQ), fs (4-bit fast-scan); comma-separated (default all three)")
     p.add_argument("--points", default=",".join(f"{a}/{b}/{c}" for a, b, c in DEFAULT_POINTS),
                    help="engine operating points nprobe/k1/k2, comma-separated")
 
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         ds = make()
         sizes = [int(b) for b in args.pq_bytes.split(",")] if args.pq_bytes else [None]
-        cfg.settings = [s for b in sizes for s in default_settings(ds.dim, args.index_dim, b)]
+        codes = tuple(c for c in args.codes.split(",") if c)
+        cfg.settings = [s for b in sizes for s in default_settings(ds.dim, args.index_dim, b, codes)]
         runs.append(run_dataset(ds, cfg))
     doc = report.write(out, runs, "python -m benchmarks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     print(f"wrote {out / 'report.json'} and {out / 'report.md'} ({len(doc['rows'])} rows)")

@@ -19,16 +19,21 @@ from .resources import reset_peak
 DEFAULT_POINTS = ((8, 200, 100), (16, 500, 100), (32, 500, 100), (64, 1000, 200), (128, 2000, 200))
 
 
+CODES = {"auto": None, "pq": False, "fs": True}  # the build's measured choice, 8-bit PQ, 4-bit fast-scan
+
+
 @dataclass
 class EngineSetting:
-    """One build: index dim, code bytes, 8-bit PQ or 4-bit fast-scan."""
+    """One build: index dim, code bytes, and the code: measured by the build (None), 8-bit PQ or fast-scan."""
     index_dim: int
     pq_bytes: int
-    fast_scan: bool
+    fast_scan: bool | None
     transform: str = "auto"
 
     @property
     def code(self) -> str:
+        if self.fast_scan is None:
+            return f"{self.pq_bytes}B"
         return f"PQ{self.pq_bytes * 2}x4fs" if self.fast_scan else f"PQ{self.pq_bytes}"
 
     @property
@@ -36,11 +41,13 @@ class EngineSetting:
         return f"engine-{self.code}"
 
 
-def default_settings(dim: int, index_dim: int | None = None, pq_bytes: int | None = None) -> list[EngineSetting]:
-    """256 dims (or half the full dim) with PQ32 and PQ64x4fs; smaller codes (8 dims per byte) where the dim is small."""
+def default_settings(dim: int, index_dim: int | None = None, pq_bytes: int | None = None,
+                     codes: tuple[str, ...] = ("auto", "pq", "fs")) -> list[EngineSetting]:
+    """256 dims (or half the full dim), 32-byte codes (8 dims per byte where the dim is small), one build per
+    code: the build's own measured choice ("auto"), 8-bit PQ ("pq"), 4-bit fast-scan ("fs")."""
     d = index_dim or min(256, dim // 2)
     b = pq_bytes or min(32, max(1, d // 8))
-    return [EngineSetting(d, b, False), EngineSetting(d, b, True)]
+    return [EngineSetting(d, b, CODES[c]) for c in codes]
 
 
 def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: EngineSetting, threads: int,
@@ -59,9 +66,11 @@ def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: Eng
     rows = []
     stored = index.params  # the operating point the build measured (retrieval.tuning)
     nlist = int(info["factory"].split(",")[0][3:])
-    for label, (nprobe, k1, k2) in [("default", (stored.nprobe, stored.k1, stored.k2))] + [("", p) for p in points]:
+    lists = (info["operating_point"] or {}).get("lists_probed")
+    for label, (nprobe, k1, k2), margin in [("default", (stored.nprobe, stored.k1, stored.k2), stored.probe_margin)] + \
+            [("", p, None) for p in points]:
         k1, k2 = min(k1, ds.n), min(k2, k1)
-        point = SearchParams(k=10, nprobe=nprobe, k1=k1, k2=k2, k3=10, rerank=False)
+        point = SearchParams(k=10, nprobe=nprobe, k1=k1, k2=k2, k3=10, rerank=False, probe_margin=margin)
 
         def search(q, k, point=point):
             return index.search_batch(q, params=point.updated(k=k, k1=max(point.k1, k), k2=max(point.k2, k),
@@ -74,16 +83,19 @@ def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: Eng
         stages = {"first_pass": quality(first.rows, truth, qrels, k1), "int8": quality(mid.rows, truth, qrels, k2),
                   "full": quality(timed.rows, truth, qrels, 10)}
         # what each stage reads per query: the codes of nprobe lists, then k1 int8 rows, then k2 full rows
-        scanned = {"first_pass": ds.n * min(nprobe, nlist) / nlist, "int8": k1, "full": k2}
+        probed = lists if margin is not None and lists else min(nprobe, nlist)
+        scanned = {"first_pass": ds.n * probed / nlist, "int8": k1, "full": k2}
         for s, q in stages.items():
             q["ms_per_query_in_batch"] = per_q.get(s)
             q["candidates_per_query"] = scanned[s]
             q["ns_per_candidate"] = 1e6 * per_q[s] / scanned[s] if per_q.get(s) else None
-        name = f"nprobe={nprobe},k1={k1},k2={k2}"
+        name = f"nprobe={nprobe},k1={k1},k2={k2}" if margin is None else \
+            f"nprobe<={nprobe},margin={margin:.3g} ({probed:.0f} lists),k1={k1},k2={k2}"
         rows.append({
             "system": setting.name, "setting": f"{label} ({name})" if label else name, "dataset": ds.name,
             "n": ds.n, "dim": ds.dim, "index_dim": info["index_dim"], "factory": info["factory"],
-            "transform": info["transform"]["kind"], "nprobe": nprobe, "k1": k1, "k2": k2, **m, "stages": stages,
+            "transform": info["transform"]["kind"], "nprobe": nprobe, "k1": k1, "k2": k2, "probe_margin": margin,
+            **m, "stages": stages,
             "ram_bytes_per_vector": info["ram_bytes_per_vector"],
             "mmap_bytes_per_vector": info["mmap_bytes_per_vector"],
             "disk_bytes_per_vector": info["disk_bytes_per_vector"],
@@ -91,6 +103,7 @@ def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: Eng
             "build_add_vectors_per_second": build.get("vectors_per_second"),
             "build_stage_seconds": build.get("seconds"),
             "transform_selection": info["transform"].get("selection"),
+            "plan_selection": build.get("selection"),
             "operating_point": info["operating_point"] and {k: v for k, v in info["operating_point"].items()
                                                             if k != "tried"},
         })

@@ -100,6 +100,7 @@ def _markdown(doc: dict, runs: list[dict], plots: list[str]) -> str:
                          _f(r.get("build_vectors_per_second"), "{:,.0f}"),
                          _f((r.get("peak_rss_bytes") or math.nan) / 2**20, "{:,.0f}")])
         md += _table(head, body) + [""]
+        md += _choices(run["rows"])
         staged = [r for r in run["rows"] if r.get("stages") and "skipped" not in r]
         if staged:
             md += ["### Cost of each stage", "", "Per query in a batch: what each stage reads (the codes of "
@@ -133,6 +134,27 @@ def _markdown(doc: dict, runs: list[dict], plots: list[str]) -> str:
             md += [""]
         md += [f"![{p}]({p})" for p in plots if p.startswith(_slug(run["dataset"]))] + [""]
     return "\n".join(md)
+
+
+def _choices(rows: list[dict]) -> list[str]:
+    """What each engine build measured on its sample and chose (indexing.selection), one table per build."""
+    seen, md = set(), []
+    for r in rows:
+        sel = r.get("plan_selection")
+        if not sel or r["system"] in seen:
+            continue
+        seen.add(r["system"])
+        md += [f"### What {r['system']} chose: {r['factory']}", "",
+               f"Measured on {sel['sample_rows']:,} sample vectors, {sel['queries']} held-out sample queries, "
+               f"in {sel['seconds']:.0f} s: {sel['reason']}. Cost is per query at the full size, to reach coverage "
+               f"{sel['target_coverage']} of the true top-10 (int8 re-scoring at {sel['int8_ns_per_candidate']:.0f} "
+               "ns per candidate included).", ""]
+        md += _table(["partition and code", "rotation", "nprobe", "depth", "coverage", "ms/query", "train s"],
+                     [[f"IVF{c['nlist']},{c['code']}", c["rotation"], _f(c.get("nprobe"), "{}"),
+                       _f(c.get("depth"), "{}"), _f(c["coverage"]),
+                       _f(c["ms_per_query"] if c["reached"] else None), _f(c["train_seconds"], "{:.1f}")]
+                      for c in sel["candidates"]]) + [""]
+    return md
 
 
 def _slug(name: str) -> str:

@@ -132,6 +132,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                                               "the index's measured operating point, see `matryoshka info`)")
     p.add_argument("--k1", type=int, help="first-pass depth (default: the index's operating point)")
     p.add_argument("--k2", type=int, help="kept after int8 re-scoring (default: the index's operating point)")
+    p.add_argument("--probe-margin", type=float, help="with --nprobe as a cap, skip lists whose centroid score trails "
+                                                       "the nearest's by more than this (default: the index's "
+                                                       "operating point)")
     p.add_argument("--k3", type=int, default=50, help="kept after full re-scoring, for the cross-encoder")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 re-scoring stage")
     p.add_argument("--no-full", action="store_true", help="skip the float16 full-vector re-scoring stage")
@@ -158,7 +161,7 @@ def cmd_search(a) -> None:
         raise InputError("give either a free-text QUERY or --queries Q.parquet")
     qids, queries, texts = (["q"], [a.query], [a.query]) if a.queries is None else read_queries(a.queries)
     extra = {"allow_partial": a.allow_partial, "num_gpus": a.ray_gpus, "workers": a.ray_workers} if a.ray else {}
-    given = {name: getattr(a, name) for name in ("nprobe", "k1", "k2") if getattr(a, name) is not None}
+    given = {name: getattr(a, name) for name in ("nprobe", "k1", "k2", "probe_margin") if getattr(a, name) is not None}
     with open_index(a.index, device=a.device, model=a.model, threads=a.threads,
                     reranker=None if a.no_rerank else a.reranker, ray=a.ray, **extra) as index:  # closing stops Ray
         params = index.params.updated(k=a.k, k3=a.k3, int8=not a.no_int8, full=not a.no_full, full_dims=a.full_dims,
@@ -265,8 +268,11 @@ def cmd_tune(a) -> None:
         point = tune(index, a.target_recall, queries, a.max_latency_ms, a.sample_queries)
     print(f"{a.index}: default operating point now {describe(point.to_dict())}")
     for t in point.tried:
-        print(f"  tried nprobe {t['nprobe']:>4}, k1 {t['k1']:>5}, k2 {t['k2']:>4}: coverage {t['coverage']:.3f}, "
-              f"recall@10 {t['recall_at_10']:.3f}, {t['ms_per_query']:.3f} ms/query")
+        probe = f"nprobe {t['nprobe']:>4}" + (f" margin {t['probe_margin']:.3g} ({t['lists_probed']:.0f} lists)"
+                                               if t.get("probe_margin") is not None else "")
+        cover = f"coverage {t['coverage']:.3f}, " if t.get("coverage") is not None else ""
+        print(f"  tried {probe}, k1 {t['k1']:>5}, k2 {t['k2']:>4}: {cover}recall@10 {t['recall_at_10']:.3f}, "
+              f"{t['ms_per_query']:.3f} ms/query")
 
 
 def cmd_verify(a) -> None:

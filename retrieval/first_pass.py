@@ -70,6 +70,20 @@ def share_quantizer(ivf: faiss.IndexIVF, shared: faiss.Index) -> None:
         old.codes = faiss.MaybeOwnedVectorUInt8()
 
 
+def prune_lists(assigned: tuple[np.ndarray, np.ndarray], margin: float, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse assignment without the lists whose centroid trails the query's nearest by more than `margin`
+    (list key -1: faiss's search_preassigned skips it). On real text a query's neighbours sit in few lists
+    when its nearest centroid stands out, and spread when many are close: a margin spends probes where needed."""
+    cd, ci = assigned
+    far = cd > cd[:, :1] + margin if metric == "l2" else cd < cd[:, :1] - margin
+    return cd, np.where(far, -1, ci)
+
+
+def lists_probed(assigned: tuple[np.ndarray, np.ndarray]) -> float:
+    """Mean lists a query probes under an assignment (pruned lists are -1)."""
+    return float((assigned[1] >= 0).sum(1).mean()) if assigned[1].size else 0.0
+
+
 class FirstPass:
     """CPU: the shared quantizer assigns each query once, then every shard scans those lists.
     GPU: the shards are merged into one GPU index (k and nprobe are capped at faiss's GPU limit)."""

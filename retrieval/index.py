@@ -27,7 +27,7 @@ from rerank.rescore import keep
 
 from . import filters
 from .backend import Backend
-from .first_pass import FirstPass
+from .first_pass import FirstPass, prune_lists
 from .results import STAGES, Hit, SearchResult
 from .shard_group import ShardGroup
 
@@ -120,7 +120,8 @@ class Index:
         self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
         self.count, self.live, self.generation = m["count"], live_count(m), generation(m)
         point = m.get("operating_point")  # measured for this index (see retrieval.tuning)
-        self.params = SearchParams(**{k: point[k] for k in ("nprobe", "k1", "k2")}) if point else SearchParams()
+        self.params = SearchParams(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")}) if point \
+            else SearchParams()
         self.codec, self.trained = codec, trained
         self.assigner = FirstPass(trained, [], self.metric, "cpu")  # one coarse assignment per batch
         self.backend = backend
@@ -198,7 +199,8 @@ class Index:
         """Search a batch of queries (a list of texts or an (n, full_dim) matrix).
 
         `params` (default: the index's `params`) sets every stage's depth and switch; `k` and keyword
-        `options` (nprobe, k1, k2, k3, int8, full, rerank, full_dims: see `SearchParams`) override its fields.
+        `options` (nprobe, k1, k2, k3, int8, full, rerank, full_dims, probe_margin: see `SearchParams`) override
+        its fields.
         `where` keeps only documents whose attributes pass a condition (see `retrieval.filters`): a SQL string
         or a pyarrow compute expression for the whole batch, or a list of them (None: no filter), one per query.
         """
@@ -309,6 +311,8 @@ class Index:
         hold f as many passing rows), and queries that still find fewer than k are searched over every list."""
         nprobe = p.nprobe if where is None else min(self.assigner.nlist, math.ceil(p.nprobe * self.live / passing))
         assigned = None if self.device == "gpu" and where is None else self.assigner.assign(short, nprobe)
+        if p.probe_margin is not None and assigned is not None and where is None:
+            assigned = prune_lists(assigned, p.probe_margin, self.metric)
         s1, cand = self.backend.first_pass(short, p.k1, nprobe, assigned, missing, where)
         if where is not None and nprobe < self.assigner.nlist:
             few = np.flatnonzero((cand >= 0).sum(1) < min(p.k, passing))

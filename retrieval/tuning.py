@@ -26,7 +26,7 @@ from matryoshka.core.params import SearchParams
 from matryoshka.storage.manifest import read_manifest, write_manifest
 from matryoshka.storage.pinned import PinnedFolder
 
-from .first_pass import merge_topk
+from .first_pass import lists_probed, merge_topk, prune_lists
 
 if TYPE_CHECKING:
     from .index import Index
@@ -42,6 +42,8 @@ PASSING_NPROBES = 2  # nprobes past the first that reaches the target are slower
 MAX_TRUTH_WORK = 2e12  # multiply-adds the build spends on exact truth at most (N x dim x queries)
 BLOCK = 65536
 MIN_VECTORS = 100  # below this the default depths reach every vector: searches are exhaustive already
+ADAPTIVE_CAP = 4  # a probe margin lets a query probe up to this many times the best fixed nprobe
+ADAPTIVE_LISTS = (0.5, 0.75)  # ... at these shares of that nprobe's lists on average
 
 
 @dataclass
@@ -59,6 +61,8 @@ class OperatingPoint:
     source: str  # "index sample" or "given"
     tried: list[dict] = field(default_factory=list)
     required_recall: float | None = None  # what the queries had to show: the target, plus SAMPLE_MARGIN on a sample
+    probe_margin: float | None = None  # nprobe is a cap: lists whose centroid trails the nearest by more are skipped
+    lists_probed: float | None = None  # mean lists a query probed at this setting
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,8 +171,42 @@ def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target
             if len(passing) >= PASSING_NPROBES:
                 break
     best, reached = choose(tried, need, max_latency_ms)
+    if reached and index.device != "gpu":
+        tried += _adaptive(index, x, truth, own, best, need)
+        best, reached = choose(tried, need, max_latency_ms)
     return OperatingPoint(best["nprobe"], best["k1"], best["k2"], best["recall_at_10"], best["ms_per_query"],
-                          target, reached, len(x), source, tried, need)
+                          target, reached, len(x), source, tried, need, best.get("probe_margin"),
+                          best.get("lists_probed"))
+
+
+def margin_for(assigned: tuple[np.ndarray, np.ndarray], lists: float, metric: str) -> float:
+    """The probe margin at which queries probe `lists` lists on average (of the assignment's, by bisection)."""
+    lo, hi = 0.0, float(np.abs(assigned[0][:, :1] - assigned[0]).max()) + 1e-6
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if lists_probed(prune_lists(assigned, mid, metric)) < lists else (lo, mid)
+    return hi
+
+
+def _adaptive(index: "Index", x: np.ndarray, truth: np.ndarray, own: np.ndarray | None, best: dict,
+              need: float) -> list[dict]:
+    """Settings that probe up to ADAPTIVE_CAP x the best fixed nprobe, skipping far lists (probe_margin), at
+    ADAPTIVE_LISTS x its lists on average: on real text they cover more at equal lists probed."""
+    cap = min(index.assigner.nlist, ADAPTIVE_CAP * best["nprobe"])
+    if cap <= best["nprobe"]:
+        return []
+    assigned = index.assigner.assign(index.codec.transform.apply(x), cap)
+    extra = 0 if own is None else 1
+    out = []
+    for share in ADAPTIVE_LISTS:
+        margin = margin_for(assigned, share * best["nprobe"], index.metric)
+        p = SearchParams(k=10 + extra, nprobe=cap, k1=best["k1"] + extra, k2=best["k2"] + extra, rerank=False,
+                         probe_margin=margin)
+        rows, ms = _timed(index, x, p)
+        out.append({"nprobe": cap, "k1": best["k1"], "k2": best["k2"], "probe_margin": margin,
+                    "lists_probed": lists_probed(prune_lists(assigned, margin, index.metric)),
+                    "coverage": None, "recall_at_10": _recall(rows, truth, own), "ms_per_query": ms})
+    return out
 
 
 def choose(tried: list[dict], target: float, max_latency_ms: float | None = None) -> tuple[dict, bool]:
@@ -201,7 +239,7 @@ def store(index: "Index", point: OperatingPoint, lock: bool = True) -> None:
         if held is not None:
             held.release()
     index.manifest = m
-    index.params = index.params.updated(nprobe=point.nprobe, k1=point.k1, k2=point.k2)
+    index.params = index.params.updated(nprobe=point.nprobe, k1=point.k1, k2=point.k2, probe_margin=point.probe_margin)
 
 
 def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max_latency_ms: float | None = None,
@@ -224,7 +262,10 @@ def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max
 
 def describe(point: dict) -> str:
     """One line: the setting, its measured recall and time, and whether it reached its target."""
-    line = (f"nprobe {point['nprobe']}, k1 {point['k1']}, k2 {point['k2']}: recall@10 {point['recall_at_10']:.3f} "
+    margin = point.get("probe_margin")
+    probe = (f"nprobe {point['nprobe']}" if margin is None else
+             f"nprobe up to {point['nprobe']} with probe margin {margin:.3g} ({point['lists_probed']:.0f} lists on average)")
+    line = (f"{probe}, k1 {point['k1']}, k2 {point['k2']}: recall@10 {point['recall_at_10']:.3f} "
             f"on {point['queries']} {point['source']} queries, {point['ms_per_query']:.2f} ms/query in a batch")
     if point.get("required_recall") and point["required_recall"] > point["target_recall"]:
         line += (f" (target {point['target_recall']}, {point['required_recall']:.2f} required of the index's own "

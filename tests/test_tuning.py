@@ -45,13 +45,14 @@ def test_the_build_stores_a_measured_point_and_search_uses_it_by_default(two_ind
         point = index.info()["operating_point"]
         assert point["source"] == "index sample" and point["queries"] == 300 and point["reached"]
         assert (index.params.nprobe, index.params.k1, index.params.k2) == (point["nprobe"], point["k1"], point["k2"])
-        chosen = [t for t in point["tried"] if (t["nprobe"], t["k1"], t["k2"]) == (point["nprobe"], point["k1"],
-                                                                                    point["k2"])]
+        chosen = [t for t in point["tried"] if (t["nprobe"], t["k1"], t["k2"], t.get("probe_margin")) ==
+                  (point["nprobe"], point["k1"], point["k2"], point["probe_margin"])]
         passing = [t for t in point["tried"] if t["recall_at_10"] >= point["required_recall"]]
         assert point["required_recall"] == point["target_recall"] + tuning.SAMPLE_MARGIN
         assert chosen and chosen[0]["ms_per_query"] == min(t["ms_per_query"] for t in passing)
         default = index.search_batch(queries, k=10)
-        explicit = index.search_batch(queries, k=10, nprobe=point["nprobe"], k1=point["k1"], k2=point["k2"])
+        explicit = index.search_batch(queries, k=10, nprobe=point["nprobe"], k1=point["k1"], k2=point["k2"],
+                                      probe_margin=point["probe_margin"])
         np.testing.assert_array_equal(default.rows, explicit.rows)
         # the measured recall holds for queries the tuning never saw, within sampling noise
         assert recall_at(default.rows, exact_topk(docs, queries, 10)) >= point["target_recall"] - 0.03, name
@@ -150,3 +151,25 @@ def test_sample_queries_avoid_the_training_sample_whose_codes_flatter_them(tmp_p
     rows, x = tuning.sample_queries(index, 300)
     assert len(rows) == 300 and not np.isin(rows, trained).any()
     np.testing.assert_allclose(x, docs[rows] / np.linalg.norm(docs[rows], axis=1, keepdims=True), atol=2e-3)
+
+
+def test_a_probe_margin_skips_far_lists_and_the_tuner_sizes_it_by_lists_probed():
+    from retrieval.first_pass import lists_probed, prune_lists
+    cd = np.array([[0.9, 0.85, 0.5, 0.2], [0.6, 0.59, 0.58, 0.57]], np.float32)
+    ci = np.array([[3, 1, 0, 2], [0, 1, 2, 3]])
+    _, kept = prune_lists((cd, ci), 0.1, "cosine")
+    np.testing.assert_array_equal(kept, [[3, 1, -1, -1], [0, 1, 2, 3]])  # the close query keeps every list
+    _, kept = prune_lists((np.array([[0.1, 0.15, 0.9]], np.float32), np.array([[5, 6, 7]])), 0.1, "l2")
+    np.testing.assert_array_equal(kept, [[5, 6, -1]])  # l2: distances, smaller is nearer
+    assert lists_probed((cd, kept)) == 2.0
+    margin = tuning.margin_for((cd, ci), 3.0, "cosine")
+    assert lists_probed(prune_lists((cd, ci), margin, "cosine")) == pytest.approx(3.0)
+
+
+def test_an_nprobe_asked_for_is_probed_in_full_not_as_the_stored_cap():
+    stored = retrieval.SearchParams(nprobe=512, probe_margin=0.3)
+    assert stored.updated(k1=50).probe_margin == 0.3
+    assert stored.updated(nprobe=64).probe_margin is None
+    assert stored.updated(nprobe=64, probe_margin=0.1).probe_margin == 0.1
+    with pytest.raises(retrieval.InputError, match="probe_margin"):
+        retrieval.SearchParams(probe_margin=-1.0).checked(8)
