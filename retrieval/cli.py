@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 PLUGIN_GROUP = "matryoshka.commands"
-FAST_SCAN_HELP = ("4-bit fast-scan PQ codes (--fast-scan) or 8-bit PQ (--no-fast-scan); default: fast-scan on a "
-                  "CPU build, 8-bit on a GPU build")
+FAST_SCAN_HELP = ("4-bit fast-scan PQ codes (--fast-scan) or 8-bit PQ (--no-fast-scan); default: measured on a CPU "
+                  "build (fast-scan without --select), 8-bit on a GPU build")
 QUERIES_FORMAT = "a Parquet file with a `qid` column and an `embedding` or a `text` column"
 
 
@@ -54,8 +54,10 @@ def _build_args(p: argparse.ArgumentParser) -> None:
                    help="similarity: cosine (vectors are normalized), ip (inner product) or l2 (distance)")
     p.add_argument("--pq-bytes", type=int, default=32, help="PQ code bytes per vector")
     p.add_argument("--fast-scan", action=argparse.BooleanOptionalAction, help=FAST_SCAN_HELP)
-    p.add_argument("--nlist", type=int, help="IVF lists (default: about 4 sqrt(N), at most 8192)")
+    p.add_argument("--nlist", type=int, help="IVF lists (default: measured around 4 sqrt(N), at most 8192)")
     p.add_argument("--shard-size", type=int, default=1_000_000, help="max vectors per shard")
+    p.add_argument("--select", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure nlist, code and rotation on the training sample (see indexing.selection)")
     p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the default nprobe / k1 / k2 on a sample at the end of the build (see `tune`)")
     p.add_argument("--batch-rows", type=int, default=16384, help="rows read and encoded per batch (bounds RAM)")
@@ -76,7 +78,7 @@ def cmd_build(a) -> None:
     opts = BuildOptions(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
                         fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
                         train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet,
-                        overwrite=a.overwrite, tune=a.tune)
+                        overwrite=a.overwrite, tune=a.tune, select=a.select)
     if a.ray:
         from indexing.distributed_build import build_distributed
         out = build_distributed(a.out, a.input, ids=a.ids, model=a.model, options=opts, address=a.ray,

@@ -42,8 +42,11 @@ PASSING_NPROBES = 2  # nprobes past the first that reaches the target are slower
 MAX_TRUTH_WORK = 2e12  # multiply-adds the build spends on exact truth at most (N x dim x queries)
 BLOCK = 65536
 MIN_VECTORS = 100  # below this the default depths reach every vector: searches are exhaustive already
-ADAPTIVE_CAP = 4  # a probe margin lets a query probe up to this many times the best fixed nprobe
+ADAPTIVE_CAP = 2  # a probe margin lets a query probe up to this many times the best fixed nprobe
 ADAPTIVE_LISTS = (0.5, 0.75)  # ... at these shares of that nprobe's lists on average
+# A margin replaces the fixed nprobe only when this much faster on the sample: on full GCIDE the margin fitted to
+# sample vectors had real queries probe a little more (101 lists against 96), and the saving did not carry over.
+ADAPTIVE_NOISE = 0.10
 
 
 @dataclass
@@ -120,7 +123,7 @@ def _recall(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None, depth:
 
 def _timed(index: "Index", x: np.ndarray, params: SearchParams) -> tuple[np.ndarray, float]:
     best, rows = float("inf"), None
-    for _ in range(2):
+    for _ in range(3):
         t = time.perf_counter()
         rows = index.search_batch(x, params=params).rows
         best = min(best, time.perf_counter() - t)
@@ -172,8 +175,12 @@ def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target
                 break
     best, reached = choose(tried, need, max_latency_ms)
     if reached and index.device != "gpu":
-        tried += _adaptive(index, x, truth, own, best, need)
-        best, reached = choose(tried, need, max_latency_ms)
+        adaptive = _adaptive(index, x, truth, own, best, need)
+        tried += adaptive
+        faster = [t for t in adaptive if t["recall_at_10"] >= need and
+                  t["ms_per_query"] < best["ms_per_query"] * (1 - ADAPTIVE_NOISE)]
+        if faster and (max_latency_ms is None or min(t["ms_per_query"] for t in faster) <= max_latency_ms):
+            best = min(faster, key=lambda t: t["ms_per_query"])
     return OperatingPoint(best["nprobe"], best["k1"], best["k2"], best["recall_at_10"], best["ms_per_query"],
                           target, reached, len(x), source, tried, need, best.get("probe_margin"),
                           best.get("lists_probed"))

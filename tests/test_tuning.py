@@ -49,7 +49,11 @@ def test_the_build_stores_a_measured_point_and_search_uses_it_by_default(two_ind
                   (point["nprobe"], point["k1"], point["k2"], point["probe_margin"])]
         passing = [t for t in point["tried"] if t["recall_at_10"] >= point["required_recall"]]
         assert point["required_recall"] == point["target_recall"] + tuning.SAMPLE_MARGIN
-        assert chosen and chosen[0]["ms_per_query"] == min(t["ms_per_query"] for t in passing)
+        fastest_fixed = min(t["ms_per_query"] for t in passing if t.get("probe_margin") is None)
+        if point["probe_margin"] is None:  # a margin is kept only when clearly faster than every fixed nprobe
+            assert chosen and chosen[0]["ms_per_query"] == fastest_fixed
+        else:
+            assert chosen and chosen[0]["ms_per_query"] < fastest_fixed * (1 - tuning.ADAPTIVE_NOISE)
         default = index.search_batch(queries, k=10)
         explicit = index.search_batch(queries, k=10, nprobe=point["nprobe"], k1=point["k1"], k2=point["k2"],
                                       probe_margin=point["probe_margin"])
