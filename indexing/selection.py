@@ -96,7 +96,7 @@ def _coverage(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def _timed(fn, repeats: int = 2) -> float:
+def _timed(fn, repeats: int = 3) -> float:
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -116,8 +116,7 @@ def int8_cost(short: np.ndarray, queries: np.ndarray, depth: int = 200) -> float
 def _measure(c: Candidate, index: faiss.Index, base: np.ndarray, queries: np.ndarray, truth: np.ndarray,
              n: int, int8_s: float, target: float) -> Candidate:
     index.add(base)
-    ivf_index = faiss.extract_index_ivf(index)
-    coarse_s = _timed(lambda: ivf_index.quantizer.search(queries, min(NPROBES[-1], c.nlist))) / len(queries)
+    quantizer = faiss.extract_index_ivf(index).quantizer
     for nprobe in NPROBES:
         if nprobe > c.nlist:
             break
@@ -129,6 +128,7 @@ def _measure(c: Candidate, index: faiss.Index, base: np.ndarray, queries: np.nda
         if not len(ok):
             continue
         depth = DEPTHS[ok[0]]
+        coarse_s = _timed(lambda: quantizer.search(queries, nprobe)) / len(queries)
         scan_s = max(0.0, _timed(lambda: index.search(queries, depth, params=params)) / len(queries) - coarse_s)
         per_code = scan_s / (nprobe * len(base) / c.nlist)
         ms = (coarse_s + nprobe * n / c.nlist * per_code + depth * int8_s) * 1e3
