@@ -37,6 +37,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codes", default="auto,pq,fs",
                    help="engine builds per code size: auto (the build measures nlist, code and rotation), pq (8-bit "
                         "PQ), fs (4-bit fast-scan); comma-separated (default all three)")
+    p.add_argument("--target-recall", type=float, default=0.95,
+                   help="recall@10 the engine builds measure their plan and default operating point for")
     p.add_argument("--points", default=",".join(f"{a}/{b}/{c}" for a, b, c in DEFAULT_POINTS),
                    help="engine operating points nprobe/k1/k2, comma-separated")
 
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         ds = make()
         sizes = [int(b) for b in args.pq_bytes.split(",")] if args.pq_bytes else [None]
         codes = tuple(c for c in args.codes.split(",") if c)
-        cfg.settings = [s for b in sizes for s in default_settings(ds.dim, args.index_dim, b, codes)]
+        cfg.settings = [s for b in sizes for s in default_settings(ds.dim, args.index_dim, b, codes,
+                                                                   args.target_recall)]
         runs.append(run_dataset(ds, cfg))
     doc = report.write(out, runs, "python -m benchmarks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     print(f"wrote {out / 'report.json'} and {out / 'report.md'} ({len(doc['rows'])} rows)")

@@ -29,6 +29,7 @@ class EngineSetting:
     pq_bytes: int
     fast_scan: bool | None
     transform: str = "auto"
+    target_recall: float = 0.95  # what the build measures its plan and default operating point for
 
     @property
     def code(self) -> str:
@@ -42,12 +43,12 @@ class EngineSetting:
 
 
 def default_settings(dim: int, index_dim: int | None = None, pq_bytes: int | None = None,
-                     codes: tuple[str, ...] = ("auto", "pq", "fs")) -> list[EngineSetting]:
+                     codes: tuple[str, ...] = ("auto", "pq", "fs"), target_recall: float = 0.95) -> list[EngineSetting]:
     """256 dims (or half the full dim), 32-byte codes (8 dims per byte where the dim is small), one build per
     code: the build's own measured choice ("auto"), 8-bit PQ ("pq"), 4-bit fast-scan ("fs")."""
     d = index_dim or min(256, dim // 2)
     b = pq_bytes or min(32, max(1, d // 8))
-    return [EngineSetting(d, b, CODES[c]) for c in codes]
+    return [EngineSetting(d, b, CODES[c], target_recall=target_recall) for c in codes]
 
 
 def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: EngineSetting, threads: int,
@@ -57,7 +58,8 @@ def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: Eng
     reset_peak()
     t = time.perf_counter()
     indexing.build(out, ds.build_input(), index_dim=setting.index_dim, pq_bytes=setting.pq_bytes,
-                   fast_scan=setting.fast_scan, transform=setting.transform, threads=threads, quiet=True,
+                   fast_scan=setting.fast_scan, transform=setting.transform, target_recall=setting.target_recall,
+                   threads=threads, quiet=True,
                    overwrite=True, shard_size=max(ds.n, 1))
     build_wall = time.perf_counter() - t
     index = retrieval.open_index(out, device="cpu", threads=threads)

@@ -46,5 +46,5 @@ def tune_new_index(root: Path, opts: BuildOptions) -> None:
             f"too much at build time; run `matryoshka tune {root}` (or Index.tune) to measure it", opts.quiet)
         return
     say(f"measuring the default operating point on {min(SAMPLE_QUERIES, index.count)} sample queries", opts.quiet)
-    point = tune(index, lock=False)
+    point = tune(index, opts.target_recall, lock=False)
     say(f"operating point: {describe(point.to_dict())}", opts.quiet)

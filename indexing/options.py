@@ -32,6 +32,7 @@ class BuildOptions:
     overwrite: bool = False
     tune: bool = True  # measure the default operating point at the end of the build (retrieval.tuning)
     select: bool = True  # choose nlist, code and rotation by measurement on the sample (indexing.selection)
+    target_recall: float = 0.95  # recall@10 the plan and the default operating point are measured for
 
     @classmethod
     def of(cls, **options) -> "BuildOptions":
@@ -56,6 +57,9 @@ class BuildOptions:
             if not isinstance(getattr(self, name), (bool, np.bool_)) and not (name == "fast_scan" and
                                                                                self.fast_scan is None):
                 raise InputError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        t = self.target_recall
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0 < t <= 1:
+            raise InputError(f"target_recall must be a number in (0, 1]; got {t!r}")
         if self.transform not in TRANSFORMS:
             raise InputError(f"unknown transform {self.transform!r}; choose one of {', '.join(TRANSFORMS)}")
         check_metric(self.metric)
@@ -74,4 +78,4 @@ class BuildOptions:
 
 
 IDENTITY = ("index_dim", "transform", "metric", "pq_bytes", "fast_scan", "nlist", "shard_size", "train_size", "seed",
-            "select")
+            "select", "target_recall")

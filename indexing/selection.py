@@ -8,6 +8,9 @@ coverage target, extrapolated to N vectors from what was timed on the sample:
     coarse assignment (timed, the same at any N) + nprobe * N/nlist codes * time per scanned code (timed)
     + depth * time to re-score one candidate with the int8 vectors (timed)
 
+The depth is the one the tuner (retrieval.tuning) will take: reaching the target and within SATURATION of what
+the probed lists hold at any depth. Coarser codes rank worse and need more of it.
+
 The partition is chosen first, with the default code; then the code on that partition (the lists, and so the
 coverage, do not depend on the code); then a learned (OPQ) rotation against the fixed random one.
 
@@ -26,7 +29,7 @@ from matryoshka.core.codec import Int8Codec
 
 from . import ivf
 
-TARGET_COVERAGE = 0.96  # the tuner's 0.95 recall target plus its margin for sample queries
+SAMPLE_MARGIN = 0.01  # the index's own vectors are easier queries than real ones (see the README's GCIDE run)
 NPROBES = (4, 8, 16, 32, 64, 128, 256, 512)
 DEPTHS = (20, 50, 100, 200, 400, 800)
 QUERIES = 200
@@ -34,6 +37,7 @@ MIN_ROWS = 20_000  # below this, candidates' times differ by noise: the rules of
 MAX_ROWS = 131_072  # rows a candidate index holds, bounding what selection adds to the build
 OPQ_ROWS = 32_768
 NOISE = 0.10
+SATURATION = 0.005  # depth goes as deep as it takes to come this close to the coverage of the lists probed
 OPQ_ITERATIONS = 10
 
 
@@ -65,7 +69,7 @@ class Selection:
     rotation_kind: str
     candidates: list[Candidate] = field(default_factory=list)
     reason: str = ""
-    target_coverage: float = TARGET_COVERAGE
+    target_coverage: float = 0.96
     sample_rows: int = 0
     queries: int = 0
     int8_ns_per_candidate: float = 0.0
@@ -124,7 +128,8 @@ def _measure(c: Candidate, index: faiss.Index, base: np.ndarray, queries: np.nda
         _, found = index.search(queries, DEPTHS[-1], params=params)
         cov = _coverage(found, truth)
         c.coverage = max(c.coverage, float(cov[-1]))
-        ok = np.flatnonzero(cov >= target)
+        # the depth the tuner will take: the target, and within SATURATION of what these lists hold at all
+        ok = np.flatnonzero(cov >= max(target, cov[-1] - SATURATION))
         if not len(ok):
             continue
         depth = DEPTHS[ok[0]]
@@ -192,17 +197,20 @@ def code_candidates(pq_bytes: int, dim: int, device: str, fast_scan: bool | None
 
 
 def select(sample: np.ndarray, short: np.ndarray, n: int, metric: str, pq_bytes: int, device: str,
-           nlist: int | None = None, fast_scan: bool | None = None, seed: int = 0) -> Selection | None:
+           nlist: int | None = None, fast_scan: bool | None = None, seed: int = 0,
+           target_recall: float = 0.95) -> Selection | None:
     """Measure and choose nlist, code and rotation for an index of `n` vectors, from its training sample (full
-    vectors and their short form). None when the sample is too small to measure anything but noise, or when
-    the user fixed everything."""
+    vectors and their short form), for `target_recall` (plus SAMPLE_MARGIN, as the tuner asks of sample
+    queries). None when the sample is too small to measure anything but noise, or no
+    code fits the dim. The measurement runs on the CPU; a GPU build is offered only 8-bit codes."""
     dim = short.shape[1]
     codes = code_candidates(pq_bytes, dim, device, fast_scan)
     auto = ivf.choose_nlist(n)
     nlists = [nlist] if nlist else nlist_candidates(min(n, len(short) - QUERIES), auto)
-    if len(short) < MIN_ROWS or not codes or (len(nlists) == 1 and len(codes) == 1 and device == "gpu"):
+    if len(short) < MIN_ROWS or not codes:
         return None
     t0 = time.perf_counter()
+    target = min(1.0, target_recall + SAMPLE_MARGIN)
     rng = np.random.default_rng(seed + 1)
     order = rng.permutation(len(short))
     q_rows, b_rows = np.sort(order[:QUERIES]), np.sort(order[QUERIES:QUERIES + MAX_ROWS])
@@ -217,7 +225,7 @@ def select(sample: np.ndarray, short: np.ndarray, n: int, metric: str, pq_bytes:
         t = time.perf_counter()
         index.train(b)
         c.train_seconds = train_s + time.perf_counter() - t
-        return _measure(c, index, b, q, truth, n, int8_s, TARGET_COVERAGE)
+        return _measure(c, index, b, q, truth, n, int8_s, target)
 
     tried: list[Candidate] = []
     centroids = {}
@@ -232,23 +240,23 @@ def select(sample: np.ndarray, short: np.ndarray, n: int, metric: str, pq_bytes:
         tried.append(c)
         if _better(c, best):
             best = c
+    # OPQ on the chosen code: its rotation folds into the transform, at no search cost on either device
+    m = int(best.code[2:].split("x")[0])
+    t = time.perf_counter()
+    opq = faiss.OPQMatrix(dim, m)
+    opq.niter = OPQ_ITERATIONS
+    opq.train(base[:OPQ_ROWS])
+    rotation = faiss.vector_to_array(opq.A).reshape(dim, dim).T.astype(np.float32)  # y = x @ rotation
+    c = measure(best.nlist, best.code, "opq", best_centroids @ rotation, base @ rotation, queries @ rotation,
+                time.perf_counter() - t)
+    tried.append(c)
     opq_rotation = None
-    if device != "gpu":  # OPQ on the chosen code: its rotation folds into the transform, at no search cost
-        m = int(best.code[2:].split("x")[0])
-        t = time.perf_counter()
-        opq = faiss.OPQMatrix(dim, m)
-        opq.niter = OPQ_ITERATIONS
-        opq.train(base[:OPQ_ROWS])
-        rotation = faiss.vector_to_array(opq.A).reshape(dim, dim).T.astype(np.float32)  # y = x @ rotation
-        c = measure(best.nlist, best.code, "opq", best_centroids @ rotation, base @ rotation, queries @ rotation,
-                    time.perf_counter() - t)
-        tried.append(c)
-        if _better(c, best):
-            best, opq_rotation = c, rotation
+    if _better(c, best):
+        best, opq_rotation = c, rotation
     default = tried[0]
     reason = ("the rule of thumb's plan: no other was faster by more than noise" if best is default else
-              f"{best.factory} ({best.rotation} rotation) reached coverage {TARGET_COVERAGE} at "
+              f"{best.factory} ({best.rotation} rotation) reached coverage {target} at "
               f"{best.ms_per_query:.3f} ms per query against {default.ms_per_query:.3f} for {default.factory}"
-              if best.reached else f"no candidate reached coverage {TARGET_COVERAGE}; {best.factory} covered most")
-    return Selection(best.nlist, best.code, best.rotation, tried, reason, TARGET_COVERAGE, len(base), len(queries),
+              if best.reached else f"no candidate reached coverage {target}; {best.factory} covered most")
+    return Selection(best.nlist, best.code, best.rotation, tried, reason, target, len(base), len(queries),
                      int8_s * 1e9, time.perf_counter() - t0, opq_rotation)

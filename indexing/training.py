@@ -109,7 +109,7 @@ def train(root: Path, source: Source, opts: BuildOptions, device: str, state: Bu
     if opts.select and not factory.endswith(",Flat"):
         say(f"measuring partitions and codes on {len(sample):,} sample vectors", opts.quiet)
         chosen = selection.select(sample, short, source.count or len(sample), opts.metric, opts.pq_bytes, device,
-                                  opts.nlist, opts.fast_scan, opts.seed)
+                                  opts.nlist, opts.fast_scan, opts.seed, opts.target_recall)
     if chosen is not None:
         factory = chosen.factory
         if chosen.rotation is not None:

@@ -56,6 +56,8 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast-scan", action=argparse.BooleanOptionalAction, help=FAST_SCAN_HELP)
     p.add_argument("--nlist", type=int, help="IVF lists (default: measured around 4 sqrt(N), at most 8192)")
     p.add_argument("--shard-size", type=int, default=1_000_000, help="max vectors per shard")
+    p.add_argument("--target-recall", type=float, default=0.95,
+                   help="recall@10 the plan (--select) and the default operating point (--tune) are measured for")
     p.add_argument("--select", action=argparse.BooleanOptionalAction, default=True,
                    help="measure nlist, code and rotation on the training sample (see indexing.selection)")
     p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True,
@@ -78,7 +80,7 @@ def cmd_build(a) -> None:
     opts = BuildOptions(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
                         fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
                         train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet,
-                        overwrite=a.overwrite, tune=a.tune, select=a.select)
+                        overwrite=a.overwrite, tune=a.tune, select=a.select, target_recall=a.target_recall)
     if a.ray:
         from indexing.distributed_build import build_distributed
         out = build_distributed(a.out, a.input, ids=a.ids, model=a.model, options=opts, address=a.ray,

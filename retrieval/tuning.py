@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from indexing.folder import BuildLock
+from indexing.selection import SAMPLE_MARGIN, SATURATION
 from indexing.training import sample_rows
 from matryoshka.core.errors import InputError
 from matryoshka.core.params import SearchParams
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from .index import Index
 
 TARGET_RECALL = 0.95
-SAMPLE_MARGIN = 0.01  # the index's own vectors are easier queries than real ones (see the README's GCIDE run)
-SATURATION = 0.005  # k1 goes as deep as it takes to come this close to the coverage of its lists
 NPROBES = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 DEPTHS = (20, 50, 100, 200, 400, 800, 1600)
 KEEP = (20, 50, 100, 200)  # k2 candidates

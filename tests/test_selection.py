@@ -96,3 +96,11 @@ def test_a_build_without_selection_keeps_the_rule_of_thumb(tmp_path):
     build(out, x, index_dim=32, pq_bytes=8, quiet=True, select=False, tune=False)
     m = json.loads((out / "manifest.json").read_text())
     assert m["build"]["selection"] is None and m["factory"] == "IVF512,PQ16x4fs"
+
+
+def test_the_recall_target_is_a_checked_build_option():
+    from indexing import BuildOptions, InputError
+    for bad in (0, 1.5, "0.9", True):
+        with pytest.raises(InputError, match="target_recall"):
+            BuildOptions(target_recall=bad).check()
+    assert BuildOptions(target_recall=0.99).check().target_recall == 0.99
