@@ -8,7 +8,7 @@ k2 is cut as far as recall allows. Of the settings that reach the target, the fa
 queries, best of two) wins.
 
 Queries are vectors of the index itself outside the training sample (each one's own row left out of the
-truth and of the results), which must show the target plus SAMPLE_MARGIN, or the user's own queries. The
+truth and of the results), which must show `sample_target` of the target, or the user's own queries. The
 truth is the exact top 10 by the full vectors, the cascade's last stage, over every row.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from indexing.folder import BuildLock
-from indexing.selection import SAMPLE_MARGIN, SATURATION
+from indexing.selection import SATURATION, sample_target
 from indexing.training import sample_rows
 from matryoshka.core.errors import InputError
 from matryoshka.core.params import SearchParams
@@ -62,7 +62,7 @@ class OperatingPoint:
     queries: int
     source: str  # "index sample" or "given"
     tried: list[dict] = field(default_factory=list)
-    required_recall: float | None = None  # what the queries had to show: the target, plus SAMPLE_MARGIN on a sample
+    required_recall: float | None = None  # what the queries had to show: sample_target(target) on a sample
     probe_margin: float | None = None  # nprobe is a cap: lists whose centroid trails the nearest by more are skipped
     lists_probed: float | None = None  # mean lists a query probed at this setting
 
@@ -138,7 +138,7 @@ def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target
     if not 0 < target <= 1:
         raise InputError(f"target recall must be in (0, 1]; got {target}")
     extra = 0 if own is None else 1
-    need = min(1.0, target + (SAMPLE_MARGIN if own is not None else 0.0))  # what the sample must show
+    need = sample_target(target) if own is not None else target  # what the queries must show
     k = 10 + extra
     truth = exact_truth(index, x, k)
     nlist = index.assigner.nlist

@@ -104,3 +104,9 @@ def test_the_recall_target_is_a_checked_build_option():
         with pytest.raises(InputError, match="target_recall"):
             BuildOptions(target_recall=bad).check()
     assert BuildOptions(target_recall=0.99).check().target_recall == 0.99
+
+
+def test_sample_queries_must_show_a_fifth_fewer_misses_than_the_target():
+    from indexing.selection import sample_target
+    assert sample_target(0.95) == pytest.approx(0.96)
+    assert sample_target(0.99) == pytest.approx(0.992)  # not 1.0: a margin of 0.01 would ask perfection
