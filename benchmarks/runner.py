@@ -149,7 +149,7 @@ def targets(rows: list[dict], ref: dict | None, ds: Dataset) -> list[dict]:
                      f"the peer uses {ram / ref['ram_bytes_per_vector']:.1f}x the engine's RAM per vector")
         g["met"] = bool(engine_best > best["recall_at_10"] or engine_best >= 0.9999)
         out.append(g)
-        if ram <= budget:
+        if ram <= 3 * ref["ram_bytes_per_vector"]:  # a peer of comparable RAM: the engine must be as fast too
             out.append(_dominated(rows, system, mine))
     return out
 
