@@ -13,8 +13,11 @@ def test_cascade_recall_at_10_reaches_095_on_20k_vectors_with_defaults(tmp_path)
     docs, queries = s.documents(20_000), s.queries(300)
     indexing.build(tmp_path / "idx", docs, quiet=True)  # defaults: 256 dims, auto transform, 32-byte codes
     index = retrieval.open_index(tmp_path / "idx")
-    # a CPU build takes 4-bit fast-scan codes, a GPU build 8-bit ones (faiss's GPU IVF-PQ has no fast-scan)
-    assert index.manifest["factory"].endswith(",PQ32" if resolve_device("auto") == "gpu" else ",PQ64x4fs")
+    # the build measured its plan on the sample and kept it; a GPU build only 8-bit codes (faiss's GPU IVF-PQ
+    # has no fast-scan)
+    sel = index.manifest["build"]["selection"]
+    assert index.manifest["factory"] == f"IVF{sel['nlist']},{sel['code']}"
+    assert sel["code"] in (("PQ32",) if resolve_device("auto") == "gpu" else ("PQ32", "PQ64x4fs"))
     assert index.manifest["transform"]["kind"] == "pca"  # rotated data: the projection must win
     truth = exact_topk(docs, queries, 10)
     cascade = index.search_batch(queries, k=10)
