@@ -8,7 +8,7 @@ from pathlib import Path
 
 import faiss
 
-from indexing import ivf
+from indexing import BuildOptions, ivf
 
 from . import frontier as fr
 from .autofaiss_peer import run_autofaiss
@@ -65,9 +65,10 @@ def run_dataset(ds: Dataset, cfg: Config) -> dict:
     nlist = next((int(r["factory"].split(",")[0][3:]) for r in engine_rows), ivf.choose_nlist(ds.n))
     nprobes = sorted({p[0] for p in cfg.points})
     if "ivfpq" in cfg.peers:
-        # the build-measured code ("auto") is compared as the CPU default, fast-scan where it divides the dim
-        codes = dict.fromkeys(replace(s, fast_scan=s.index_dim % (2 * s.pq_bytes) == 0).code
-                              if s.fast_scan is None else s.code for s in settings)
+        # the build-measured code ("auto") is compared as the code the CPU rule of thumb would take
+        rule = [BuildOptions(pq_bytes=s.pq_bytes, fast_scan=s.fast_scan).for_device("cpu", s.index_dim).fast_scan
+                for s in settings]
+        codes = dict.fromkeys(replace(s, fast_scan=fs).code for s, fs in zip(settings, rule))
         for code in codes:
             log(f"[{ds.name}] peer ivfpq {code} on the full vectors")
             rows += run_ivfpq(ds, truth, ds.qrels, code, nlist, nprobes, cfg.latency_queries, cfg.workdir)

@@ -177,3 +177,13 @@ def test_an_nprobe_asked_for_is_probed_in_full_not_as_the_stored_cap():
     assert stored.updated(nprobe=64, probe_margin=0.1).probe_margin == 0.1
     with pytest.raises(retrieval.InputError, match="probe_margin"):
         retrieval.SearchParams(probe_margin=-1.0).checked(8)
+
+
+def test_a_margin_never_narrows_a_search_deep_enough_to_be_exhaustive(two_indexes):
+    path, docs, queries = two_indexes["hard"]
+    index = retrieval.open_index(path)
+    narrow = index.search_batch(queries, k=10, nprobe=64, probe_margin=0.0, k1=100)  # about one list each
+    everything = index.search_batch(queries, k=10, nprobe=64, probe_margin=0.0, k1=len(docs), k2=len(docs))
+    truth = exact_topk(docs, queries, 10)
+    assert recall_at(narrow.rows, truth) < 0.95  # the margin does prune here
+    assert recall_at(everything.rows, truth) == 1.0  # k1 = k2 = N scores every row exactly, margin or not
