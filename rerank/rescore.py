@@ -1,7 +1,8 @@
 """Stages 2 and 3: exact scores of first-pass candidates from the int8 short vectors, then the full vectors.
 
 Scores are similarities, higher is better: inner product for cosine/ip, minus squared distance for l2.
-Candidates are read in sorted row order a few queries at a time and scored with one batched matmul; the
+Candidates are read a few queries at a time and scored with one batched matmul: int8 rows where they are asked
+for (small, and kept in the page cache), full rows in ascending order (large, and often read from disk). The
 int8 per-dimension scales are folded into the query instead of de-quantizing every candidate.
 """
 from __future__ import annotations
@@ -29,18 +30,13 @@ class Stores:
 
 def rescore(stores: Stores, x: np.ndarray, short: np.ndarray, cand: np.ndarray,
             params: SearchParams) -> dict[str, np.ndarray]:
-    """Scores per stage of the candidates (global rows, -1 for none) that `stores` hold; -inf elsewhere.
-
-    int8 scores every candidate; full scores those among the best k2 by int8, or every candidate when int8
-    is off. Candidates outside `stores` must be -1 (a store answers only for its own rows).
-    """
+    """Scores of the candidates (global rows, -1 for none) that `stores` hold, per stage `params` switches on:
+    "int8" and "full"; -inf elsewhere. The cascade asks for one stage at a time (full scores only the best k2
+    by int8), so that each stage is timed on its own. Candidates outside `stores` must be -1."""
     out = {}
     if params.int8:
         out["int8"] = int8_scores(short, cand, stores.short, stores.int8, stores.metric)
-        if params.full:
-            kept, _ = keep(cand, {"int8": out["int8"]}, "int8", params.k2)
-            out["full"] = scatter(cand, kept, full_scores(x, kept, stores.full, stores.metric, params.full_dims))
-    elif params.full:
+    if params.full:
         out["full"] = full_scores(x, cand, stores.full, stores.metric, params.full_dims)
     return out
 
@@ -81,20 +77,7 @@ def keep(cand: np.ndarray, stages: dict, key: str, depth: int):
     return cand, stages
 
 
-def scatter(cand: np.ndarray, kept: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Place scores of `kept` (a subset of each row of `cand`, distinct rows) at their positions in `cand`."""
-    out = np.full(cand.shape, -np.inf, dtype=np.float32)
-    # one sorted search over (query, row) keys for the whole batch instead of a loop over queries
-    q_of = np.arange(len(cand), dtype=np.int64)[:, None] << 40
-    keys = (q_of + np.where(cand >= 0, cand, (1 << 40) - 1)).ravel()
-    order = np.argsort(keys, kind="stable")
-    valid = kept >= 0
-    wanted = (np.broadcast_to(q_of, kept.shape) + kept)[valid]
-    out.ravel()[order[np.searchsorted(keys, wanted, sorter=order)]] = score[valid]
-    return out
-
-
-def _rescore(q: np.ndarray, cand: np.ndarray, store: RowStore, score_chunk) -> np.ndarray:
+def _rescore(q: np.ndarray, cand: np.ndarray, store: RowStore, score_chunk, in_order: bool) -> np.ndarray:
     nq, k = cand.shape
     out = np.full((nq, k), -np.inf, dtype=np.float32)
     step = max(1, CHUNK_BYTES // max(1, k * store.width * 4))
@@ -102,7 +85,7 @@ def _rescore(q: np.ndarray, cand: np.ndarray, store: RowStore, score_chunk) -> n
         c = cand[lo:lo + step]
         if not (c >= 0).any():
             continue
-        s = score_chunk(store.candidates(c), q[lo:lo + step])
+        s = score_chunk(store.candidates(c, in_order), q[lo:lo + step])
         s[c < 0] = -np.inf
         out[lo:lo + step] = s
     return out
@@ -130,12 +113,9 @@ def _minus_sq_dist(x: np.ndarray, q: np.ndarray) -> np.ndarray:
 def int8_scores(q_short: np.ndarray, cand: np.ndarray, store: RowStore, codec: Int8Codec, metric: str) -> np.ndarray:
     """Score candidates against their int8 codes."""
     if metric == "l2":
-        return _rescore(q_short, cand, store, lambda x, q: _minus_sq_dist(codec.decode(x), q))
+        return _rescore(q_short, cand, store, lambda x, q: _minus_sq_dist(codec.decode(x), q), False)
 
-    def score(x, q):
-        qs, const = codec.fold_query(q)
-        return _dot(x.astype(np.float32), qs) + const[:, None]
-    return _rescore(q_short, cand, store, score)
+    return _rescore(q_short, cand, store, codec.inner_products, False)
 
 
 def full_scores(q: np.ndarray, cand: np.ndarray, store: RowStore, metric: str, dims: int | None = None) -> np.ndarray:
@@ -150,4 +130,4 @@ def full_scores(q: np.ndarray, cand: np.ndarray, store: RowStore, metric: str, d
         if dims is not None and metric == "cosine":
             x /= np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
         return _minus_sq_dist(x, qc) if metric == "l2" else _dot(x, qc)
-    return _rescore(q, cand, store, score)
+    return _rescore(q, cand, store, score, True)

@@ -266,12 +266,12 @@ class Index:
         else:
             cand, stages = self._first_pass(short, p, passing, where, missing)
             timer.lap("first_pass")
-            if p.int8 or p.full:
-                stages.update(self.backend.rescore(x, short, cand, p, missing))
             if p.int8:
+                stages.update(self.backend.rescore(x, short, cand, p.updated(full=False), missing))
                 cand, stages = keep(cand, stages, "int8", p.k2)
                 timer.lap("int8")
             if p.full:
+                stages.update(self.backend.rescore(x, short, cand, p.updated(int8=False), missing))
                 cand, stages = keep(cand, stages, "full", p.k3 if p.rerank else p.k)
                 timer.lap("full")
         if p.rerank:

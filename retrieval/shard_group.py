@@ -92,8 +92,7 @@ class ShardGroup:
 
     def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,
                 missing: set | None = None) -> dict[str, np.ndarray]:
-        """Scores per stage of the candidates this group owns, -inf elsewhere (see `rerank.rescore`); full
-        scores cover this group's best k2 by int8, a superset of the global best k2 that it owns."""
+        """Scores per stage of the candidates this group owns, -inf elsewhere (see `rerank.rescore`)."""
         return rescore(self.stores, x, short, np.where(self.owns(cand), cand, -1), params)
 
     def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:

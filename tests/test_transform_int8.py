@@ -89,6 +89,29 @@ def test_folding_scales_into_the_query_equals_dequantizing(seed):
     qs, const = codec.fold_query(q[None])
     np.testing.assert_allclose(codes.astype(np.float32) @ qs[0] + const[0], codec.decode(codes) @ q,
                                rtol=1e-4, atol=1e-3)
+    batched = codec.inner_products(codes[None], q[None])[0]  # what the cascade's int8 stage computes
+    np.testing.assert_allclose(batched, codec.decode(codes) @ q, rtol=1e-4, atol=1e-3)
+
+
+@given(sizes=st.lists(st.integers(1, 30), min_size=1, max_size=4), nq=st.integers(1, 5), k=st.integers(1, 12),
+       seed=st.integers(0, 10_000))
+def test_reading_candidates_in_row_order_or_directly_gives_the_same_rows(tmp_path_factory, sizes, nq, k, seed):
+    from matryoshka.storage.row_store import RowStore
+    rng = np.random.default_rng(seed)
+    folder = tmp_path_factory.mktemp("rows")
+    arrays, starts, total = [], [], 0
+    for s, n in enumerate(sizes):  # shards as the index stores them: .npy files opened as memory maps
+        np.save(folder / f"{s}.npy", rng.integers(-127, 128, (n, 3), dtype=np.int8))
+        arrays.append(np.load(folder / f"{s}.npy", mmap_mode="r"))
+        starts.append(total)
+        total += n
+    store = RowStore(np.array(starts), arrays, 3, np.int8)
+    cand = rng.integers(-1, total, (nq, k))  # -1: no candidate
+    whole = np.concatenate([np.asarray(a) for a in arrays])
+    for in_order in (True, False):
+        got = store.candidates(cand, in_order)
+        assert got.shape == (nq, k, 3)
+        np.testing.assert_array_equal(got[cand >= 0], whole[cand[cand >= 0]])
 
 
 @given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 12), st.integers(0, 10_000))

@@ -89,6 +89,12 @@ class Int8Codec:
         """q . decode(c) = q . offset + (q * scale) . c: returns (q * scale, q . offset) for scoring raw codes."""
         return (q * self.scale).astype(np.float32), (q @ self.offset).astype(np.float32)
 
+    def inner_products(self, codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """(n, k, d) codes . (n, d) queries -> (n, k) inner products with the decoded rows, as one batched
+        matrix-vector product on the raw codes."""
+        qs, const = self.fold_query(q)
+        return np.matmul(codes.astype(np.float32), qs[:, :, None])[..., 0] + const[:, None]
+
 
 @dataclass
 class Codec:
