@@ -26,3 +26,26 @@ def test_every_module_is_in_a_layer():
                for p in (ROOT / pkg).rglob("*.py") if p.name != "__init__.py"]
     outside = [m for m in modules if not any(m == layer or m.startswith(layer + ".") for layer in layers)]
     assert not outside, f"modules in no layer of .importlinter: {outside}"
+
+
+def test_every_package_sets_openmps_wait_policy_before_faiss_and_torch_load():
+    """faiss's and torch's OpenMP runtimes spin against each other unless told to sleep (see matryoshka): the
+    policy must be in the environment when the first of them is imported, whichever package is imported."""
+    import json
+    import os
+    spy = ("import json, os, sys\n"
+           "seen = {{}}\n"
+           "class Spy:\n"
+           "    def find_spec(self, name, path=None, target=None):\n"
+           "        if name in ('faiss', 'torch'):\n"
+           "            seen.setdefault(name, os.environ.get('OMP_WAIT_POLICY'))\n"
+           "sys.meta_path.insert(0, Spy())\n"
+           "import {pkg}\n"
+           "import faiss, torch\n"
+           "print(json.dumps(seen))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for pkg, policy in [(p, None) for p in PACKAGES] + [("retrieval", "ACTIVE")]:  # a user's own choice is kept
+        run = subprocess.run([sys.executable, "-c", spy.format(pkg=pkg)], cwd=ROOT, capture_output=True, text=True,
+                             env=env if policy is None else {**env, "OMP_WAIT_POLICY": policy})
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert json.loads(run.stdout) == {"faiss": policy or "PASSIVE", "torch": policy or "PASSIVE"}, pkg
