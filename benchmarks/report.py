@@ -59,7 +59,8 @@ def _table(head: list[str], body: list[list[str]]) -> list[str]:
 def _markdown(doc: dict, runs: list[dict], plots: list[str]) -> str:
     md = ["# matryoshka-retrieval benchmark", "", f"Command: `{doc['command']}`", "",
           f"Machine: {doc['machine']['platform']}, {doc['machine']['cpus']} CPUs, Python {doc['machine']['python']}.",
-          "Timings on a small shared machine drift: a ratio measured in one run is a fact, an absolute time a hint.",
+          "Timings on a small shared machine drift: a ratio measured in one run is a fact, an absolute time a hint. "
+          "QPS is the best of 3 batches of every query, timed after an untimed one.",
           "", f"Peak RSS: {doc['peak_rss_note']} Whole process peak: {doc['process_peak_rss_bytes'] / 2**20:.0f} MiB.",
           ""]
     for run in runs:
