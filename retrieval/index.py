@@ -17,6 +17,7 @@ from matryoshka.core.codec import Codec
 from matryoshka.core.device import check_faiss_install, resolve_device, set_threads
 from matryoshka.core.errors import IndexFormatError, InputError
 from matryoshka.core.params import SearchParams
+from matryoshka.core.shared_lock import SharedLock
 from matryoshka.core.timing import StageTimer
 from matryoshka.core.vectors import as_matrix, normalize
 from matryoshka.storage.manifest import generation, live_count, moved_on, read_manifest
@@ -72,6 +73,7 @@ class Index:
                                                                                   verify=v, codec=codec,
                                                                                   trained=trained))
         self.backend = None
+        self._swap = SharedLock()  # searches share it; a reload swaps generations between them
         self._open_newest()
         self._model_arg, self._model = model, None
         if model is not None:
@@ -116,19 +118,22 @@ class Index:
             except IndexFormatError:
                 self._superseded = folder.superseded() or moved_on(folder, m)
                 raise
-        self.manifest = m
-        self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
-        self.count, self.live, self.generation = m["count"], live_count(m), generation(m)
         point = m.get("operating_point")  # measured for this index (see retrieval.tuning)
-        self.params = SearchParams(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")}) if point \
+        params = SearchParams(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")}) if point \
             else SearchParams()
-        self.codec, self.trained = codec, trained
-        self.assigner = FirstPass(trained, [], self.metric, "cpu")  # one coarse assignment per batch
-        self.backend = backend
+        assigner = FirstPass(trained, [], m["metric"], "cpu")  # one coarse assignment per batch
+        with self._swap.exclusive():  # a search in flight finishes on the generation it began with
+            self.manifest = m
+            self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
+            self.count, self.live, self.generation = m["count"], live_count(m), generation(m)
+            self.params, self.codec, self.trained, self.assigner = params, codec, trained, assigner
+            self.backend = backend
 
     def reload(self) -> bool:
         """Open the newest generation of the index (after `indexing.add`, `delete` or `compact`); True when it
-        is newer than the one this handle held. Searches before the call see the old one, whole."""
+        is newer than the one this handle held. Safe while other threads search: each search sees one
+        generation whole (the swap waits for searches in flight and holds new ones off for its few
+        assignments). A Ray backend's workers reopen in place instead."""
         before = self.generation
         self._open_newest()
         return self.generation != before
@@ -204,6 +209,10 @@ class Index:
         `where` keeps only documents whose attributes pass a condition (see `retrieval.filters`): a SQL string
         or a pyarrow compute expression for the whole batch, or a list of them (None: no filter), one per query.
         """
+        with self._swap.shared():
+            return self._search_batch(queries, k, params, query_texts, where, options)
+
+    def _search_batch(self, queries, k, params, query_texts, where, options) -> SearchResult:
         if k is not None:
             options["k"] = k
         p = self._within_index((params or self.params).updated(**options).checked(self.full_dim))
@@ -343,6 +352,10 @@ class Index:
     # -- description ---------------------------------------------------------------------------------------
     def info(self) -> dict:
         """Manifest summary with bytes per vector resident in RAM, memory-mapped, and on disk."""
+        with self._swap.shared():  # of one generation
+            return self._info()
+
+    def _info(self) -> dict:
         n = max(self.count, 1)
         ivf = faiss.extract_index_ivf(self.trained)
         # code + faiss's int64 row id per vector, the external ids (held by the backend), one copy of the centroids

@@ -34,7 +34,7 @@ class RowStore:
 
         `in_order` reads the rows in ascending order (a forward sweep, for stores that live on disk); without
         it each row is read where it is asked for, which skips the sort: on page-cached int8 rows of a 1M
-        index the sorted read cost 2.3x the direct one."""
+        index the sort cost more than the reads."""
         flat = np.where(cand >= 0, cand, self.starts[0] if len(self.starts) else -1).ravel()
         if in_order:
             order = np.argsort(flat, kind="stable")
