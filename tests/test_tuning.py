@@ -83,6 +83,10 @@ def test_the_choice_takes_the_fastest_passing_else_the_most_accurate_within_the_
     assert tuning.choose(tried, 0.995) == (slowest_best, False)  # none does: the most accurate
     assert tuning.choose(tried, 0.97, max_latency_ms=1.0) == (slow_good, False)  # the most accurate within 1 ms
     assert tuning.choose(tried, 0.95, max_latency_ms=0.01) == (fast_poor, False)  # none that fast: the fastest
+    as_fast_better = row(5, 0.97, 0.5 * (1 + tuning.TIME_NOISE) * 0.99)
+    assert tuning.choose(tried + [as_fast_better], 0.95) == (as_fast_better, True)  # equal within noise: more accurate
+    slower_better = row(6, 0.97, 0.5 * (1 + tuning.TIME_NOISE) * 1.01)
+    assert tuning.choose(tried + [slower_better], 0.95) == (fast_good, True)
 
 
 def test_tune_refuses_a_target_outside_0_1_and_save_false_changes_nothing(two_indexes):
