@@ -71,21 +71,26 @@ class RayBackend:
                         for chunk in self.worker_shards]
         self.pids = self._gather("opening", lambda w: w.ready.remote(), set())
 
-    def reload(self, folder, manifest: dict) -> None:
+    def reload(self, folder, manifest: dict, between_searches: Callable[[Callable[[], None]], None]) -> None:
         """Have the running workers open generation `manifest`, its shards spread over them again (workers
-        left without a shard stop); the cluster and the workers stay up."""
+        left without a shard stop); the cluster and the workers stay up. Every worker opens the new generation
+        beside the old one; all switch to it only once all have it, through `between_searches(switch)`, which
+        runs the switch while no search is in flight."""
         chunks = _split([s["number"] for s in manifest["shards"]], len(self.workers))
-        workers, root = self.workers[:len(chunks)], str(folder.path().resolve())
+        workers, extra, root = self.workers[:len(chunks)], self.workers[len(chunks):], str(folder.path().resolve())
         refs = [w.stage.remote(root, manifest, c) for w, c in zip(workers, chunks)]
-        try:  # every worker opens the new generation beside the old one; all switch only once all have it
+        try:
             self._ray.get(refs, timeout=self.timeout_s)
         except Exception:
             self._ray.get([w.switch.remote(False) for w in workers])
             raise
-        self._ray.get([w.switch.remote(True) for w in workers])
-        for w in self.workers[len(chunks):]:
+
+        def switch():
+            self._ray.get([w.switch.remote(True) for w in workers])
+            self.workers, self.worker_shards = workers, chunks
+        between_searches(switch)
+        for w in extra:
             self._ray.kill(w, no_restart=True)
-        self.workers, self.worker_shards = workers, chunks
 
     def first_pass(self, short: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None,
                    missing: set | None = None, where=None) -> tuple[np.ndarray, np.ndarray]:

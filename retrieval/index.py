@@ -103,37 +103,45 @@ class Index:
         release_free_memory()
 
     def _open(self) -> None:
-        """Open every file of the newest generation through one pinned folder, so that all of them belong to it."""
+        """Open every file of the newest generation through one pinned folder, so that all of them belong to it,
+        and make it this handle's between two searches (a search in flight ends on the generation it began)."""
         self._superseded = None  # no folder at the path: perhaps between the two renames of a swap
         m = None
         with PinnedFolder(self.root) as folder:
             try:
                 m = read_manifest(folder)
                 codec, trained = read_shared(folder, m)
-                if self.backend is not None and hasattr(self.backend, "reload"):  # Ray workers reopen in place
-                    self.backend.reload(folder, m)
-                    backend = self.backend
-                else:
-                    backend = self._backend(folder, m, codec, trained, self._verify)
+                if self.backend is not None and hasattr(self.backend, "reload"):
+                    # Ray workers open the new generation beside the old one, then all switch between searches
+                    self.backend.reload(folder, m, lambda switch: self._install(m, codec, trained, None, switch))
+                    return
+                backend = self._backend(folder, m, codec, trained, self._verify)
             except IndexFormatError:
                 self._superseded = folder.superseded() or moved_on(folder, m)
                 raise
+        self._install(m, codec, trained, backend)
+
+    def _install(self, m: dict, codec: Codec, trained: faiss.Index, backend: Backend | None,
+                 switch: Callable[[], None] | None = None) -> None:
+        """Make generation `m` this handle's, with no search running; `switch` moves an in-place backend to it."""
         point = m.get("operating_point")  # measured for this index (see retrieval.tuning)
         params = SearchParams(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")}) if point \
             else SearchParams()
         assigner = FirstPass(trained, [], m["metric"], "cpu")  # one coarse assignment per batch
-        with self._swap.exclusive():  # a search in flight finishes on the generation it began with
+        with self._swap.exclusive():
+            if switch is not None:
+                switch()
             self.manifest = m
             self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
             self.count, self.live, self.generation = m["count"], live_count(m), generation(m)
             self.params, self.codec, self.trained, self.assigner = params, codec, trained, assigner
-            self.backend = backend
+            self.backend = backend or self.backend
 
     def reload(self) -> bool:
         """Open the newest generation of the index (after `indexing.add`, `delete` or `compact`); True when it
         is newer than the one this handle held. Safe while other threads search: each search sees one
-        generation whole (the swap waits for searches in flight and holds new ones off for its few
-        assignments). A Ray backend's workers reopen in place instead."""
+        generation whole: the new one is opened beside the old (by the Ray workers too), and the switch waits
+        for searches in flight and holds new ones off while it happens."""
         before = self.generation
         self._open_newest()
         return self.generation != before

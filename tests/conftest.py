@@ -68,3 +68,43 @@ def tiny_cross_encoder(tmp_path_factory):
     BertForSequenceClassification(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+def two_indexes_one_path(tmp_path, x, **options):
+    """Two indexes of the same vectors in other rows under other ids (a search mixing them matches neither):
+    (the path the first is at, the path of the second)."""
+    import indexing
+    live, spare = tmp_path / "live", tmp_path / "spare"
+    options = {**options, "quiet": True, "tune": False, "select": False}
+    indexing.build(live, x, **options)
+    indexing.build(spare, np.ascontiguousarray(x[::-1]), **options)
+    return live, spare
+
+
+def search_while_swapping(index, live, spare, queries, setting: dict, swaps: int, threads: int) -> list:
+    """Results of `threads` threads searching `index` while the indexes at `live` and `spare` trade places
+    `swaps` times, the handle reloading after each."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    stop, old = threading.Event(), live.with_name(live.name + ".old")
+
+    def searcher():
+        out = []
+        while not stop.is_set():
+            out.append(index.search_batch(queries, **setting))
+        return out
+    with ThreadPoolExecutor(threads) as pool:
+        running = [pool.submit(searcher) for _ in range(threads)]
+        for _ in range(swaps):
+            os.rename(live, old)
+            os.rename(spare, live)
+            os.rename(old, spare)
+            index.reload()
+        stop.set()
+        return [r for f in running for r in f.result()]
+
+
+def assert_each_is_one_of(results: list, expected: list) -> None:
+    for r in results:
+        assert any(r.ids == e.ids and np.array_equal(r.scores, e.scores) for e in expected)

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from conftest import assert_each_is_one_of, search_while_swapping, two_indexes_one_path
 
 import indexing
 import retrieval
@@ -188,33 +189,11 @@ def test_searches_during_reloads_each_see_one_generation_whole(tmp_path, small_d
     """Threads search one handle while the index at its path is swapped for another and the handle reloads: a
     search that began on one index and went on to the next (first pass on one, re-scoring and ids on the other)
     would match neither index's own answer."""
-    import threading
     x, queries = small_data
-    spare, live, old = tmp_path / "spare", tmp_path / "live", tmp_path / "old"
-    options = dict(index_dim=32, pq_bytes=8, fast_scan=True, shard_size=1000, quiet=True, tune=False, select=False)
-    indexing.build(live, x, **options)
-    indexing.build(spare, np.ascontiguousarray(x[::-1]), **options)  # same vectors, other rows and ids
+    live, spare = two_indexes_one_path(tmp_path, x, index_dim=32, pq_bytes=8, fast_scan=True, shard_size=1000)
     setting = dict(k=10, nprobe=8, k1=200, k2=50)
     expected = [retrieval.open_index(d).search_batch(queries, **setting) for d in (live, spare)]
     assert expected[0].ids != expected[1].ids
-    index = retrieval.open_index(live)
-    stop = threading.Event()
-
-    def searcher():
-        out = []
-        while not stop.is_set():
-            out.append(index.search_batch(queries, **setting))
-        return out
-    with ThreadPoolExecutor(3) as pool:
-        running = [pool.submit(searcher) for _ in range(3)]
-        for _ in range(60):
-            os.rename(live, old)
-            os.rename(spare, live)
-            os.rename(old, spare)
-            index.reload()
-            time.sleep(0.002)
-        stop.set()
-        results = [r for f in running for r in f.result()]
+    results = search_while_swapping(retrieval.open_index(live), live, spare, queries, setting, swaps=60, threads=3)
     assert len(results) > 20
-    for r in results:
-        assert any(r.ids == e.ids and np.array_equal(r.scores, e.scores) for e in expected)
+    assert_each_is_one_of(results, expected)

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FIXED
+from conftest import FIXED, assert_each_is_one_of, search_while_swapping, two_indexes_one_path
 
 import indexing
 import retrieval
@@ -206,3 +206,20 @@ def test_filtered_search_on_ray_equals_a_single_process(cluster, inputs, tmp_pat
         with retrieval.open_index(out, ray="auto", workers=2, worker_cpus=0.1) as index:
             got = index.search_batch(q, k=10, where=wheres, **FIXED)
             assert_same(got, local)
+
+
+def test_searches_on_ray_during_reloads_each_see_one_generation_whole(cluster, tmp_path, small_data):
+    """As the local test in test_concurrency: Ray workers open the next index beside the one they answer from,
+    and switch only between searches, so no search answers partly from one and partly from the other."""
+    x, queries = small_data
+    live, spare = two_indexes_one_path(tmp_path, x, **OPTS)
+    setting = dict(k=10, **FIXED)
+    expected = [retrieval.open_index(d).search_batch(queries, **setting) for d in (live, spare)]
+    assert expected[0].ids != expected[1].ids
+    index = retrieval.open_index(live, ray="auto", workers=2, worker_cpus=0.1)
+    try:
+        results = search_while_swapping(index, live, spare, queries, setting, swaps=8, threads=2)
+    finally:
+        index.close()
+    assert len(results) > 8
+    assert_each_is_one_of(results, expected)
