@@ -36,7 +36,7 @@ import sys, indexing, numpy as np
 x = np.load(sys.argv[2])
 for i in range(int(sys.argv[3])):
     indexing.build(sys.argv[1], x, index_dim=16 if i % 2 == 0 else 32, pq_bytes=4, fast_scan=True,
-                   shard_size=1000, overwrite=True, quiet=True)
+                   shard_size=1000, overwrite=True, quiet=True, select=False)
 """
 
 
@@ -65,14 +65,17 @@ def test_readers_never_see_a_half_written_index_while_it_is_replaced(tmp_path, s
     refs = {}
     for dim in (16, 32):
         indexing.build(tmp_path / f"ref{dim}", docs, index_dim=dim, pq_bytes=4, fast_scan=True, shard_size=1000,
-                       quiet=True)
-        refs[dim] = retrieval.open_index(tmp_path / f"ref{dim}").search_batch(queries, k=10, nprobe=16, k1=200).rows
+                       quiet=True, select=False)
+        # fixed depths: each build measures its own default operating point by timing
+        refs[dim] = retrieval.open_index(tmp_path / f"ref{dim}").search_batch(queries, k=10, nprobe=16, k1=200,
+                                                                              k2=50).rows
     target = tmp_path / "live" / "idx"
-    indexing.build(target, docs, index_dim=32, pq_bytes=4, fast_scan=True, shard_size=1000, quiet=True)
+    indexing.build(target, docs, index_dim=32, pq_bytes=4, fast_scan=True, shard_size=1000, quiet=True,
+                   select=False)
     seen = {"ok16": 0, "ok32": 0}
 
     def check(index):
-        rows = index.search_batch(queries, k=10, nprobe=16, k1=200).rows
+        rows = index.search_batch(queries, k=10, nprobe=16, k1=200, k2=50).rows
         dim = index.index_dim
         np.testing.assert_array_equal(rows, refs[dim])  # whichever index it opened, it is whole
         seen[f"ok{dim}"] += 1
