@@ -35,6 +35,7 @@ def measure(search: Search, queries: np.ndarray, truth: np.ndarray, qrels: Qrels
     if qrels:
         deep = search(queries, 100)
         out.update({k: v for k, v in quality(deep, truth, qrels).items() if k != "recall_at_10"})
-    out.update({"qps": len(queries) / batch_s if batch_s > 0 else float("inf"), "batch_seconds": batch_s, "batch_repeats": repeats,
-                "p50_ms": p50, "p99_ms": p99, "latency_queries": len(lat), "peak_rss_bytes": peak_rss()})
+    out.update({"qps": len(queries) / batch_s if batch_s > 0 else float("inf"), "batch_seconds": batch_s,
+                "batch_repeats": repeats, "p50_ms": p50, "p99_ms": p99, "latency_queries": len(lat),
+                "peak_rss_bytes": peak_rss()})
     return out

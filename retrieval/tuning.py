@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 TARGET_RECALL = 0.95
 NPROBES = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 DEPTHS = (20, 50, 100, 150, 200, 300, 400, 600, 800, 1200, 1600)
-# k2 candidates: each full-vector row costs about 5x an int8 one (1M x 1024: 230 against 45 ns per candidate), so
-# k2 is cut finely
+# k2 candidates: each full-vector row costs 6-9x an int8 one (1M x 1024: 630-920 against about 105 ns per candidate,
+# benchmarks/results/headline-1m-all), so k2 is cut finely
 KEEP = (20, 30, 40, 50, 70, 100, 150, 200)
 SAMPLE_QUERIES = 300
 PASSING_NPROBES = 2  # nprobes past the first that reaches the target are slower: stop after this many
