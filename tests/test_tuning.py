@@ -51,7 +51,11 @@ def test_the_build_stores_a_measured_point_and_search_uses_it_by_default(two_ind
         assert point["required_recall"] == pytest.approx(tuning.sample_target(point["target_recall"]))
         fastest_fixed = min(t["ms_per_query"] for t in passing if t.get("probe_margin") is None)
         if point["probe_margin"] is None:  # a margin is kept only when clearly faster than every fixed nprobe
-            assert chosen and chosen[0]["ms_per_query"] == fastest_fixed
+            # the fastest fixed setting, or one as fast within TIME_NOISE that is more accurate
+            tied = [t for t in passing if t.get("probe_margin") is None and
+                    t["ms_per_query"] <= fastest_fixed * (1 + tuning.TIME_NOISE)]
+            assert chosen and chosen[0] in tied
+            assert chosen[0]["recall_at_10"] == max(t["recall_at_10"] for t in tied)
         else:
             assert chosen and chosen[0]["ms_per_query"] < fastest_fixed * (1 - tuning.ADAPTIVE_NOISE)
         default = index.search_batch(queries, k=10)
