@@ -147,13 +147,14 @@ def _choices(rows: list[dict]) -> list[str]:
         seen.add(r["system"])
         md += [f"### What {r['system']} chose: {r['factory']}", "",
                f"Measured on {sel['sample_rows']:,} sample vectors, {sel['queries']} held-out sample queries, "
-               f"in {sel['seconds']:.0f} s: {sel['reason']}. Cost is per query at the full size, to reach coverage "
+               f"{sel['reason']}. Cost is modelled per query at the full size (counted work priced by the machine's "
+               f"calibration), to reach coverage "
                f"{sel['target_coverage']} of the true top-10 (int8 re-scoring at {sel['int8_ns_per_candidate']:.0f} "
                "ns per candidate included).", ""]
-        md += _table(["partition and code", "rotation", "nprobe", "depth", "coverage", "ms/query", "train s"],
+        md += _table(["partition and code", "rotation", "nprobe", "depth", "coverage", "modelled ms/query"],
                      [[f"IVF{c['nlist']},{c['code']}", c["rotation"], _f(c.get("nprobe"), "{}"),
                        _f(c.get("depth"), "{}"), _f(c["coverage"]),
-                       _f(c["ms_per_query"] if c["reached"] else None), _f(c["train_seconds"], "{:.1f}")]
+                       _f(c["ms_per_query"] if c["reached"] else None)]
                       for c in sel["candidates"]]) + [""]
     return md
 

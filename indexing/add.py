@@ -27,6 +27,7 @@ from matryoshka.core.timing import StageTimer
 
 from . import drift
 from .attributes import index_attributes
+from .compact import merge, shard_spec
 from .generation import Change
 from .ids import DuplicateGuard
 from .inputs import open_source
@@ -39,6 +40,8 @@ from .text_source import TextSource
 from .training import BuildState
 
 WORK_DIR = ".add"  # in the index folder: texts being encoded for an add (kept if killed, to resume)
+MAX_ID = 2**63 - 1  # integer ids are int64
+APPEND_ROWS = 65536  # an add merges into the last shard while it holds fewer live rows than this
 
 
 def add(index_dir: str | os.PathLike, data, *, ids=None, texts=None, attributes=None, model: str | None = None,
@@ -89,7 +92,11 @@ def _add(change: Change, source: Source, data, ids, upsert: bool, quiet: bool, t
     if not named and isinstance(source, (ArraySource, TextSource)):  # no ids given: number the new rows
         if live.kind != "int":
             raise InputError("the index's ids are strings: give ids= (--ids) for the documents to add")
-        offset = max(live.max_int + 1, m.get("next_id", 0))
+        offset = max(int(live.max_int) + 1, int(m.get("next_id", 0)))
+        if offset + (source.count or 0) - 1 > MAX_ID:
+            raise InputError(f"automatic ids would pass the largest integer id, 2^63-1: the index's ids reach "
+                             f"{offset - 1} and {source.count:,} documents need new ones; give ids explicitly "
+                             "(ids=, --ids)")
     opts = _options(m, quiet, threads)
     first = change.next_shards()
     state = BuildState({}, full_dim=m["full_dim"], index_dim=m["index_dim"])
@@ -110,8 +117,8 @@ def _add(change: Change, source: Source, data, ids, upsert: bool, quiet: bool, t
     added = sum(s["count"] for s in new)
     if not added:
         raise InputError("the input holds no vectors; there is nothing to add")
-    shards = change.mark_dead(guard.replaced) + new
     reference, measured = _drift(root, m, new)
+    shards = _append_to_tail(change, change.mark_dead(guard.replaced), new, opts.shard_size, id_type)
     warning = drift.verdict(measured, reference)
     if warning:
         warnings.warn(warning, stacklevel=2)
@@ -121,6 +128,23 @@ def _add(change: Change, source: Source, data, ids, upsert: bool, quiet: bool, t
               "warning": warning, "engine": "ray" if ray else "local"}
     extra = {"next_id": max(guard.max_int + 1, offset or 0, m.get("next_id", 0))} if live.kind == "int" else {}
     return change.commit(shards, record, drift_reference=reference, **extra)
+
+
+def _append_to_tail(change: Change, old: list[dict], new: list[dict], shard_size: int,
+                    id_type: pa.DataType) -> list[dict]:
+    """The shards of the next generation: the index's, then the new ones; when the add wrote one shard, the last
+    shard of the index and it merge into one, if the last holds fewer than APPEND_ROWS live rows and both fit in
+    a shard. Fifty adds of ten rows then leave one small tail shard, not fifty (whose per-shard scans would make
+    every search slower); each add rewrites at most APPEND_ROWS old rows, their codes copied."""
+    if not old or len(new) != 1:
+        return old + new
+    tail, first = old[-1], new[0]
+    live = tail["count"] - (tail.get("dead") or {}).get("count", 0)
+    if live >= min(APPEND_ROWS, shard_size) or live + first["count"] > shard_size:
+        return old + new
+    merged = merge(change, [tail, first], shard_spec(change.manifest, change.root), first["number"] + 1,
+                   first["id_start"] + first["count"], id_type, StageTimer())
+    return old[:-1] + [merged]
 
 
 def _open_input(m: dict, data, ids, texts, model: str | None, attributes) -> Source:

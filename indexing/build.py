@@ -192,11 +192,13 @@ def add_all(job: BuildJob) -> list[dict]:
 def _manifest(job: BuildJob, shards: list[dict]) -> dict:
     state, n = job.state, sum(s["count"] for s in shards)
     add_total = sum(state.add_seconds.values())
+    # timings go to the build log, not the manifest: the same input and options give the same index, byte for byte
+    layout.write_json_atomic(job.root / layout.BUILD_LOG, {
+        "seconds": {"train": state.train_seconds, **state.add_seconds},
+        "vectors_per_second": n / add_total if add_total else None})
     build = {"identity": state.identity, "options": asdict(job.opts), "device": job.device, "notes": state.notes,
              "count": n, "train_rows": state.train_rows, "train_first_rows": state.train_first_rows,
-             "seconds": {"train": state.train_seconds, **state.add_seconds},
-             "vectors_per_second": n / add_total if add_total else None, "faiss_version": faiss.__version__,
-             "engine": state.engine, "selection": state.selection}
+             "faiss_version": faiss.__version__, "engine": state.engine, "selection": state.selection}
     nlist = faiss.read_index(str(job.root / layout.TRAINED)).nlist
     return new_manifest(job.root, metric=job.opts.metric, full_dim=state.full_dim, index_dim=state.index_dim,
                         factory=state.factory, nlist=nlist, transform_selection=state.transform_choice,

@@ -42,14 +42,21 @@ def append_entries(ivf: faiss.IndexIVF, list_no: int, ids: np.ndarray, codes: np
     ivf.ntotal += n
 
 
-def copy_kept(src: faiss.Index, dst: faiss.Index, new_ids: np.ndarray, first: int) -> None:
-    """Copy into the empty `dst` (same trained IVF) every entry of `src` whose id `first + i` has
-    new_ids[i] >= 0, renamed new_ids[i], keeping the order within each list."""
-    s, d = faiss.extract_index_ivf(src), faiss.extract_index_ivf(dst)
-    for list_no in range(s.nlist):
-        ids, codes = list_entries(s, list_no)
-        renamed = new_ids[ids - first]
-        keep = renamed >= 0
-        if keep.any():
-            append_entries(d, list_no, renamed[keep], codes[keep])
+def copy_kept(sources: list[tuple[faiss.Index, np.ndarray, int]], dst: faiss.Index) -> None:
+    """Copy into the empty `dst` (same trained IVF) every entry of each source (index, new_ids, first) whose id
+    `first + i` has new_ids[i] >= 0, renamed new_ids[i]: each list holds the sources' entries in their order,
+    each source's in its own order (so merged shards hold what a fresh build of their live rows would)."""
+    d = faiss.extract_index_ivf(dst)
+    ivfs = [(faiss.extract_index_ivf(src), new_ids, first) for src, new_ids, first in sources]
+    for list_no in range(d.nlist):
+        all_ids, all_codes = [], []
+        for s, new_ids, first in ivfs:
+            ids, codes = list_entries(s, list_no)
+            renamed = new_ids[ids - first]
+            keep = renamed >= 0
+            all_ids.append(renamed[keep])
+            all_codes.append(codes[keep])
+        ids = np.concatenate(all_ids)
+        if len(ids):
+            append_entries(d, list_no, ids, np.concatenate(all_codes))
     dst.ntotal = d.ntotal

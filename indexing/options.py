@@ -1,12 +1,15 @@
 """The settings of a build, and which of them decide the index (its identity) rather than how it is made."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
-import numpy as np
 
+from matryoshka.core import layout
 from matryoshka.core.device import DEVICES
-from matryoshka.core.errors import InputError
+from matryoshka.core.checks import flag, integer, number
+from matryoshka.core.errors import IndexFormatError, InputError
 from matryoshka.core.vectors import check_metric
 
 TRANSFORMS = ("prefix", "pca", "auto")
@@ -33,6 +36,7 @@ class BuildOptions:
     tune: bool = True  # measure the default operating point at the end of the build (retrieval.tuning)
     select: bool = True  # choose nlist, code and rotation by measurement on the sample (indexing.selection)
     target_recall: float = 0.95  # recall@10 the plan and the default operating point are measured for
+    rotation: str | None = None  # "opq" or "random" fixes the rotation; None: measured (select) or random
 
     @classmethod
     def of(cls, **options) -> "BuildOptions":
@@ -48,18 +52,16 @@ class BuildOptions:
         for name, low, optional in (("index_dim", 1, False), ("pq_bytes", 1, False), ("nlist", 1, True),
                                     ("shard_size", 1, False), ("train_size", 1, True), ("seed", 0, False),
                                     ("batch_rows", 1, False), ("threads", 1, True)):
-            v = getattr(self, name)
-            if v is None and optional:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise InputError(f"{name} must be an integer >= {low}{' or None' if optional else ''}; got {v!r}")
+            integer(name, getattr(self, name), low, optional=optional)
         for name in ("fast_scan", "quiet", "overwrite", "tune", "select"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)) and not (name == "fast_scan" and
-                                                                               self.fast_scan is None):
-                raise InputError(f"{name} must be True or False; got {getattr(self, name)!r}")
-        t = self.target_recall
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0 < t <= 1:
-            raise InputError(f"target_recall must be a number in (0, 1]; got {t!r}")
+            flag(name, getattr(self, name), optional=name == "fast_scan")
+        number("target_recall", self.target_recall, 0, 1, low_open=True)
+        for name in ("transform", "metric", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"{name} must be a string; got {getattr(self, name)!r}")
+        if self.rotation is not None and self.rotation not in ROTATIONS:
+            raise InputError(f"unknown rotation {self.rotation!r}; choose one of {', '.join(ROTATIONS)} or None "
+                             "(measured)")
         if self.transform not in TRANSFORMS:
             raise InputError(f"unknown transform {self.transform!r}; choose one of {', '.join(TRANSFORMS)}")
         check_metric(self.metric)
@@ -78,4 +80,23 @@ class BuildOptions:
 
 
 IDENTITY = ("index_dim", "transform", "metric", "pq_bytes", "fast_scan", "nlist", "shard_size", "train_size", "seed",
-            "select", "target_recall")
+            "select", "target_recall", "rotation")
+ROTATIONS = ("random", "opq")
+
+
+def plan_options(other: str | os.PathLike) -> dict:
+    """The options that repeat the plan of the index at `other` exactly (`--plan-from`): its dims, metric,
+    shortening, partition, code and rotation, with nothing measured again."""
+    try:
+        m = layout.read_json(Path(other) / layout.MANIFEST, "manifest")
+        nlist, code = m["factory"].split(",")
+        sel = (m["build"].get("selection") or {})
+        plan = {"index_dim": m["index_dim"], "metric": m["metric"], "transform": m["transform"]["kind"],
+                "nlist": int(nlist[3:]), "select": False, "rotation": sel.get("rotation_kind", "random")}
+    except (IndexFormatError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise InputError(f"--plan-from {other}: not an index whose plan can be read ({e}); name the folder of "
+                         "an index built by this engine") from None
+    if code != "Flat":
+        m_sub, _, bits = code[2:].removesuffix("fs").partition("x")
+        plan.update(fast_scan=code.endswith("fs"), pq_bytes=int(m_sub) * int(bits or 8) // 8)
+    return plan

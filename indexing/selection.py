@@ -3,10 +3,12 @@
 Each candidate is an IVF index over the sample with the nlist the full index would have. Held-out sample rows
 are the queries, their exact full-dim top-10 over the sample the truth: sparser than the full data, so coverage
 is a little pessimistic, alike for every candidate. A candidate's cost is the cheapest way it reaches the
-coverage target, extrapolated to N vectors from what was timed on the sample:
+coverage target, extrapolated to N vectors from the work counted on the sample and priced by the machine's
+calibrated constants (`matryoshka.core.cost_model`), never by timing: the same sample gives the same choice on
+an idle or a loaded machine.
 
-    coarse assignment (timed, the same at any N) + nprobe * N/nlist codes * time per scanned code (timed)
-    + depth * time to re-score one candidate with the int8 vectors (timed)
+    coarse assignment (nlist x dim) + nprobe lists + the share of the sample's codes those lists hold x N codes
+    x code bytes + depth int8 candidates x dim
 
 The depth is the one the tuner (retrieval.tuning) will take: reaching the target and within SATURATION of what
 the probed lists hold at any depth. Coarser codes rank worse and need more of it.
@@ -19,13 +21,12 @@ replaces the default only when it is faster by more than NOISE.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 
 import faiss
 import numpy as np
 
-from matryoshka.core.codec import Int8Codec
+from matryoshka.core import cost_model
 
 from . import ivf
 
@@ -52,8 +53,7 @@ class Candidate:
     nprobe: int | None = None
     depth: int | None = None
     coverage: float = 0.0
-    ms_per_query: float = float("inf")  # first pass over N vectors + int8 re-scoring of `depth`, per query
-    train_seconds: float = 0.0
+    ms_per_query: float = float("inf")  # modelled: first pass over N vectors + int8 re-scoring of `depth`
 
     @property
     def factory(self) -> str:
@@ -73,7 +73,7 @@ class Selection:
     sample_rows: int = 0
     queries: int = 0
     int8_ns_per_candidate: float = 0.0
-    seconds: float = 0.0
+    cost_model: dict = field(default_factory=dict)  # the calibrated constants every cost was priced with
     rotation: np.ndarray | None = None
 
     @property
@@ -105,28 +105,11 @@ def _coverage(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def _timed(fn, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def int8_cost(short: np.ndarray, queries: np.ndarray, depth: int = 200) -> float:
-    """Seconds to re-score one candidate with int8 vectors (gather, widen, dot), measured on the sample."""
-    codec = Int8Codec.fit(short)
-    codes = codec.encode(short)
-    cand = np.random.default_rng(0).integers(0, len(codes), size=(len(queries), depth))
-    secs = _timed(lambda: codec.inner_products(codes[cand], queries))  # as the cascade scores them
-    return secs / cand.size
-
-
 def _measure(c: Candidate, index: faiss.Index, base: np.ndarray, queries: np.ndarray, truth: np.ndarray,
-             n: int, int8_s: float, target: float) -> Candidate:
+             n: int, cal: cost_model.Calibration, target: float) -> Candidate:
     index.add(base)
-    quantizer = faiss.extract_index_ivf(index).quantizer
+    ivf = faiss.extract_index_ivf(index)
+    sizes = np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.float64)
     for nprobe in NPROBES:
         if nprobe > c.nlist:
             break
@@ -139,15 +122,24 @@ def _measure(c: Candidate, index: faiss.Index, base: np.ndarray, queries: np.nda
         if not len(ok):
             continue
         depth = DEPTHS[ok[0]]
-        coarse_s = _timed(lambda: quantizer.search(queries, nprobe)) / len(queries)
-        scan_s = max(0.0, _timed(lambda: index.search(queries, depth, params=params)) / len(queries) - coarse_s)
-        per_code = scan_s / (nprobe * len(base) / c.nlist)
-        ms = (coarse_s + nprobe * n / c.nlist * per_code + depth * int8_s) * 1e3
+        _, lists = ivf.quantizer.search(queries, nprobe)
+        share = float(sizes[lists].sum(1).mean() / len(base))  # of the codes, scanned per query
+        ms = cost_model.query_ms(cal, nlist=c.nlist, dim=base.shape[1], code=c.code, lists=nprobe,
+                                 codes=share * n, int8=depth)
         if ms < c.ms_per_query:
             c.reached, c.nprobe, c.depth, c.ms_per_query, c.coverage = True, nprobe, depth, ms, float(cov[ok[0]])
         elif c.reached:
             break  # more lists cost more than they save in depth from here on
     return c
+
+
+def learn_opq(short: np.ndarray, code: str) -> np.ndarray:
+    """A learned (d, d) OPQ rotation for `code` on (the first OPQ_ROWS of) `short`: y = x @ rotation."""
+    dim = short.shape[1]
+    opq = faiss.OPQMatrix(dim, int(code[2:].split("x")[0]))
+    opq.niter = OPQ_ITERATIONS
+    opq.train(np.ascontiguousarray(short[:OPQ_ROWS]))
+    return faiss.vector_to_array(opq.A).reshape(dim, dim).T.astype(np.float32)
 
 
 def _new_ivf(code: str, centroids: np.ndarray, metric: str) -> faiss.Index:
@@ -204,41 +196,36 @@ def code_candidates(pq_bytes: int, dim: int, device: str, fast_scan: bool | None
 
 def select(sample: np.ndarray, short: np.ndarray, n: int, metric: str, pq_bytes: int, device: str,
            nlist: int | None = None, fast_scan: bool | None = None, seed: int = 0,
-           target_recall: float = 0.95) -> Selection | None:
+           target_recall: float = 0.95, rotation: str | None = None) -> Selection | None:
     """Measure and choose nlist, code and rotation for an index of `n` vectors, from its training sample (full
     vectors and their short form), for `target_recall` (as `sample_target` asks of sample queries, like the
-    tuner). None when the sample is too small to measure anything but noise, or no
-    code fits the dim. The measurement runs on the CPU; a GPU build is offered only 8-bit codes."""
+    tuner); `rotation` "opq" or "random" is taken without measuring the other. None when the sample is too
+    small to measure anything but noise, or no code fits the dim. The measurement runs on the CPU; a GPU build is
+    offered only 8-bit codes."""
     dim = short.shape[1]
     codes = code_candidates(pq_bytes, dim, device, fast_scan)
     auto = ivf.choose_nlist(n)
     nlists = [nlist] if nlist else nlist_candidates(min(n, len(short) - QUERIES), auto)
     if len(short) < MIN_ROWS or not codes:
         return None
-    t0 = time.perf_counter()
+    cal = cost_model.calibration()
     target = sample_target(target_recall)
     rng = np.random.default_rng(seed + 1)
     order = rng.permutation(len(short))
     q_rows, b_rows = np.sort(order[:QUERIES]), np.sort(order[QUERIES:QUERIES + MAX_ROWS])
     base, queries = short[b_rows], short[q_rows]
     truth = _truth(sample[q_rows], sample[b_rows], metric)
-    int8_s = int8_cost(base, queries)
 
-    def measure(nl: int, code: str, rotation: str, centroids: np.ndarray, b: np.ndarray, q: np.ndarray,
-                train_s: float = 0.0) -> Candidate:
-        c = Candidate(nl, code, rotation)
+    def measure(nl: int, code: str, rotation: str, centroids: np.ndarray, b: np.ndarray, q: np.ndarray) -> Candidate:
         index = _new_ivf(code, centroids, metric)
-        t = time.perf_counter()
         index.train(b)
-        c.train_seconds = train_s + time.perf_counter() - t
-        return _measure(c, index, b, q, truth, n, int8_s, target)
+        return _measure(Candidate(nl, code, rotation), index, b, q, truth, n, cal, target)
 
     tried: list[Candidate] = []
     centroids = {}
     for nl in nlists:
-        t = time.perf_counter()
         centroids[nl] = _kmeans(base, nl, metric, seed)
-        tried.append(measure(nl, codes[0], "random", centroids[nl], base, queries, time.perf_counter() - t))
+        tried.append(measure(nl, codes[0], "random", centroids[nl], base, queries))
     best = _fewest_lists_within_noise(tried)
     best_centroids = centroids[best.nlist]
     for code in codes[1:]:
@@ -247,22 +234,17 @@ def select(sample: np.ndarray, short: np.ndarray, n: int, metric: str, pq_bytes:
         if _better(c, best):
             best = c
     # OPQ on the chosen code: its rotation folds into the transform, at no search cost on either device
-    m = int(best.code[2:].split("x")[0])
-    t = time.perf_counter()
-    opq = faiss.OPQMatrix(dim, m)
-    opq.niter = OPQ_ITERATIONS
-    opq.train(base[:OPQ_ROWS])
-    rotation = faiss.vector_to_array(opq.A).reshape(dim, dim).T.astype(np.float32)  # y = x @ rotation
-    c = measure(best.nlist, best.code, "opq", best_centroids @ rotation, base @ rotation, queries @ rotation,
-                time.perf_counter() - t)
-    tried.append(c)
     opq_rotation = None
-    if _better(c, best):
-        best, opq_rotation = c, rotation
+    if rotation != "random":
+        learned = learn_opq(base, best.code)
+        c = measure(best.nlist, best.code, "opq", best_centroids @ learned, base @ learned, queries @ learned)
+        tried.append(c)
+        if rotation == "opq" or _better(c, best):
+            best, opq_rotation = c, learned
     default = tried[0]
     reason = ("the rule of thumb's plan: no other was faster by more than noise" if best is default else
               f"{best.factory} ({best.rotation} rotation) reached coverage {target} at "
-              f"{best.ms_per_query:.3f} ms per query against {default.ms_per_query:.3f} for {default.factory}"
+              f"{best.ms_per_query:.3f} modelled ms per query against {default.ms_per_query:.3f} for {default.factory}"
               if best.reached else f"no candidate reached coverage {target}; {best.factory} covered most")
     return Selection(best.nlist, best.code, best.rotation, tried, reason, target, len(base), len(queries),
-                     int8_s * 1e9, time.perf_counter() - t0, opq_rotation)
+                     cal.int8_ns * dim, cal.to_dict(), opq_rotation)

@@ -1,6 +1,7 @@
 """Inputs of a build, each read in batches without holding the corpus in RAM (the `Source` protocol)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -179,6 +180,8 @@ class ArraySource(SourceBase):
             raise InputError(f"vectors must be a 2-D matrix (rows x dims); got shape {vectors.shape}")
         if vectors.dtype.kind not in "fiu":
             raise InputError(f"vectors must be numbers; got dtype {vectors.dtype}")
+        if vectors.shape[1] == 0:
+            raise InputError(f"vectors have 0 dims (shape {vectors.shape}); give one embedding per row")
         self.vectors, self.count, self.dim = vectors, vectors.shape[0], vectors.shape[1]
         if ids is not None and len(ids) != self.count:
             raise InputError(f"got {len(ids)} ids for {self.count} vectors; give one id per vector")
@@ -263,7 +266,6 @@ class NpySource(ArraySource):
         return out
 
 
-
 def npy_source(path: str | os.PathLike, ids=None, texts=None, attributes=None) -> NpySource:
     """A `.npy` matrix streamed from disk; ids from a list, a `.npy` or a Parquet file with column `id`."""
     path = Path(path)
@@ -274,12 +276,53 @@ def npy_source(path: str | os.PathLike, ids=None, texts=None, attributes=None) -
     return NpySource(path, ids, texts, {"kind": "npy", "files": _file_fingerprint(files)}, attributes)
 
 
+IDS_FORMAT = "a .npy array of integers or strings, or a Parquet file with an `id` column"
+
+
 def load_ids(path: Path):
+    """The ids in a .npy or Parquet file (build, add and delete all read them here), or an InputError naming
+    the file and what is wrong with it; a pickled .npy is refused, never unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"ids file {path} does not exist; give {IDS_FORMAT}")
     if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            why = "it holds pickled Python objects, which are never loaded" if "pickle" in str(e) else str(e)
+            raise InputError(f"cannot read ids file {path}: {why}; save the ids as integers or strings "
+                             "(numpy.save(path, np.asarray(ids, dtype=str)))") from None
+        except (OSError, EOFError) as e:
+            raise InputError(f"cannot read ids file {path} ({type(e).__name__}: {e}); give {IDS_FORMAT}") from None
+        if ids.ndim != 1 or ids.dtype.kind not in "iuU":
+            raise InputError(f"ids file {path} holds a {ids.dtype} array of shape {ids.shape}; give a 1-D array "
+                             "of integers or strings")
+        return ids
     if path.suffix == ".parquet":
-        return pa.parquet.read_table(path, columns=["id"]).column("id").combine_chunks()
-    raise InputError(f"ids file {path} must be .npy or .parquet (column `id`)")
+        try:
+            schema = pa.parquet.read_schema(path)
+            if "id" not in schema.names:
+                raise InputError(f"ids file {path} has no `id` column (it has {schema.names}); give {IDS_FORMAT}")
+            return pa.parquet.read_table(path, columns=["id"]).column("id").combine_chunks()
+        except (OSError, pa.ArrowException) as e:
+            raise InputError(f"cannot read ids file {path} ({str(e).splitlines()[0]}); give {IDS_FORMAT}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"ids file {path} holds ids that are not valid UTF-8; give {IDS_FORMAT}") from None
+    raise InputError(f"ids file {path} must be .npy or .parquet; give {IDS_FORMAT}")
+
+
+@contextlib.contextmanager
+def parquet_errors(path: Path, what: str = "the Parquet input"):
+    """Errors of reading Parquet files (damaged pages, columns whose types differ between files, text that is not
+    UTF-8) as an InputError naming the file or folder and the fix, not a traceback."""
+    try:
+        yield
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, UnicodeDecodeError):
+            first = f"a text value is not valid UTF-8 ({e.reason} at byte {e.start})"
+        raise InputError(f"cannot read {what} {path}: {first}; repair or replace the file and run the same "
+                         "command again") from None
 
 
 class ParquetSource(SourceBase):
@@ -287,6 +330,10 @@ class ParquetSource(SourceBase):
 
     def __init__(self, path: str | os.PathLike, id_col: str = "id", vector_col: str = "embedding",
                  text_col: str = "text"):
+        with parquet_errors(Path(path)):
+            self._open(path, id_col, vector_col, text_col)
+
+    def _open(self, path, id_col: str, vector_col: str, text_col: str) -> None:
         self.path = Path(path)
         self.dataset = open_parquet(self.path)
         names = self.dataset.schema.names
@@ -303,6 +350,10 @@ class ParquetSource(SourceBase):
         self.dim = list_column_to_matrix(head.column(0), 0).shape[1] if self.count else 0
 
     def fingerprint(self) -> dict:
+        with parquet_errors(self.path):
+            return self._fingerprint()
+
+    def _fingerprint(self) -> dict:
         rows = self.dataset.take(pa.array(sampled_rows(self.count)), columns=self.cols + self.attr_cols)
         h = hashlib.sha256(str(rows.schema).encode())
         for col in rows.columns:
@@ -311,25 +362,24 @@ class ParquetSource(SourceBase):
                 "count": self.count, "rows_sha256": h.hexdigest()}
 
     def sample(self, rows: np.ndarray) -> np.ndarray:
-        table = self.dataset.take(pa.array(rows), columns=[self.cols[1]])
+        with parquet_errors(self.path):
+            table = self.dataset.take(pa.array(rows), columns=[self.cols[1]])
         return list_column_to_matrix(table.column(0), 0)
 
     def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
-        for lo, rb in record_batches(self.dataset, self.cols + self.attr_cols, size, start):
-            texts = as_texts(rb.column(2), lo) if self.has_text else None
-            attrs = pa.Table.from_batches([rb.select(self.attr_cols)]) if self.attr_cols else None
-            yield Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts, attrs)
+        with parquet_errors(self.path):
+            for lo, rb in record_batches(self.dataset, self.cols + self.attr_cols, size, start):
+                texts = as_texts(rb.column(2), lo) if self.has_text else None
+                attrs = pa.Table.from_batches([rb.select(self.attr_cols)]) if self.attr_cols else None
+                yield Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts, attrs)
 
 
 def record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: int = 0
                    ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(first row, record batch of `columns`) for the rows of a Parquet dataset from row `start`, in order.
     Whole files and row groups before `start` are skipped without being read."""
-    try:
+    with parquet_errors(Path(dataset.files[0]).parent if len(dataset.files) > 1 else Path(dataset.files[0])):
         yield from _record_batches(dataset, columns, size, start)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(f"cannot read the Parquet input ({e}); repair or replace the file it names and run the "
-                         "same build again to resume") from None
 
 
 def _record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: int
@@ -349,14 +399,15 @@ def _record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: i
                     pieces.append(piece)
                 else:
                     pos += m
-        for piece in pieces:
-            for rb in piece.to_batches(columns=columns, batch_size=size):
-                lo, pos = pos, pos + rb.num_rows
-                if pos <= start:
-                    continue
-                if lo < start:
-                    rb, lo = rb.slice(start - lo), start
-                yield lo, rb
+        with parquet_errors(Path(fragment.path)):  # names the file of a folder that is damaged
+            for piece in pieces:
+                for rb in piece.to_batches(columns=columns, batch_size=size):
+                    lo, pos = pos, pos + rb.num_rows
+                    if pos <= start:
+                        continue
+                    if lo < start:
+                        rb, lo = rb.slice(start - lo), start
+                    yield lo, rb
 
 
 class IteratorSource(SourceBase):

@@ -109,11 +109,15 @@ def train(root: Path, source: Source, opts: BuildOptions, device: str, state: Bu
     if opts.select and not factory.endswith(",Flat"):
         say(f"measuring partitions and codes on {len(sample):,} sample vectors", opts.quiet)
         chosen = selection.select(sample, short, source.count or len(sample), opts.metric, opts.pq_bytes, device,
-                                  opts.nlist, opts.fast_scan, opts.seed, opts.target_recall)
+                                  opts.nlist, opts.fast_scan, opts.seed, opts.target_recall, opts.rotation)
     if chosen is not None:
         factory = chosen.factory
-        if chosen.rotation is not None:
-            transform, short = transform.rotated(chosen.rotation), short @ chosen.rotation
+        rotation = chosen.rotation
+    else:  # the rule of thumb, or a plan given (--plan-from): a learned rotation only when asked for
+        rotation = selection.learn_opq(short, factory.split(",")[1]) if opts.rotation == "opq" and \
+            not factory.endswith(",Flat") else None
+    if rotation is not None:
+        transform, short = transform.rotated(rotation), short @ rotation
     say(f"training {factory} on {len(sample):,} vectors ({device})", opts.quiet)
     for note in notes:
         say(f"note: {note}", opts.quiet)

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from functools import partial
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -72,22 +73,31 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", metavar="ADDRESS", help="build the shards as Ray tasks on the cluster at ADDRESS "
                                                     "(or auto); input and --out on storage every node sees")
     p.add_argument("--ray-gpus", type=float, default=0.0, help="with --ray: GPUs per shard task / encoder actor")
+    p.add_argument("--queries", help="real queries to measure the default operating point on (" + QUERIES_FORMAT +
+                   "); default: a sample of the index's own vectors, which are easier")
+    p.add_argument("--plan-from", metavar="INDEX", help="repeat the plan of another index exactly, measuring none "
+                   "of it: its dims, metric, shortening, partition, code and rotation replace those flags")
 
 
 def cmd_build(a) -> None:
     from indexing import BuildOptions, build_index, open_source
     from indexing.api import tune_new_index
-    opts = BuildOptions(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
-                        fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
-                        train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet,
-                        overwrite=a.overwrite, tune=a.tune, select=a.select, target_recall=a.target_recall)
+    from indexing.options import plan_options
+    given = dict(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
+                 fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
+                 train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet, overwrite=a.overwrite,
+                 tune=a.tune, select=a.select, target_recall=a.target_recall)
+    if a.plan_from:  # the other index's plan replaces the flags it covers
+        given.update(plan_options(a.plan_from))
+    opts = BuildOptions(**given)
+    finish = partial(tune_new_index, queries=read_queries(a.queries)[1] if a.queries else None)
     if a.ray:
         from indexing.distributed_build import build_distributed
         out = build_distributed(a.out, a.input, ids=a.ids, model=a.model, options=opts, address=a.ray,
-                                num_gpus=a.ray_gpus, finish=tune_new_index)
+                                num_gpus=a.ray_gpus, finish=finish)
     else:
         out = build_index(a.out, open_source(a.input, ids=a.ids, model=a.model), opts, model_name=a.model,
-                          finish=tune_new_index)
+                          finish=finish)
     if not a.quiet:
         print(f"index ready: {out}")
 
@@ -104,10 +114,10 @@ def read_id_args(values: list[str]) -> list:
     from pathlib import Path
 
     from indexing.sources import load_ids
-    if len(values) == 1 and Path(values[0]).is_file():
-        path = Path(values[0])
-        if path.suffix in (".parquet", ".npy"):
-            return list(load_ids(path))
+    path = Path(values[0]) if len(values) == 1 else None
+    if path is not None and path.suffix in (".parquet", ".npy"):  # a file, or a refusal naming it
+        return list(load_ids(path))
+    if path is not None and path.is_file():
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
     return values
 
@@ -231,7 +241,8 @@ def cmd_info(a) -> None:
     from indexing.sizing import human
     from retrieval import open_index
     from retrieval.tuning import describe
-    info = open_index(a.index, device="cpu").info()
+    with open_index(a.index, device="cpu") as index:
+        info = index.info()
     if a.json:
         print(json.dumps(info, indent=2, default=str))
         return
@@ -245,19 +256,19 @@ def cmd_info(a) -> None:
     for s in info["shards"]:
         print(f"  shard {s['number']:05d}: {s['count']:,} vectors, {human(s['bytes'])}, "
               f"{s['dead'] / max(s['count'], 1):.1%} deleted")
-    b = info["build"]
-    print(f"built on {b['device']} at {b['vectors_per_second'] or 0:,.0f} vectors/s; seconds per step: "
-          + ", ".join(f"{k}={v:.1f}" for k, v in b["seconds"].items()))
+    b, log = info["build"], info["build_log"]
+    print(f"built on {b['device']}" + (f" at {log['vectors_per_second'] or 0:,.0f} vectors/s; seconds per step: "
+                                       + ", ".join(f"{k}={v:.1f}" for k, v in log["seconds"].items()) if log else ""))
     for note in b["notes"]:
         print(f"note: {note}")
     sel = b.get("selection")
     if sel:
-        print(f"partition and code measured on {sel['sample_rows']:,} sample vectors in {sel['seconds']:.0f} s "
-              f"(coverage target {sel['target_coverage']}): {sel['reason']}")
+        print(f"partition and code measured on {sel['sample_rows']:,} sample vectors, priced by the calibrated cost "
+              f"model (coverage target {sel['target_coverage']}): {sel['reason']}")
         for c in sel["candidates"]:
             print(f"  IVF{c['nlist']},{c['code']}, {c['rotation']} rotation: " + (
                 f"nprobe {c['nprobe']}, depth {c['depth']}, coverage {c['coverage']:.3f}, {c['ms_per_query']:.3f} "
-                "ms/query at full size" if c["reached"] else f"coverage at most {c['coverage']:.3f}"))
+                "modelled ms/query at full size" if c["reached"] else f"coverage at most {c['coverage']:.3f}"))
     point = info["operating_point"]
     print(f"default operating point: {describe(point)}" if point else
           f"default operating point: not measured (constants {info['defaults']['nprobe']=}, "

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from matryoshka.core import encoder
+from matryoshka.core import encoder, layout
 from matryoshka.core.codec import Codec
 from matryoshka.core.device import check_faiss_install, resolve_device, set_threads
 from matryoshka.core.errors import IndexFormatError, InputError
@@ -69,9 +71,8 @@ class Index:
         self.device = resolve_device(device)
         set_threads(threads)
         self._verify, self._local = verify, backend is None
-        self._backend = backend or (lambda root, m, codec, trained, v: ShardGroup(root, m, device=self.device,
-                                                                                  verify=v, codec=codec,
-                                                                                  trained=trained))
+        # a factory that holds no reference to this handle, so that the last reference frees it (no cycle)
+        self._backend = backend or partial(_local_backend, self.device)
         self.backend = None
         self._swap = SharedLock()  # searches share it; a reload swaps generations between them
         self._open_newest()
@@ -135,20 +136,32 @@ class Index:
             self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
             self.count, self.live, self.generation = m["count"], live_count(m), generation(m)
             self.params, self.codec, self.trained, self.assigner = params, codec, trained, assigner
-            self.backend = backend or self.backend
+            old, self.backend = self.backend, backend or self.backend
+            if old is not None and old is not self.backend:
+                old.close()  # the generation replaced: its files (perhaps deleted on disk) are released now
 
     def reload(self) -> bool:
         """Open the newest generation of the index (after `indexing.add`, `delete` or `compact`); True when it
         is newer than the one this handle held. Safe while other threads search: each search sees one
         generation whole: the new one is opened beside the old (by the Ray workers too), and the switch waits
         for searches in flight and holds new ones off while it happens."""
+        self._check_open()
         before = self.generation
         self._open_newest()
         return self.generation != before
 
     def close(self) -> None:
-        """Release the backend (stops Ray shard workers)."""
-        self.backend.close()
+        """Release everything the handle holds, at once: the memory maps and file handles of every store, the
+        faiss indexes, the model and cross-encoder (and stop Ray shard workers). Searching it afterwards is an
+        error. Dropping the last reference to a handle releases the same, without a garbage-collector pass."""
+        with self._swap.exclusive():  # searches in flight finish first
+            if self.backend is not None:
+                self.backend.close()
+            self.backend = self.trained = self.assigner = self._model = self.reranker = None
+
+    @property
+    def closed(self) -> bool:
+        return self.backend is None
 
     def __enter__(self):
         return self
@@ -218,12 +231,17 @@ class Index:
         or a pyarrow compute expression for the whole batch, or a list of them (None: no filter), one per query.
         """
         with self._swap.shared():
+            self._check_open()
             return self._search_batch(queries, k, params, query_texts, where, options)
+
+    def _check_open(self) -> None:
+        if self.backend is None:
+            raise InputError(f"the index {self.root} was closed; open it again with retrieval.open_index")
 
     def _search_batch(self, queries, k, params, query_texts, where, options) -> SearchResult:
         if k is not None:
             options["k"] = k
-        p = self._within_index((params or self.params).updated(**options).checked(self.full_dim))
+        p = self._within_index(_as_params(params, self.params).updated(**options).checked(self.full_dim))
         timer = StageTimer()
         x, texts = self._vectors(queries)
         if query_texts is not None:
@@ -358,9 +376,17 @@ class Index:
         return tune(self, target_recall, queries, max_latency_ms, n_queries, save)
 
     # -- description ---------------------------------------------------------------------------------------
+    def _build_log(self) -> dict | None:
+        """Seconds per build step (`layout.BUILD_LOG`), when the folder has them."""
+        try:
+            return json.loads((self.root / layout.BUILD_LOG).read_text())
+        except (OSError, ValueError):
+            return None
+
     def info(self) -> dict:
         """Manifest summary with bytes per vector resident in RAM, memory-mapped, and on disk."""
         with self._swap.shared():  # of one generation
+            self._check_open()
             return self._info()
 
     def _info(self) -> dict:
@@ -381,8 +407,24 @@ class Index:
                            for s, b in zip(self.manifest["shards"], shard_bytes)],
                 "changes": self.manifest.get("changes", []), "attributes": self.manifest.get("attributes", {}),
                 "ram_bytes_per_vector": ram, "mmap_bytes_per_vector": mmapped / n,
-                "disk_bytes_per_vector": disk / n, "build": self.manifest["build"],
+                "disk_bytes_per_vector": disk / n, "build": self.manifest["build"], "build_log": self._build_log(),
                 "operating_point": self.manifest.get("operating_point"), "defaults": self.params.to_dict()}
+
+
+def _as_params(params, default: SearchParams) -> SearchParams:
+    """`params=`: a SearchParams, a dict of its fields (over the index's defaults), or None (the defaults)."""
+    if params is None:
+        return default
+    if isinstance(params, SearchParams):
+        return params
+    if isinstance(params, dict):
+        return default.updated(**params)
+    raise InputError(f"params= takes a retrieval.SearchParams or a dict of its fields; got {type(params).__name__}")
+
+
+def _local_backend(device: str, root: PinnedFolder, m: dict, codec: Codec, trained: faiss.Index,
+                   verify: bool) -> Backend:
+    return ShardGroup(root, m, device=device, verify=verify, codec=codec, trained=trained)
 
 
 def _by_predicate(where, n: int) -> list[tuple[object, np.ndarray]]:

@@ -116,4 +116,5 @@ class ShardGroup:
         return sum(s.ids.nbytes for s in self.shards if s.ids is not None)
 
     def close(self) -> None:
-        """Nothing to stop: the files close with the objects."""
+        """Drop every shard, store and cached filter: their memory maps unmap as the last references go."""
+        self.shards, self.stores, self.first, self.filters = [], None, None, None

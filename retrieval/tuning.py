@@ -4,8 +4,10 @@ Coverage and depth are separate knobs. nprobe decides which lists the first pass
 of the true neighbours can be found at all; k1 decides how many of the scanned candidates go on to be
 re-scored. One deep first pass per nprobe gives the coverage at every depth at once; the shallowest depth that
 covers the target and has nearly reached the coverage of its lists is then checked with the whole cascade, and
-k2 is cut as far as recall allows. Of the settings that reach the target, the fastest (timed on the same
-queries, best of two) wins.
+k2 is cut as far as recall allows. Of the settings that reach the target, the cheapest wins: its cost is the work
+it did on these queries, counted (lists probed, codes those lists hold, int8 and full candidates re-scored) and
+priced by the machine's calibrated constants (`matryoshka.core.cost_model`), never timed, so that the same index
+and queries give the same point however busy the machine is.
 
 Queries are vectors of the index itself outside the training sample (each one's own row left out of the
 truth and of the results), which must show `sample_target` of the target, or the user's own queries. The
@@ -13,15 +15,17 @@ truth is the exact top 10 by the full vectors, the cascade's last stage, over ev
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+import faiss
 import numpy as np
 
 from indexing.folder import BuildLock
 from indexing.selection import SATURATION, sample_target
 from indexing.training import sample_rows
+from matryoshka.core import cost_model
+from matryoshka.core.checks import flag, integer, number
 from matryoshka.core.errors import InputError
 from matryoshka.core.params import SearchParams
 from matryoshka.storage.manifest import read_manifest, write_manifest
@@ -48,8 +52,8 @@ ADAPTIVE_LISTS = (0.5, 0.75)  # ... at these shares of that nprobe's lists on av
 # A margin replaces the fixed nprobe only when this much faster on the sample: on full GCIDE the margin fitted to
 # sample vectors had real queries probe a little more (101 lists against 96), and the saving did not carry over.
 ADAPTIVE_NOISE = 0.10
-# Settings whose times differ by less than this are equally fast on a shared machine: the more accurate wins. On
-# the demo's 9,438 passages nprobe 4 and 8 timed 0.073 and 0.075 ms, at 0.963 and 0.981 on the sample.
+# Settings whose modelled costs differ by less than this are equally fast (the model is no finer): the more
+# accurate wins. On the demo's 9,438 passages nprobe 4 and 8 timed 0.073 and 0.075 ms, at 0.963 and 0.981.
 TIME_NOISE = 0.05
 
 
@@ -61,7 +65,7 @@ class OperatingPoint:
     k1: int
     k2: int
     recall_at_10: float
-    ms_per_query: float
+    ms_per_query: float  # modelled (see cost_model), per query in a batch
     target_recall: float
     reached: bool
     queries: int
@@ -70,6 +74,8 @@ class OperatingPoint:
     required_recall: float | None = None  # what the queries had to show: sample_target(target) on a sample
     probe_margin: float | None = None  # nprobe is a cap: lists whose centroid trails the nearest by more are skipped
     lists_probed: float | None = None  # mean lists a query probed at this setting
+    cost_model: dict | None = None  # the calibrated constants the costs were priced with
+    within_latency: bool = True  # False: no setting met max_latency_ms; the fastest is kept
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,13 +131,34 @@ def _recall(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None, depth:
     return float((found[:, :depth, None] == t[:, None, :]).any(1).sum() / t.size)
 
 
-def _timed(index: "Index", x: np.ndarray, params: SearchParams) -> tuple[np.ndarray, float]:
-    best, rows = float("inf"), None
-    for _ in range(3):
-        t = time.perf_counter()
-        rows = index.search_batch(x, params=params).rows
-        best = min(best, time.perf_counter() - t)
-    return rows, 1000.0 * best / len(x)
+class Pricer:
+    """The modelled cost of a setting on a query batch, from the work it does: the lists it probes, the codes
+    they hold in every shard, and the candidates each stage re-scores."""
+
+    def __init__(self, index: "Index"):
+        _local(index)
+        self.index, self.cal = index, cost_model.calibration()
+        ivfs = [faiss.extract_index_ivf(s.index) for s in index.backend.shards]
+        self.sizes = np.zeros(index.assigner.nlist, np.float64)
+        for ivf in ivfs:
+            self.sizes += [ivf.invlists.list_size(i) for i in range(ivf.nlist)]
+        self.code = index.manifest["factory"].split(",")[-1]
+
+    def ms(self, x: np.ndarray, p: SearchParams) -> float:
+        assigned = self.index.assigner.assign(self.index.codec.transform.apply(x), p.nprobe)
+        if p.probe_margin is not None:
+            assigned = prune_lists(assigned, p.probe_margin, self.index.metric)
+        lists = assigned[1]
+        codes = np.where(lists >= 0, self.sizes[np.maximum(lists, 0)], 0).sum(1)
+        int8 = np.minimum(codes, p.k1)
+        full = np.minimum(int8, p.k2)
+        return cost_model.query_ms(self.cal, nlist=self.index.assigner.nlist, dim=self.index.index_dim,
+                                   code=self.code, lists=float((lists >= 0).sum(1).mean()), codes=float(codes.mean()),
+                                   int8=float(int8.mean()), full=float(full.mean()), full_dim=self.index.full_dim)
+
+
+def _priced(index: "Index", pricer: Pricer, x: np.ndarray, params: SearchParams) -> tuple[np.ndarray, float]:
+    return index.search_batch(x, params=params).rows, pricer.ms(x, params)
 
 
 def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target: float = TARGET_RECALL,
@@ -146,6 +173,7 @@ def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target
     need = sample_target(target) if own is not None else target  # what the queries must show
     k = 10 + extra
     truth = exact_truth(index, x, k)
+    pricer = Pricer(index)
     nlist = index.assigner.nlist
     tried, passing = [], []
     for nprobe in [p for p in NPROBES if p < nlist] + [nlist]:
@@ -165,7 +193,7 @@ def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target
             keeps = [v for v in KEEP if v < k1] + [k1] if depth_ok else [min(KEEP[-1], k1)]
             for k2 in keeps:
                 p = SearchParams(k=k, nprobe=nprobe, k1=k1 + extra, k2=k2 + extra, rerank=False)
-                rows, ms = _timed(index, x, p)
+                rows, ms = _priced(index, pricer, x, p)
                 r = _recall(rows, truth, own)
                 tried.append({"nprobe": nprobe, "k1": k1, "k2": k2, "coverage": cover[k1], "recall_at_10": r,
                               "ms_per_query": ms})
@@ -179,15 +207,16 @@ def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target
                 break
     best, reached = choose(tried, need, max_latency_ms)
     if reached and index.device != "gpu":
-        adaptive = _adaptive(index, x, truth, own, best, need)
+        adaptive = _adaptive(index, pricer, x, truth, own, best, need)
         tried += adaptive
         faster = [t for t in adaptive if t["recall_at_10"] >= need and
                   t["ms_per_query"] < best["ms_per_query"] * (1 - ADAPTIVE_NOISE)]
         if faster and (max_latency_ms is None or min(t["ms_per_query"] for t in faster) <= max_latency_ms):
             best = min(faster, key=lambda t: t["ms_per_query"])
+    within = max_latency_ms is None or best["ms_per_query"] <= max_latency_ms
     return OperatingPoint(best["nprobe"], best["k1"], best["k2"], best["recall_at_10"], best["ms_per_query"],
                           target, reached, len(x), source, tried, need, best.get("probe_margin"),
-                          best.get("lists_probed"))
+                          best.get("lists_probed"), pricer.cal.to_dict(), within)
 
 
 def margin_for(assigned: tuple[np.ndarray, np.ndarray], lists: float, metric: str) -> float:
@@ -199,7 +228,7 @@ def margin_for(assigned: tuple[np.ndarray, np.ndarray], lists: float, metric: st
     return hi
 
 
-def _adaptive(index: "Index", x: np.ndarray, truth: np.ndarray, own: np.ndarray | None, best: dict,
+def _adaptive(index: "Index", pricer: Pricer, x: np.ndarray, truth: np.ndarray, own: np.ndarray | None, best: dict,
               need: float) -> list[dict]:
     """Settings that probe up to ADAPTIVE_CAP x the best fixed nprobe, skipping far lists (probe_margin), at
     ADAPTIVE_LISTS x its lists on average: on real text they cover more at equal lists probed."""
@@ -213,7 +242,7 @@ def _adaptive(index: "Index", x: np.ndarray, truth: np.ndarray, own: np.ndarray 
         margin = margin_for(assigned, share * best["nprobe"], index.metric)
         p = SearchParams(k=10 + extra, nprobe=cap, k1=best["k1"] + extra, k2=best["k2"] + extra, rerank=False,
                          probe_margin=margin)
-        rows, ms = _timed(index, x, p)
+        rows, ms = _priced(index, pricer, x, p)
         out.append({"nprobe": cap, "k1": best["k1"], "k2": best["k2"], "probe_margin": margin,
                     "lists_probed": lists_probed(prune_lists(assigned, margin, index.metric)),
                     "coverage": None, "recall_at_10": _recall(rows, truth, own), "ms_per_query": ms})
@@ -260,6 +289,10 @@ def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max
          n_queries: int = SAMPLE_QUERIES, save: bool = True, lock: bool = True) -> OperatingPoint:
     """Measure the operating point for `target_recall` on `queries` (texts or vectors; default: a sample of the
     index's own vectors), and store it as the index's default unless save=False."""
+    number("target_recall", target_recall, 0, 1, low_open=True)
+    number("max_latency_ms", max_latency_ms, 0, low_open=True, optional=True)
+    integer("n_queries", n_queries)
+    flag("save", save)
     if index.count < MIN_VECTORS:
         raise InputError(f"the index holds {index.count} vectors, too few to tune: the default depths already "
                          "reach every one of them, so every search is exhaustive")
@@ -269,6 +302,11 @@ def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max
     else:
         x, _ = index._vectors(queries)
         point = measure(index, x, None, target_recall, max_latency_ms, source="given")
+    if not point.within_latency:
+        raise InputError(f"no setting meets max_latency_ms={max_latency_ms}: the fastest tried costs "
+                         f"{point.ms_per_query:.3g} ms per query (modelled, in a batch) at recall@10 "
+                         f"{point.recall_at_10:.3f}; allow more time, or build with fewer lists or a smaller code. "
+                         "Nothing was stored")
     if save:
         store(index, point, lock)
     return point
@@ -280,7 +318,8 @@ def describe(point: dict) -> str:
     probe = (f"nprobe {point['nprobe']}" if margin is None else
              f"nprobe up to {point['nprobe']} with probe margin {margin:.3g} ({point['lists_probed']:.0f} lists on average)")
     line = (f"{probe}, k1 {point['k1']}, k2 {point['k2']}: recall@10 {point['recall_at_10']:.3f} "
-            f"on {point['queries']} {point['source']} queries, {point['ms_per_query']:.2f} ms/query in a batch")
+            f"on {point['queries']} {point['source']} queries, {point['ms_per_query']:.2f} ms/query in a batch "
+            "(modelled)")
     if point.get("required_recall") and point["required_recall"] > point["target_recall"]:
         line += (f" (target {point['target_recall']}, {point['required_recall']:.2f} required of the index's own "
                  "vectors)")

@@ -4,5 +4,5 @@ import sys
 import indexing
 
 if __name__ == "__main__":
-    indexing.build(sys.argv[2], sys.argv[1], index_dim=32, pq_bytes=8, fast_scan=True, shard_size=1000,
-                   batch_rows=250, quiet=True)
+    # the default command (plan and operating point measured), cut into small shards and batches to kill between
+    indexing.build(sys.argv[2], sys.argv[1], shard_size=1000, batch_rows=250, quiet=True)

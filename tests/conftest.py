@@ -2,6 +2,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the cost model's constants (matryoshka.core.cost_model): measured once per test session, in its own file
+os.environ.setdefault("MATRYOSHKA_CALIBRATION", os.path.join(__import__("tempfile").mkdtemp(prefix="matryoshka-cal-"),
+                                                             "calibration.json"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -15,9 +18,20 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from benchmarks.synthetic import Synthetic  # noqa: E402
 
-# Each build measures its own default operating point by timing, so two builds of the same input may store
-# different defaults: tests that compare two builds search both at this one setting.
+# A fixed setting for tests that compare searches of indexes built with different options (each stores its own
+# measured default).
 FIXED = dict(nprobe=16, k1=200, k2=50)
+
+
+def index_files(root) -> dict:
+    """{path: SHA-256} of every file an index is made of (its build log and lock file left out)."""
+    import hashlib
+    from pathlib import Path
+
+    from matryoshka.core import layout
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in (layout.BUILD_LOG, layout.LOCK)}
 
 
 def exact_topk(docs: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosine") -> np.ndarray:

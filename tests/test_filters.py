@@ -189,3 +189,42 @@ def test_the_exhaustive_switch_weighs_the_scan_the_first_pass_would_make(filtere
     narrow = index.search_batch(queries[:5], k=10, where="bucket < 50 AND lang = 'en'")
     assert "first_pass" in broad.stage_scores and "first_pass" not in narrow.stage_scores
     assert index._exhaustive_cheaper(250, index.params) and not index._exhaustive_cheaper(10000, index.params)
+
+
+@pytest.mark.parametrize("where, refused", [
+    ("current_setting('home_directory') LIKE '/root%'", "current_setting"),
+    ("(SELECT count(*) FROM duckdb_settings()) > 0", "subqueries"),
+    ("serial > (SELECT avg(serial) FROM attrs)", "subqueries"),
+    ("row_number() OVER () < 10", "window functions"),
+    ("serial > 1) FROM attrs; SELECT (true", "several statements|syntax error"),
+    ("random() < 0.5", "random"), ("version() = 'x'", "version"),
+    ("(SELECT count(*) FROM range(10000000000)) > 0", "subqueries"),
+    ("SERIAL = 9", "did you mean 'serial'"),
+])
+def test_a_filter_is_a_row_predicate_and_everything_else_is_refused_by_name(filtered, where, refused):
+    out, docs, queries, _ = filtered
+    with pytest.raises(InputError, match=refused):
+        retrieval.open_index(out).search_batch(queries[:2], where=where)
+
+
+def test_nan_attributes_mean_the_same_in_sql_and_pyarrow():
+    from retrieval.filters import row_mask
+    t = pa.table({"score": pa.array([0.1, float("nan"), 0.9, None], pa.float64())})
+    for sql, expr in [("score > 0.5", pc.field("score") > 0.5), ("score <= 0.5", pc.field("score") <= 0.5),
+                      ("score != 0.9", pc.field("score") != 0.9), ("score IS NULL", pc.field("score").is_null())]:
+        assert row_mask(t, sql).tolist() == row_mask(t, expr).tolist(), sql
+    assert row_mask(t, "score > 0.5").tolist() == [False, False, True, False]
+
+
+def test_a_filter_that_runs_too_long_is_stopped():
+    from retrieval.filters import row_mask
+    t = pa.table({"s": pa.array(["x" * 200] * 200_000)})
+    with pytest.raises(InputError, match="longer than"):
+        row_mask(t, "regexp_matches(repeat(s, 50), '(x+x+)+y')", seconds=0.01)
+
+
+def test_attribute_names_that_differ_only_by_case_are_refused_at_build(tmp_path, small_data):
+    docs = small_data[0][:300]
+    attrs = {"year": np.arange(300), "Year": np.arange(300)}
+    with pytest.raises(InputError, match="differ only by case"):
+        indexing.build(tmp_path / "case", docs, attributes=attrs, quiet=True, tune=False, select=False)

@@ -333,3 +333,25 @@ def test_a_change_refuses_a_locked_or_damaged_index(index):
     with pytest.raises(IndexFormatError):
         (index / layout.MANIFEST).write_text("{}")
         indexing.delete(index, ["doc-1"])
+
+
+def test_many_small_adds_fill_one_tail_shard_and_every_document_stays_found(index, small_data):
+    x, ids = new_docs(small_data, n=500)
+    texts = [f"new text {i}" for i in ids]
+    for lo in range(0, 500, 10):  # fifty adds of ten
+        indexing.add(index, x[lo:lo + 10], ids=ids[lo:lo + 10], texts=texts[lo:lo + 10], quiet=True)
+    m = json.loads((index / layout.MANIFEST).read_text())
+    assert [s["count"] for s in m["shards"]] == [1000, 1000, 1000, 500]  # one tail shard, not fifty
+    after = retrieval.open_index(index)
+    assert after.live == 3500 and top1(after, x[::25]) == ids[::25]
+    assert after.search(x[77], k=1)[0].text == "new text new-77"
+
+
+def test_compaction_merges_small_shards_side_by_side(index, small_data):
+    docs, _ = small_data
+    indexing.delete(index, [f"doc-{i}" for i in range(700)] + [f"doc-{i}" for i in range(1000, 1700)], quiet=True)
+    rec = indexing.compact(index, quiet=True)
+    m = json.loads((index / layout.MANIFEST).read_text())
+    assert rec["rewritten"] == [0, 1] and [s["count"] for s in m["shards"]] == [1000, 600]  # 300 + 300 live
+    live = np.r_[700:1000, 1700:3000]
+    assert top1(retrieval.open_index(index), docs[live[::40]]) == [f"doc-{i}" for i in live[::40]]

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import index_files
 
 import retrieval
 from matryoshka.core import layout
 from matryoshka.core.errors import BuildRefused, IndexFormatError
-from matryoshka.core.params import SearchParams
 
 WORKER = Path(__file__).with_name("build_worker.py")
 
@@ -40,19 +40,17 @@ def reference(tmp_path_factory, small_data):
     tmp = tmp_path_factory.mktemp("resume")
     np.save(tmp / "v.npy", docs)
     assert finish(start(tmp / "v.npy", tmp / "ref")) == 0
-    return tmp, retrieval.open_index(tmp / "ref").search_batch(queries, params=FIXED), queries
-
-
-# Each build measures its own default operating point by timing, so two builds may store different defaults:
-# identical indexes are compared at one fixed setting.
-FIXED = SearchParams(k=10, nprobe=16, k1=200, k2=50)
+    return tmp, retrieval.open_index(tmp / "ref").search_batch(queries, k=10), queries
 
 
 def same_results(out: Path, reference) -> None:
-    _, ref, queries = reference
-    r = retrieval.open_index(out).search_batch(queries, params=FIXED)
+    """The index at `out` is the uninterrupted build's, byte for byte, and so are its default searches."""
+    tmp, ref, queries = reference
+    with retrieval.open_index(out) as index:
+        r = index.search_batch(queries, k=10)
     np.testing.assert_array_equal(r.rows, ref.rows)
     np.testing.assert_array_equal(r.scores, ref.scores)
+    assert index_files(out) == index_files(tmp / "ref")
 
 
 @pytest.mark.parametrize("point", ["training", "mid_shard:1", "between_shards:0", "between_shards:1", "manifest"])

@@ -56,9 +56,9 @@ def test_overwrite_rebuilds_even_an_identical_index(tmp_path, small_data):
     docs, _ = small_data
     out = tmp_path / "same"
     indexing.build(out, docs, **OPTS)
-    before = json.loads((out / layout.MANIFEST).read_text())["build"]["seconds"]
+    before = json.loads((out / layout.BUILD_LOG).read_text())["seconds"]
     indexing.build(out, docs, overwrite=True, **OPTS)
-    assert json.loads((out / layout.MANIFEST).read_text())["build"]["seconds"] != before
+    assert json.loads((out / layout.BUILD_LOG).read_text())["seconds"] != before
 
 
 def test_a_failed_build_is_not_resumed_from_another_input(tmp_path, small_data):

@@ -6,6 +6,7 @@ from importlib import metadata
 
 import faiss
 
+from .checks import integer
 from .errors import InputError
 
 GPU_MAX_K = 2048  # faiss GPU limit for k and nprobe in one call
@@ -63,6 +64,7 @@ def check_faiss_install() -> None:
 
 def set_threads(n: int | None = None) -> int:
     """Give faiss (OpenMP), torch and BLAS the same thread count instead of each taking every core."""
+    integer("threads (--threads)", n, 1, optional=True)
     n = n or int(os.environ.get("MATRYOSHKA_THREADS", 0)) or os.cpu_count() or 1
     faiss.omp_set_num_threads(n)
     try:

@@ -9,6 +9,7 @@
         shard.json             counts, id range, checksums of the files below
         index.faiss  ids.parquet  short.i8.npy  full.f16.npy  [docs.offsets.npy docs.utf8.bin] [attrs.parquet]
         dead.g7.bits           rows deleted as of generation 7 (a bitmap); absent while none are
+      build-log.json           seconds per build step (a log: the only file two builds of one input differ in)
       .build/                  state of an unfinished build (removed when it completes)
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ SHARD_META = "shard.json"
 BUILD_DIR = ".build"
 BUILD_STATE = "state.json"  # in BUILD_DIR: what an unfinished build is building, and its trained state
 LOCK = ".lock"
+BUILD_LOG = "build-log.json"  # how long the build took, per step: not part of the index (its bytes vary by run)
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-import numpy as np
-
+from .checks import flag, integer, number
 from .errors import InputError, UnknownOption
 
 DEPTHS = ("k", "nprobe", "k1", "k2", "k3")
@@ -48,14 +47,14 @@ class SearchParams:
     def checked(self, full_dim: int) -> "SearchParams":
         """Validated, with the depths made consistent: k <= k3 <= k2 <= k1."""
         for name in DEPTHS:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise InputError(f"{name} must be a positive integer; got {v!r}")
-        if self.probe_margin is not None and (isinstance(self.probe_margin, bool) or not isinstance(
-                self.probe_margin, (int, float, np.floating)) or not 0 <= self.probe_margin < float("inf")):
-            raise InputError(f"probe_margin must be a number >= 0 or None; got {self.probe_margin!r}")
-        if self.full_dims is not None and not 1 <= self.full_dims <= full_dim:
-            raise InputError(f"full_dims must be between 1 and {full_dim}; got {self.full_dims}")
+            integer(name, getattr(self, name))
+        number("probe_margin", self.probe_margin, 0, float("inf"), optional=True)
+        if self.probe_margin is not None and self.probe_margin == float("inf"):
+            raise InputError("probe_margin must be finite; leave it out (None) to probe every list asked for")
+        integer("full_dims", self.full_dims, 1, full_dim, optional=True)
+        flag("int8", self.int8)
+        flag("full", self.full)
+        flag("rerank", self.rerank, optional=True)
         k1 = max(self.k1, self.k)
         k2 = min(max(self.k2, self.k), k1)
         return replace(self, k1=k1, k2=k2, k3=min(max(self.k3, self.k), k2))

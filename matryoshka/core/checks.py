@@ -1,0 +1,43 @@
+"""Checks of parameter values by type: booleans are not numbers and strings are not flags, refused by name."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .errors import InputError
+
+
+def is_int(v) -> bool:
+    """An integer (numpy's too), not a bool."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def integer(name: str, v, low: int = 1, high: int | None = None, optional: bool = False):
+    """`v` as given when it is an integer in [low, high] (or None when `optional`), else an InputError."""
+    if v is None and optional:
+        return v
+    if not is_int(v) or v < low or (high is not None and v > high):
+        span = f">= {low}" if high is None else f"between {low} and {high}"
+        raise InputError(f"{name} must be an integer {span}{' or None' if optional else ''}; got {v!r}")
+    return v
+
+
+def number(name: str, v, low: float, high: float = float("inf"), *, low_open: bool = False,
+           optional: bool = False):
+    """`v` when it is a real number in the range (low excluded when `low_open`), else an InputError."""
+    if v is None and optional:
+        return v
+    ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and not np.isnan(v) and \
+        (v > low if low_open else v >= low) and v <= high
+    if not ok:
+        span = f"in ({low}, {high}]" if low_open else f"in [{low}, {high}]" if high != float("inf") else f">= {low}"
+        raise InputError(f"{name} must be a number {span}{' or None' if optional else ''}; got {v!r}")
+    return v
+
+
+def flag(name: str, v, optional: bool = False):
+    """`v` when it is True or False (or None when `optional`), else an InputError."""
+    if (v is None and optional) or isinstance(v, (bool, np.bool_)):
+        return v
+    raise InputError(f"{name} must be True or False{' or None' if optional else ''}; got {v!r}")
