@@ -42,12 +42,8 @@ def schema_of(schema: pa.Schema, skip_unsupported: bool = False) -> pa.Schema | 
     skip_unsupported (a Parquet input's extra columns): columns of other types, and pandas' index columns
     (`__index_level_0__`), are left out instead of refused."""
     fields = []
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {}  # lower-cased name: the attribute's (the columns kept, not id or one left out)
     for f in schema:
-        if f.name.lower() in seen and f.name not in RESERVED:
-            raise InputError(f"attributes {seen[f.name.lower()]!r} and {f.name!r} differ only by case; filters name "
-                             "attributes case-sensitively and SQL would confuse them: rename one")
-        seen[f.name.lower()] = f.name
         if f.name in RESERVED or (skip_unsupported and f.name.startswith("__")):
             continue
         try:
@@ -55,6 +51,13 @@ def schema_of(schema: pa.Schema, skip_unsupported: bool = False) -> pa.Schema | 
         except InputError:
             if not skip_unsupported:
                 raise
+            continue
+        other = seen.setdefault(f.name.lower(), f.name)
+        if other != f.name:
+            raise InputError(f"attributes {other!r} and {f.name!r} differ only by case; filters name "
+                             "attributes case-sensitively and SQL would confuse them: rename one")
+        if len(fields) > len(seen):
+            raise InputError(f"attribute {f.name!r} appears twice; rename or drop one")
     return pa.schema(fields) if fields else None
 
 

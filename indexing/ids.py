@@ -42,6 +42,9 @@ def as_ids(values, start: int) -> pa.Array:
                                  "largest signed 64-bit integer (2**63 - 1); use smaller integers or string ids")
         return values.cast(pa.int64())
     if pa.types.is_string(t) or pa.types.is_large_string(t):
+        if (bad := invalid_utf8(values)) is not None:  # bytes declared as text, as a Parquet file can hold
+            raise InputError(f"row {start + bad} has an id that is not valid UTF-8 text; write string ids as "
+                             "UTF-8")
         lengths = pa.compute.binary_length(values).to_numpy(zero_copy_only=False)
         if len(lengths) and lengths.max() > MAX_ID_BYTES:
             bad = int(np.argmax(lengths > MAX_ID_BYTES))
@@ -49,6 +52,28 @@ def as_ids(values, start: int) -> pa.Array:
                              f"{MAX_ID_BYTES} bytes: keep long keys in your own store and index a short key")
         return values.cast(pa.string())
     raise InputError(f"ids must be integers or strings; got {t} (in rows {start}..)")
+
+
+def invalid_utf8(values) -> int | None:
+    """The position of the first value of a string array whose bytes are not UTF-8 (Arrow does not check what a
+    Parquet file declares as text; Python would fail decoding it), or None when there is none."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None
+    try:
+        values.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    raw = values.view(pa.binary() if pa.types.is_string(values.type) else pa.large_binary())
+    for i, b in enumerate(raw.to_pylist()):
+        try:
+            if b is not None:
+                b.decode("utf-8")
+        except UnicodeDecodeError:
+            return i
+    return None
 
 
 def _utf8(s: str) -> bool:

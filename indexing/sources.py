@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 from matryoshka.core.errors import InputError
 
 from .attributes import as_table, digest, schema_of
-from .ids import as_ids
+from .ids import as_ids, invalid_utf8
 
 
 @dataclass
@@ -131,13 +131,22 @@ def values_digest(values) -> str:
     return h.hexdigest()
 
 
-def list_column_to_matrix(col, start: int) -> np.ndarray:
-    """A list or fixed-size-list Arrow column of numbers -> (n, D) float32; ragged rows are an error."""
+def list_column_to_matrix(col, start: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """A list or fixed-size-list Arrow column of numbers -> (n, D) float32; ragged rows are an error naming the
+    input's row: `start` + the position, or rows[position] for a column of (sampled) rows."""
+    def row(position: int) -> int:
+        return int(rows[position]) if rows is not None else start + position
+
+    def error(message: str, position: int) -> InputError:
+        e = InputError(message)
+        e.row = row(position)  # for naming the file that holds it (FileRows.naming)
+        return e
+
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     if col.null_count:
         bad = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise InputError(f"row {start + bad} has no embedding (null); every row needs one")
+        raise error(f"row {row(bad)} has no embedding (null); every row needs one", bad)
     n = len(col)
     if pa.types.is_fixed_size_list(col.type):
         dim = col.type.list_size
@@ -146,8 +155,8 @@ def list_column_to_matrix(col, start: int) -> np.ndarray:
         lengths = np.diff(offsets)
         if n and (lengths != lengths[0]).any():
             bad = int(np.flatnonzero(lengths != lengths[0])[0])
-            raise InputError(f"row {start + bad} has a {lengths[bad]}-dim embedding but row {start} has "
-                             f"{lengths[0]}; every embedding must have the same length")
+            raise error(f"row {row(bad)} has a {lengths[bad]}-dim embedding but row {row(0)} has {lengths[0]}; "
+                        "every embedding must have the same length", bad)
         dim = int(lengths[0]) if n else 0
     else:
         raise InputError(f"the embedding column must be a list of floats; got {col.type}")
@@ -162,12 +171,109 @@ def open_parquet(path: str | os.PathLike) -> ds.Dataset:
     file is an InputError naming it, not an Arrow traceback halfway through a build."""
     try:
         dataset = ds.dataset(path, format="parquet")
-        for fragment in dataset.get_fragments():
+        fragments = list(dataset.get_fragments())
+        for fragment in fragments:
             fragment.count_rows()
-    except (pa.ArrowInvalid, OSError) as e:
+        if len(fragments) > 1:
+            for fragment in fragments[1:]:
+                _check_columns(dataset.schema, fragment.physical_schema, fragment.path, fragments[0].path)
+    except (pa.ArrowException, OSError) as e:
         raise InputError(f"cannot read {path} as Parquet ({e}); remove or repair the file it names, or point the "
                          "input at a folder holding only Parquet files") from None
     return dataset
+
+
+def _kind(t: pa.DataType) -> str:
+    """What a column holds, as far as reading a folder of files can convert it safely: an int32 file reads into
+    an int64 column, but a string file would be parsed into integers (or fail halfway through a build)."""
+    if pa.types.is_dictionary(t):
+        return _kind(t.value_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return f"list of {_kind(t.value_type)}"
+    for kind, test in (("integer", pa.types.is_integer), ("float", pa.types.is_floating),
+                       ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+                       ("binary", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)),
+                       ("timestamp", pa.types.is_timestamp), ("date", pa.types.is_date),
+                       ("decimal", pa.types.is_decimal)):
+        if test(t):
+            return kind
+    return str(t)
+
+
+def _check_columns(schema: pa.Schema, other: pa.Schema, path: str, first: str) -> None:
+    """Refuse a file of a folder whose columns differ from the folder's first file (the dataset's schema)."""
+    for field in schema:
+        if field.name not in other.names:
+            raise InputError(f"{path} has no column {field.name!r}, which {first} (the folder's first file) has; "
+                             "every file of a folder needs the same columns")
+        theirs = other.field(field.name).type
+        if _kind(theirs) != _kind(field.type) and not pa.types.is_null(theirs) and not pa.types.is_null(field.type):
+            raise InputError(f"{path}: column {field.name!r} is {theirs} but it is {field.type} in {first} (the "
+                             "folder's first file); write every file of a folder with the same column types")
+
+
+class FileRows:
+    """Which file of a Parquet dataset holds a row, for errors that name the file and its row."""
+
+    def __init__(self, dataset: ds.Dataset):
+        self.fragments = list(dataset.get_fragments())
+        self.starts = np.cumsum([0] + [f.count_rows() for f in self.fragments]).astype(np.int64)
+
+    def file(self, row: int) -> int:
+        return int(min(max(np.searchsorted(self.starts, row, "right") - 1, 0), len(self.fragments) - 1))
+
+    def where(self, row: int) -> str:
+        i = self.file(row)
+        whole = f" (row {row} of the input)" if len(self.fragments) > 1 else ""
+        return f"{self.fragments[i].path}, row {row - int(self.starts[i])}{whole}"
+
+    def naming(self, e: InputError, row: int) -> InputError:
+        """`e`, about rows of the input, naming the file that holds `row`."""
+        i = self.file(row)
+        path = self.fragments[i].path
+        if str(path) in str(e):
+            return e
+        if len(self.fragments) == 1:
+            return InputError(f"{path}: {e}")
+        return InputError(f"{e} (in {path}, which holds rows {self.starts[i]}..{self.starts[i + 1] - 1} of the "
+                          "input)")
+
+    def unreadable(self, rows: np.ndarray, columns: list[str]) -> str | None:
+        """Which file a read of `rows` from the whole dataset failed in, reading file by file: first the parts of
+        `rows` in each file, then the columns of every file whole (a dataset reads ahead into other files)."""
+        for whole in (False, True):
+            for i, fragment in enumerate(self.fragments):
+                lo, hi = int(self.starts[i]), int(self.starts[i + 1])
+                local = rows[(rows >= lo) & (rows < hi)] - lo
+                try:
+                    if whole:
+                        fragment.to_table(columns=columns)
+                    elif len(local):
+                        fragment.take(pa.array(local), columns=columns)
+                except (pa.ArrowException, OSError):
+                    return fragment.path
+        return None
+
+
+def check_text(batch, rows, files: FileRows) -> None:
+    """Refuse string columns of a Parquet batch whose bytes are not UTF-8, naming the file, row and column.
+    `rows`: the input row of each row of `batch` (an array), or the first (an int: they follow in order)."""
+    for name, col in zip(batch.schema.names, batch.columns):
+        if (bad := invalid_utf8(col)) is not None:
+            row = int(rows[bad]) if isinstance(rows, np.ndarray) else rows + bad
+            hint = " (or as binary: bytes of texts that are not UTF-8 are then read as U+FFFD)" if name == "text" \
+                else ""
+            raise InputError(f"{files.where(row)}: column {name!r} holds bytes that are not valid UTF-8 text; "
+                             f"write the column as UTF-8{hint}")
+
+
+def named(files: FileRows, row: int, convert):
+    """convert(), its InputError (a null id, a ragged embedding at some row of the input) naming the file that
+    holds `row`."""
+    try:
+        return convert()
+    except InputError as e:
+        raise files.naming(e, row) from None
 
 
 class ArraySource(SourceBase):
@@ -303,7 +409,11 @@ def load_ids(path: Path):
             schema = pa.parquet.read_schema(path)
             if "id" not in schema.names:
                 raise InputError(f"ids file {path} has no `id` column (it has {schema.names}); give {IDS_FORMAT}")
-            return pa.parquet.read_table(path, columns=["id"]).column("id").combine_chunks()
+            ids = pa.parquet.read_table(path, columns=["id"]).column("id").combine_chunks()
+            if (bad := invalid_utf8(ids)) is not None:
+                raise InputError(f"ids file {path}, row {bad}: the id is not valid UTF-8 text; write string ids "
+                                 "as UTF-8")
+            return ids
         except (OSError, pa.ArrowException) as e:
             raise InputError(f"cannot read ids file {path} ({str(e).splitlines()[0]}); give {IDS_FORMAT}") from None
         except UnicodeDecodeError:
@@ -318,11 +428,15 @@ def parquet_errors(path: Path, what: str = "the Parquet input"):
     try:
         yield
     except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if isinstance(e, UnicodeDecodeError):
-            first = f"a text value is not valid UTF-8 ({e.reason} at byte {e.start})"
-        raise InputError(f"cannot read {what} {path}: {first}; repair or replace the file and run the same "
-                         "command again") from None
+        raise read_error(path, e, what) from None
+
+
+def read_error(path: Path, e: Exception, what: str = "the Parquet input") -> InputError:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, UnicodeDecodeError):
+        first = f"a text value is not valid UTF-8 ({e.reason} at byte {e.start})"
+    return InputError(f"cannot read {what} {path}: {first}; repair or replace the file and run the same command "
+                      "again")
 
 
 class ParquetSource(SourceBase):
@@ -346,15 +460,29 @@ class ParquetSource(SourceBase):
         self.attributes = schema_of(self.dataset.schema, skip_unsupported=True)
         self.attr_cols = self.attributes.names if self.attributes is not None else []
         self.count = self.dataset.count_rows()
-        head = self.dataset.head(1, columns=[vector_col])
-        self.dim = list_column_to_matrix(head.column(0), 0).shape[1] if self.count else 0
+        self.dim = 0
+        if self.count:  # from the first file with rows (a dataset's head reads ahead into other files)
+            files = FileRows(self.dataset)
+            first = files.fragments[files.file(0)]
+            with parquet_errors(Path(first.path)):
+                self.dim = list_column_to_matrix(first.head(1, columns=[vector_col]).column(0), 0).shape[1]
 
     def fingerprint(self) -> dict:
         with parquet_errors(self.path):
             return self._fingerprint()
 
+    def _take(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
+        """These rows of the input; a file that cannot be read is named."""
+        try:
+            return self.dataset.take(pa.array(rows), columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            bad = FileRows(self.dataset).unreadable(rows, columns)
+            raise read_error(Path(bad) if bad else self.path, e) from None
+
     def _fingerprint(self) -> dict:
-        rows = self.dataset.take(pa.array(sampled_rows(self.count)), columns=self.cols + self.attr_cols)
+        sampled = sampled_rows(self.count)
+        rows = self._take(sampled, self.cols + self.attr_cols)
+        check_text(rows, sampled, FileRows(self.dataset))
         h = hashlib.sha256(str(rows.schema).encode())
         for col in rows.columns:
             h.update(values_digest(col).encode())
@@ -363,15 +491,23 @@ class ParquetSource(SourceBase):
 
     def sample(self, rows: np.ndarray) -> np.ndarray:
         with parquet_errors(self.path):
-            table = self.dataset.take(pa.array(rows), columns=[self.cols[1]])
-        return list_column_to_matrix(table.column(0), 0)
+            table = self._take(rows, [self.cols[1]])
+        try:
+            return list_column_to_matrix(table.column(0), 0, rows)
+        except InputError as e:  # name the file too
+            raise FileRows(self.dataset).naming(e, getattr(e, "row", int(rows[0]) if len(rows) else 0)) from None
 
     def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
+        files = FileRows(self.dataset)
         with parquet_errors(self.path):
             for lo, rb in record_batches(self.dataset, self.cols + self.attr_cols, size, start):
-                texts = as_texts(rb.column(2), lo) if self.has_text else None
-                attrs = pa.Table.from_batches([rb.select(self.attr_cols)]) if self.attr_cols else None
-                yield Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts, attrs)
+                yield named(files, lo, lambda: self._batch(lo, rb, files))
+
+    def _batch(self, lo: int, rb: pa.RecordBatch, files: FileRows) -> Batch:
+        check_text(rb, lo, files)
+        texts = as_texts(rb.column(2), lo) if self.has_text else None
+        attrs = pa.Table.from_batches([rb.select(self.attr_cols)]) if self.attr_cols else None
+        return Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts, attrs)
 
 
 def record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: int = 0

@@ -15,8 +15,8 @@ from matryoshka.core.progress import bar
 
 from .attributes import as_table, digest, schema_of
 from .ids import as_ids
-from .sources import (ArraySource, Batch, SourceBase, _file_fingerprint, as_texts, open_parquet, record_batches,
-                      values_digest)
+from .sources import (ArraySource, Batch, FileRows, SourceBase, _file_fingerprint, as_texts, check_text, named,
+                      open_parquet, record_batches, values_digest)
 
 SPOOL = "encoded.f32.npy"
 SPOOL_DONE = "encoded.rows"
@@ -106,12 +106,19 @@ class ParquetTextSource(TextSource):
                 "model": self.model_name, "attributes": self.attr_cols}
 
     def _chunks(self, start: int) -> Iterator[tuple[int, list[str]]]:
+        files = FileRows(self.dataset)  # errors name the file and row
         for lo, rb in record_batches(self.dataset, ["text"], CHUNK_ROWS, start):
-            yield lo, as_texts(rb.column(0), lo)
+            check_text(rb, lo, files)
+            yield lo, named(files, lo, lambda: as_texts(rb.column(0), lo))
 
     def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
+        files = FileRows(self.dataset)
         for lo, rb in record_batches(self.dataset, self.cols + self.attr_cols, size, start):
-            hi = lo + rb.num_rows
-            ids = as_ids(rb.column(1), lo) if len(self.cols) > 1 else pa.array(np.arange(lo, hi, dtype=np.int64))
-            attrs = pa.Table.from_batches([rb.select(self.attr_cols)]) if self.attr_cols else None
-            yield Batch(lo, ids, np.asarray(self._spool[lo:hi]), as_texts(rb.column(0), lo), attrs)
+            yield named(files, lo, lambda: self._batch(lo, rb, files))
+
+    def _batch(self, lo: int, rb: pa.RecordBatch, files: FileRows) -> Batch:
+        check_text(rb, lo, files)
+        hi = lo + rb.num_rows
+        ids = as_ids(rb.column(1), lo) if len(self.cols) > 1 else pa.array(np.arange(lo, hi, dtype=np.int64))
+        attrs = pa.Table.from_batches([rb.select(self.attr_cols)]) if self.attr_cols else None
+        return Batch(lo, ids, np.asarray(self._spool[lo:hi]), as_texts(rb.column(0), lo), attrs)

@@ -67,7 +67,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, help="training sample size (default: from nlist)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="where to train and encode: auto takes the GPU when faiss has one")
-    p.add_argument("--threads", type=int, help="CPU threads for faiss, torch and BLAS (default: every core)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for faiss, torch and BLAS (default: every core)")
     p.add_argument("--overwrite", action="store_true", help="replace an index built with other settings")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     p.add_argument("--ray", metavar="ADDRESS", help="build the shards as Ray tasks on the cluster at ADDRESS "
@@ -158,7 +158,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="query model (default: the model recorded in the index)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="where the first pass runs: auto takes the GPU when faiss has one")
-    p.add_argument("--threads", type=int, help="CPU threads for faiss, torch and BLAS (default: every core)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for faiss, torch and BLAS (default: every core)")
     p.add_argument("--ray", metavar="ADDRESS", help="search with Ray actors on the cluster at ADDRESS (or auto)")
     p.add_argument("--allow-partial", action="store_true",
                    help="with --ray: return results marked partial when shard workers are lost, not an error")
@@ -359,7 +359,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p.add_argument("--max-latency-ms", type=float, help="only settings at most this many ms per query in a batch; "
                                                         "the most accurate of them when none reaches the target")
     p.add_argument("--model", help="query model for text queries (default: the model recorded in the index)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: every core)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: every core)")
     p = command("add", cmd_add, "add documents to an index as a new generation (no retraining)")
     p.add_argument("index", help="index folder")
     p.add_argument("input", help="Parquet file/folder (id, embedding or text[, text]) or a .npy matrix")
@@ -368,7 +368,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p.add_argument("--model", help="model to encode a text-only input (default: the index's model)")
     p.add_argument("--upsert", action="store_true", help="replace documents whose ids are already in the index")
     p.add_argument("--ray", help="write the new shards as Ray tasks: 'auto' or a cluster address")
-    p.add_argument("--threads", type=int, help="CPU threads (default: every core)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: every core)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     p = command("delete", cmd_delete, "delete documents from an index by id, as a new generation")
     p.add_argument("index", help="index folder")

@@ -9,16 +9,24 @@ attributes, e.g.
     list_contains(tags, 'python')         published >= TIMESTAMP '2024-01-01'
     score BETWEEN 0.2 AND 0.8             lower(title) LIKE '%faiss%'   CASE WHEN a THEN b ELSE c END
 
-Allowed: attribute names (case-sensitive, as stored), constants, comparisons, AND / OR / NOT, IN, BETWEEN,
-LIKE, IS [NOT] NULL, casts, CASE, and DuckDB's deterministic scalar functions. Refused by name, before anything
-runs: more than one statement, subqueries, window functions, aggregates, table functions and macros,
-functions that read the session, settings or catalogue (`current_setting`, `duckdb_settings`, `version`, ...)
-or that differ per call (`random`, `now`, ...): a filter is evaluated shard by shard, so anything but a
-condition on each row's own values would mean something other than what it says. An evaluation that runs past
-FILTER_SECONDS is stopped.
+Checked on DuckDB's parse tree (json_serialize_sql) once per predicate, before anything runs. Allowed: attribute
+names (case-sensitive, as stored, unqualified), constants, comparisons, AND / OR / NOT, IN (values), BETWEEN,
+LIKE / ILIKE / GLOB / SIMILAR TO, IS [NOT] NULL, arithmetic, casts, CASE, COLLATE, list indexing, lambdas
+(`list_filter(tags, lambda t: t LIKE 'py%')`), and the functions of FUNCTIONS: an explicit allow-list of scalar
+functions of a row's values (math, strings, dates and times, lists, structs, maps, nullif / if / coalesce).
+Refused by name: more than one statement, clauses or tables beyond the condition, subqueries, window functions,
+aggregates, table functions, `*`, parameters, column positions, a name in another case than the attribute's
+(YEAR for year: DuckDB would bind it), attributes that differ only by case (DuckDB cannot tell them apart), and
+every function not in FUNCTIONS: those that read the session, settings, catalogue or system (`current_setting`,
+`duckdb_settings`, `version`, `json_serialize_plan`, `stats`, ...), that differ per call (`random`, `now`) or
+that build values of unbounded size (`range`; repeat / lpad / rpad take a constant length up to MAX_SIZE). A
+filter is evaluated shard by shard, so anything but a condition on each row's own values would mean something
+other than what it says. An evaluation that runs past FILTER_SECONDS (or row_mask's `seconds=`) is stopped
+with an InputError.
 
 A row passes when the predicate is true (NULL counts as false) and the row is not deleted. A NaN attribute is
-missing (NULL) on both paths: no comparison with it is true.
+missing (NULL) on both paths, made so once per table before either evaluates: no comparison with it is true
+(`score > 0.5`, `score != 0.5` and `NOT score > 0.5` are all false), `score IS NULL` is true.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ import hashlib
 import json
 import pickle
 import threading
+import weakref
 from collections import OrderedDict
 
 import faiss
@@ -42,11 +51,49 @@ from matryoshka.storage.tombstones import rows_bitmap
 MAX_CACHED = 16  # predicates whose bitmaps a shard group keeps
 FILTER_SECONDS = 10.0  # an evaluation of one predicate over one shard's attributes is stopped after this
 ROW_CLASSES = {"CONJUNCTION", "COMPARISON", "COLUMN_REF", "CONSTANT", "FUNCTION", "OPERATOR", "CAST", "CASE",
-               "BETWEEN", "COLLATE", "TYPE"}  # TYPE: the type of a cast or typed literal
-# scalar functions that read the session, settings or catalogue, or give another value per call
-UNSTABLE = {"currval", "nextval", "getvariable", "version", "random", "setseed", "gen_random_uuid", "uuid",
-            "uuidv4", "uuidv7", "now", "get_current_time", "get_current_timestamp", "transaction_timestamp",
-            "today"}
+               "BETWEEN", "COLLATE", "TYPE", "LAMBDA"}  # TYPE: of a cast or typed literal; LAMBDA: list functions'
+# The functions a filter may call, deny by default: scalar functions of a row's values (operators, math, strings,
+# dates and times, lists, structs and maps, conditionals). Left out: whatever reads the session, settings,
+# catalogue or system (current_setting, version, json_serialize_plan, stats, write_log, ...), differs per call
+# (random, now, age(ts)) or builds values of unbounded size (range, printf widths).
+FUNCTIONS = frozenset("""
+    + - * / // % ** ^ || & | << >> ~ ~~ !~~ ~~* !~~* ~~~ ^@ <@ @> && like_escape not_like_escape ilike_escape
+    not_ilike_escape add subtract multiply divide fdiv xor
+    abs acos acosh asin asinh atan atan2 atanh bit_count cbrt ceil ceiling cos cosh cot degrees even exp factorial
+    floor fmod gamma gcd greatest greatest_common_divisor isfinite isinf isnan lcm least least_common_multiple lgamma
+    ln log log10 log2 mod nextafter pi pow power radians round round_even roundbankers sign signbit sin sinh sqrt
+    tan tanh trunc
+    ascii bit_length char_length character_length chr concat concat_ws contains ends_with suffix starts_with prefix
+    instr strpos position lcase ucase lower upper left right left_grapheme right_grapheme len length length_grapheme
+    strlen octet_length ltrim rtrim trim lpad rpad repeat replace reverse md5 sha1 sha256 hash regexp_matches
+    regexp_full_match regexp_extract regexp_extract_all regexp_replace regexp_split_to_array regexp_escape split
+    string_split str_split string_split_regex str_split_regex string_to_array split_part substr substring
+    substring_grapheme strip_accents translate unicode ord levenshtein damerau_levenshtein editdist3 hamming
+    mismatches jaccard jaro_similarity jaro_winkler_similarity nfc_normalize url_decode url_encode
+    century day dayname dayofmonth dayofweek dayofyear decade epoch epoch_ms epoch_ns epoch_us era hour isodow
+    isoyear julian last_day microsecond millennium millisecond minute month monthname nanosecond quarter second week
+    weekday weekofyear year yearweek date_diff datediff date_part datepart date_sub datesub date_trunc datetrunc
+    date_add days_in_month strftime strptime try_strptime make_date make_time make_timestamp make_timestamp_ms
+    make_timestamp_ns time_bucket to_timestamp to_centuries to_days to_decades to_hours to_microseconds to_millennia
+    to_milliseconds to_minutes to_months to_quarters to_seconds to_weeks to_years timezone timezone_hour
+    timezone_minute
+    list_value list_pack array_value list_contains list_has array_contains array_has list_has_all list_has_any
+    array_has_all array_has_any list_position list_indexof array_position array_indexof list_extract list_element
+    array_extract list_slice array_slice array_length cardinality list_cat list_concat array_cat array_concat
+    list_distinct array_distinct list_unique array_unique list_sort array_sort list_reverse_sort array_reverse_sort
+    list_grade_up array_grade_up grade_up list_intersect array_intersect list_filter array_filter filter
+    list_transform array_transform list_apply array_apply apply list_reduce array_reduce reduce list_zip array_zip
+    list_select array_select list_where array_where flatten list_append array_append list_prepend array_prepend
+    array_push_back array_push_front array_pop_back array_pop_front list_reverse array_reverse array_to_string
+    list_aggregate list_aggr array_aggregate array_aggr list_count list_sum list_avg list_min list_max list_first
+    list_last list_any_value list_bool_and list_bool_or list_string_agg list_median list_mode list_product
+    list_dot_product list_inner_product list_cosine_similarity list_cosine_distance list_distance
+    struct_pack row struct_extract struct_extract_at struct_insert struct_concat map map_extract map_extract_value
+    element_at map_keys map_values map_contains map_entries map_from_entries
+    nullif if coalesce ifnull
+""".split())
+SIZED = {"repeat": 1, "lpad": 1, "rpad": 1}  # functions whose argument at this position multiplies a value's size
+MAX_SIZE = 10_000  # the largest such argument: a constant (repeat(s, 10**9) would exhaust memory, not time)
 
 
 def key(where) -> str:
@@ -81,23 +128,45 @@ def _refuse(where: str, what: str) -> InputError:
 @functools.lru_cache(maxsize=256)
 def check_sql(where: str, columns: tuple[str, ...]) -> None:
     """Refuse, by name, what is not a row predicate over `columns` (the module's grammar); parsed, never run."""
-    import duckdb
-    con = duckdb.connect(config={"enable_external_access": False})
-    try:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [_wrapped(where)]).fetchone()[0])
-    finally:
-        con.close()
+    folded: dict[str, str] = {}
+    for c in columns:
+        if folded.setdefault(c.lower(), c) != c:
+            raise InputError(f"where={where!r}: attributes {folded[c.lower()]!r} and {c!r} differ only by case, which "
+                             "SQL does not tell apart: filter with a pyarrow expression, or rebuild the index with one "
+                             "of them renamed")
+    tree = _parse(_wrapped(where))
     if tree.get("error"):
         raise InputError(f"where={where!r}: {tree.get('error_message', 'not a SQL condition')} (attributes: "
                          f"{', '.join(columns)})")
     statements = tree["statements"]
     node = statements[0]["node"] if len(statements) == 1 else {}
-    if len(statements) != 1 or node.get("type") != "SELECT_NODE" or len(node.get("select_list", [])) != 1 or \
-            node.get("from_table", {}).get("table_name") != "attrs" or node.get("from_table", {}).get("type") != \
-            "BASE_TABLE" or node.get("where_clause") or node.get("group_expressions") or node.get("having") or \
-            node.get("qualify") or node.get("modifiers") or node.get("cte_map", {}).get("map"):
+    if len(statements) != 1 or len(node.get("select_list", [])) != 1 or \
+            _shape(node) != _wrapper_shape():
         raise _refuse(where, "several statements, clauses and table references")
     _check_expression(where, node["select_list"][0], set(columns))
+
+
+def _parse(sql: str) -> dict:
+    """DuckDB's parse tree of `sql` (json_serialize_sql), or {"error": True, ...}; nothing is bound or run."""
+    import duckdb
+    con = duckdb.connect(config={"enable_external_access": False})
+    try:
+        return json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    finally:
+        con.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _wrapper_shape() -> dict:
+    return _shape(_parse(_wrapped("true"))["statements"][0]["node"])
+
+
+def _shape(tree):
+    """A parse tree without its select list and source positions: what the wrapper around a condition fixes."""
+    if isinstance(tree, dict):
+        return {k: _shape(v) for k, v in tree.items()
+                if k not in ("select_list", "query_location", "query_location_length")}
+    return [_shape(x) for x in tree] if isinstance(tree, list) else tree
 
 
 def _check_expression(where: str, e, columns: set[str]) -> None:
@@ -122,13 +191,29 @@ def _check_expression(where: str, e, columns: set[str]) -> None:
             raise InputError(f"where={where!r}: column \"{'.'.join(names)}\" not found: no such attribute{hint} "
                              f"(attributes: "
                              f"{', '.join(sorted(columns))})")
+    if kind == "LAMBDA":  # lambda x: ..., lambda x, i: ...: the parameters are names inside its body
+        lhs = e["lhs"]
+        params = [lhs] if lhs.get("class") == "COLUMN_REF" else [a["expression"] for a in lhs.get("arguments", [])]
+        if any(p.get("class") != "COLUMN_REF" or len(p["column_names"]) != 1 for p in params):
+            raise _refuse(where, "lambda parameters other than plain names")
+        _check_expression(where, e["expr"], columns | {p["column_names"][0] for p in params})
+        return
     if kind == "FUNCTION":
         name = e["function_name"].lower()
         if name in _functions("aggregate"):
             raise _refuse(where, f"aggregates ({e['function_name']})")
-        if e.get("schema") or e.get("catalog") or name not in _functions("scalar") or name in UNSTABLE or \
-                name.startswith(("current_", "duckdb_", "pg_", "pragma_")):
-            raise _refuse(where, f"functions other than deterministic scalar ones ({e['function_name']})")
+        if e.get("schema") or e.get("catalog"):
+            raise _refuse(where, f"qualified function names ({'.'.join(e['qualified_name']['path'])})")
+        if name not in FUNCTIONS:
+            raise InputError(f"where={where!r}: {e['function_name']}() is not allowed: a filter calls only the "
+                             "row functions of retrieval.filters.FUNCTIONS (no settings, catalogue, system, clock or "
+                             "random functions)")
+        if name in SIZED:
+            args = e.get("arguments", [])
+            n = args[SIZED[name]]["expression"] if len(args) > SIZED[name] else {}
+            if n.get("class") != "CONSTANT" or n["literal"].get("kind") != "INTEGER" or \
+                    int(n["literal"]["text"]) > MAX_SIZE:
+                raise InputError(f"where={where!r}: {name}() takes a constant length of at most {MAX_SIZE:,}")
     for key, value in e.items():
         if isinstance(value, (dict, list)):
             _check_expression(where, value, columns)
@@ -138,14 +223,24 @@ def _wrapped(where: str) -> str:
     return f"SELECT coalesce(({where}\n), false) AS m FROM attrs"
 
 
+_NAN_FREE: dict[int, tuple[weakref.ref, pa.Table | None]] = {}  # id(table): (table, its NaN-free copy or None)
+
+
 def nan_as_null(table: pa.Table) -> pa.Table:
-    """`table` with NaN in its float columns made NULL: one meaning of NaN on the SQL and pyarrow paths."""
+    """`table` with NaN in its float columns made NULL: one meaning of NaN on the SQL and pyarrow paths. Made once
+    per table (a shard's attributes are evaluated once per predicate) and kept while the table lives."""
+    hit = _NAN_FREE.get(id(table))
+    if hit is not None and hit[0]() is table:
+        return table if hit[1] is None else hit[1]
+    out = table
     for i, f in enumerate(table.schema):
         if pa.types.is_floating(f.type):
             col = table.column(i)
             if pc.any(pc.is_nan(col)).as_py():
-                table = table.set_column(i, f, pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col))
-    return table
+                out = out.set_column(i, f, pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col))
+    _NAN_FREE[id(table)] = (weakref.ref(table, lambda _, k=id(table): _NAN_FREE.pop(k, None)),
+                            None if out is table else out)
+    return out
 
 
 def row_mask(table: pa.Table, where, seconds: float = FILTER_SECONDS) -> np.ndarray:
@@ -164,6 +259,7 @@ def row_mask(table: pa.Table, where, seconds: float = FILTER_SECONDS) -> np.ndar
         con = duckdb.connect(config={"enable_external_access": False})
         timer = threading.Timer(seconds, con.interrupt)
         try:
+            con.execute("SET enable_progress_bar = false")  # a slow filter prints nothing on the server's stdout
             con.register("attrs", table)
             timer.start()
             col = con.sql(_wrapped(where)).to_arrow_table().column(0)

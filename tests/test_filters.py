@@ -228,3 +228,69 @@ def test_attribute_names_that_differ_only_by_case_are_refused_at_build(tmp_path,
     attrs = {"year": np.arange(300), "Year": np.arange(300)}
     with pytest.raises(InputError, match="differ only by case"):
         indexing.build(tmp_path / "case", docs, attributes=attrs, quiet=True, tune=False, select=False)
+
+
+ROWS = pa.table({"serial": pa.array(range(6)), "lang": ["en", "de"] * 3, "tags": [["a", "x"], ["b"]] * 3})
+
+
+@pytest.mark.parametrize("where, name", [
+    ("json_serialize_plan('SELECT 1') LIKE '%'", "json_serialize_plan"),  # binds queries against the catalogue
+    ("stats(serial) <> ''", "stats"),  # the shard's min and max: per shard, not per row
+    ("sleep_ms(1) IS NULL", "sleep_ms"), ("write_log('x') IS NULL", "write_log"),
+    ("in_search_path('main', 'main')", "in_search_path"), ("len(range(3)) = 3", "range"),
+    ("length(repeat(lang, 1000000000)) > 0", "repeat"),  # one value of gigabytes: refused, not run out of memory
+    ("serial > 1), false) AS m FROM attrs UNION ALL SELECT coalesce((true", "statements, clauses"),
+])
+def test_functions_outside_the_allow_list_are_refused_by_name(where, name):
+    from retrieval.filters import row_mask
+    with pytest.raises(InputError, match=rf"{name}"):
+        row_mask(ROWS, where)
+
+
+def test_row_functions_macros_and_lambdas_are_allowed():
+    from retrieval.filters import row_mask
+    T, F = True, False
+    for where, want in [
+        ("nullif(serial, 1) > 2", [F, F, F, T, T, T]), ("if(serial > 2, lang = 'en', false)", [F, F, F, F, T, F]),
+        ("list_sum([serial, 1]) > 3", [F, F, F, T, T, T]), ("split_part(lang, 'n', 1) = 'e'", [T, F, T, F, T, F]),
+        ("len(list_filter(tags, lambda t: t = 'x')) = 1", [T, F, T, F, T, F]),
+        ("list_transform(tags, lambda t, i: upper(t) || i)[1] = 'A1'", [T, F, T, F, T, F]),
+        ("lang COLLATE nocase = 'EN'", [T, F, T, F, T, F]), ("repeat(lang, 3) = 'dedede'", [F, T, F, T, F, T]),
+        ("lang LIKE 'd!%' ESCAPE '!' OR serial::VARCHAR IN ('0', '5')", [T, F, F, F, F, T]),
+    ]:
+        assert row_mask(ROWS, where).tolist() == want, where
+
+
+def test_sql_refuses_attributes_that_differ_only_by_case():
+    from retrieval.filters import row_mask
+    legacy = pa.table({"year": [2000, 2001], "Year": [1, 2]})  # an index built before such names were refused
+    for where in ['"Year" = 1', "year = 2000"]:  # DuckDB would bind "Year" to year: no row, where one passes
+        with pytest.raises(InputError, match="'year' and 'Year' differ only by case"):
+            row_mask(legacy, where)
+    assert row_mask(legacy, pc.field("Year") == 1).tolist() == [True, False]  # pyarrow tells them apart
+
+
+def test_case_clashes_are_among_attributes_only(tmp_path, small_data):
+    docs = small_data[0][:300]
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(docs.ravel()), docs.shape[1])
+    ids = [f"d{i}" for i in range(300)]
+    pq.write_table(pa.table({"id": ids, "embedding": emb, "year": np.arange(300), "Year": np.arange(300)}),
+                   tmp_path / "clash.parquet")
+    with pytest.raises(InputError, match="'year' and 'Year' differ only by case.*rename one"):
+        indexing.build(tmp_path / "a", tmp_path / "clash.parquet", quiet=True, tune=False, select=False)
+    # neither the id column nor a left-out binary column is an attribute, so neither clashes with one
+    pq.write_table(pa.table({"id": ids, "embedding": emb, "ID": np.arange(300), "Blob": pa.array([b"x"] * 300),
+                             "blob": np.arange(300)}), tmp_path / "ok.parquet")
+    out = indexing.build(tmp_path / "b", tmp_path / "ok.parquet", quiet=True, tune=False, select=False)
+    assert json.loads((out / "manifest.json").read_text())["attributes"] == {"ID": "int64", "blob": "int64"}
+
+
+def test_nan_is_made_null_once_per_table_and_duplicate_attributes_are_refused():
+    from retrieval.filters import nan_as_null
+    t = pa.table({"score": [0.5, float("nan")], "n": [1, 2]})
+    assert nan_as_null(t) is nan_as_null(t) and nan_as_null(t).column("score").null_count == 1
+    clean = pa.table({"score": [0.5, 1.0]})
+    assert nan_as_null(clean) is clean
+    from indexing.attributes import schema_of
+    with pytest.raises(InputError, match="'a' appears twice"):
+        schema_of(pa.schema([("a", pa.int64()), ("a", pa.int64())]))

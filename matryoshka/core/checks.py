@@ -20,24 +20,27 @@ def integer(name: str, v, low: int = 1, high: int | None = None, optional: bool 
     if not is_int(v) or v < low or (high is not None and v > high):
         span = f">= {low}" if high is None else f"between {low} and {high}"
         raise InputError(f"{name} must be an integer {span}{' or None' if optional else ''}; got {v!r}")
-    return v
+    return int(v)  # numpy's as a Python int: faiss and JSON take no numpy scalars
 
 
 def number(name: str, v, low: float, high: float = float("inf"), *, low_open: bool = False,
            optional: bool = False):
-    """`v` when it is a real number in the range (low excluded when `low_open`), else an InputError."""
+    """`v` as a float when it is a real number in the range (low excluded when `low_open`), else an InputError
+    (NaN, and an integer too large for a float, included)."""
     if v is None and optional:
         return v
-    ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and not np.isnan(v) and \
-        (v > low if low_open else v >= low) and v <= high
-    if not ok:
+    try:
+        f = float(v) if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) else None
+    except OverflowError:  # an int past 1.8e308
+        f = None
+    if f is None or not ((f > low if low_open else f >= low) and f <= high):  # NaN fails every comparison
         span = f"in ({low}, {high}]" if low_open else f"in [{low}, {high}]" if high != float("inf") else f">= {low}"
         raise InputError(f"{name} must be a number {span}{' or None' if optional else ''}; got {v!r}")
-    return v
+    return f
 
 
 def flag(name: str, v, optional: bool = False):
     """`v` when it is True or False (or None when `optional`), else an InputError."""
     if (v is None and optional) or isinstance(v, (bool, np.bool_)):
-        return v
+        return v if v is None else bool(v)
     raise InputError(f"{name} must be True or False{' or None' if optional else ''}; got {v!r}")

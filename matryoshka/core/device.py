@@ -65,7 +65,13 @@ def check_faiss_install() -> None:
 def set_threads(n: int | None = None) -> int:
     """Give faiss (OpenMP), torch and BLAS the same thread count instead of each taking every core."""
     integer("threads (--threads)", n, 1, optional=True)
-    n = n or int(os.environ.get("MATRYOSHKA_THREADS", 0)) or os.cpu_count() or 1
+    if n is None and os.environ.get("MATRYOSHKA_THREADS", "").strip():
+        text = os.environ["MATRYOSHKA_THREADS"]
+        if not text.strip().isdigit():
+            raise InputError(f"MATRYOSHKA_THREADS must be a whole number of threads; got {text!r}: fix it, or "
+                             "unset it (or set 0) to use every core")
+        n = int(text) or None
+    n = n or os.cpu_count() or 1
     faiss.omp_set_num_threads(n)
     try:
         import torch
