@@ -18,8 +18,9 @@ def integer(name: str, v, low: int = 1, high: int | None = None, optional: bool 
     if v is None and optional:
         return v
     if not is_int(v) or v < low or (high is not None and v > high):
-        span = f">= {low}" if high is None else f"between {low} and {high}"
-        raise InputError(f"{name} must be an integer {span}{' or None' if optional else ''}; got {v!r}")
+        kind = "a positive integer" if low == 1 and high is None else \
+            f"an integer >= {low}" if high is None else f"an integer between {low} and {high}"
+        raise InputError(f"{name} must be {kind}{' or None' if optional else ''}; got {v!r}")
     return int(v)  # numpy's as a Python int: faiss and JSON take no numpy scalars
 
 
