@@ -289,7 +289,7 @@ def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max
          n_queries: int = SAMPLE_QUERIES, save: bool = True, lock: bool = True) -> OperatingPoint:
     """Measure the operating point for `target_recall` on `queries` (texts or vectors; default: a sample of the
     index's own vectors), and store it as the index's default unless save=False."""
-    number("target_recall", target_recall, 0, 1, low_open=True)
+    number("target recall (target_recall)", target_recall, 0, 1, low_open=True)
     number("max_latency_ms", max_latency_ms, 0, low_open=True, optional=True)
     integer("n_queries", n_queries)
     flag("save", save)

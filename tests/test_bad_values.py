@@ -61,7 +61,7 @@ def test_tune_arguments_of_the_wrong_type_are_refused_before_any_work(small_inde
         retrieval.open_index(small_index).tune(*args, **kwargs)
 
 
-@settings(max_examples=25)
+@settings(max_examples=12)
 @given(st.sampled_from(("index_dim", "pq_bytes", "nlist", "shard_size", "batch_rows", "train_size", "threads",
                         "target_recall", "fast_scan", "tune", "select", "quiet", "overwrite", "transform",
                         "metric", "device", "rotation")), ODD)
