@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from matryoshka.core import encoder, layout
+from matryoshka.core.checks import flag
 from matryoshka.core.codec import Codec
 from matryoshka.core.device import set_threads
 from matryoshka.core.errors import InputError
@@ -50,6 +51,8 @@ def add(index_dir: str | os.PathLike, data, *, ids=None, texts=None, attributes=
     change record (counts, seconds, drift). Integer-id indexes number documents given without ids after the
     largest id they hold; ids already live are refused unless `upsert`. ray="auto" or a cluster address writes
     the new shards as Ray tasks (a .npy or Parquet path with embeddings; see `indexing.distributed_add`)."""
+    flag("upsert", upsert)
+    flag("quiet", quiet)
     set_threads(threads)
     with Change(index_dir, "add") as change:
         m, root = change.manifest, change.root

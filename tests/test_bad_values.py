@@ -76,6 +76,18 @@ def test_build_options_succeed_or_are_refused_before_anything_is_written(tmp_pat
     assert retrieval.open_index(out).count == 300
 
 
+@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(("upsert", "quiet", "threads")), ODD)
+def test_add_options_succeed_or_are_refused_before_anything_is_written(small_index, small_data, name, value):
+    before = (small_index / layout.MANIFEST).read_bytes()
+    try:
+        indexing.add(small_index, small_data[0][:5], ids=["x"] * 5, **{"quiet": True, name: value})
+    except InputError:
+        assert (small_index / layout.MANIFEST).read_bytes() == before  # refused, or a duplicate id: unchanged
+        return
+    raise AssertionError("five rows with one id were added")
+
+
 def test_an_empty_matrix_is_refused_by_name(tmp_path):
     with pytest.raises(InputError, match="0 dims"):
         indexing.build(tmp_path / "e", np.zeros((10, 0), np.float32), quiet=True)

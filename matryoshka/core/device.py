@@ -11,6 +11,7 @@ from .errors import InputError
 
 GPU_MAX_K = 2048  # faiss GPU limit for k and nprobe in one call
 DEVICES = ("auto", "cpu", "gpu")
+MAX_THREADS = 4096  # more than any machine has cores; 10**6 made OpenMP run out of memory
 
 
 def gpu_count() -> int:
@@ -64,7 +65,7 @@ def check_faiss_install() -> None:
 
 def set_threads(n: int | None = None) -> int:
     """Give faiss (OpenMP), torch and BLAS the same thread count instead of each taking every core."""
-    integer("threads (--threads)", n, 1, optional=True)
+    integer("threads (--threads)", n, 1, MAX_THREADS, optional=True)
     if n is None and os.environ.get("MATRYOSHKA_THREADS", "").strip():
         text = os.environ["MATRYOSHKA_THREADS"]
         if not text.strip().isdigit():
