@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 import indexing
 import retrieval
-import retrieval.index as index_module
+from retrieval.plan import Rules
 from retrieval.filters import row_mask
 
 from .data import normalize
@@ -86,19 +86,16 @@ def main(argv: list[str] | None = None) -> None:
                "condition_ms": {"duckdb_sql": t_sql * 1000, "pyarrow_expression": t_expr * 1000}, "rows": []}
     masks = {"bucket < 500": bucket < 500, "bucket < 50": bucket < 50, "bucket < 5": bucket < 5,
              "serial = 123457": rows == 123457}
-    default_work, default_ratio = index_module.EXACT_FILTER_WORK, index_module.EXACT_FILTER_SCAN_RATIO
     for name, where in PREDICATES:
         passing = np.flatnonzero(masks[where])
         truth = exact(docs, passing, queries)
         row = {"selectivity": name, "where": where, "passing": len(passing)}
-        for path, work in (("default", default_work), ("first pass", 0), ("exhaustive", 1 << 62)):
-            index_module.EXACT_FILTER_WORK = work
-            index_module.EXACT_FILTER_SCAN_RATIO = default_ratio if work == default_work else 0
+        for path, rules in (("default", Rules()), ("first pass", Rules(exact_filter_work=0, exact_filter_scan_ratio=0)),
+                            ("exhaustive", Rules(exact_filter_work=1 << 62, exact_filter_scan_ratio=0))):
             index.search_batch(queries[:10], k=10, where=where)  # the predicate's bitmap, cached from here on
-            res, secs = timed(lambda: index.search_batch(queries, k=10, where=where))
+            res, secs = timed(lambda: index.search_batch(queries, k=10, where=where, rules=rules))
             row[path] = {"recall_at_10": recall(res.ids, truth), "qps": len(queries) / secs,
                          "exact": "first_pass" not in res.stage_scores}
-        index_module.EXACT_FILTER_WORK, index_module.EXACT_FILTER_SCAN_RATIO = default_work, default_ratio
         post = [[i for i in hits if i is not None and masks[where][i]][:10] for hits in unfiltered.ids]
         row["post_filter"] = {"recall_at_10": recall(post, truth), "qps": len(queries) / t_unf,
                               "mean_hits": float(np.mean([len(h) for h in post]))}

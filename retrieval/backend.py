@@ -35,5 +35,14 @@ class Backend(Protocol):
     def id_map_bytes(self) -> int:
         """Bytes of external ids held in RAM by the backend."""
 
+    def placement(self) -> dict:
+        """Each store's tier (`storage.tiers`): where the codes, int8, full vectors and texts are read from."""
+
+    def store_reads(self) -> dict:
+        """Device reads per store read from SSD since opening: {store: {reads, pages, rows}}."""
+
+    def drop_page_cache(self) -> None:
+        """Make every store not held in RAM cold: out of the page cache and of the backend's maps."""
+
     def close(self) -> None:
         """Release what the backend holds (workers, files)."""

@@ -142,6 +142,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--where", help="keep documents whose attributes pass this SQL condition, e.g. \"lang = 'en' "
                                    "AND year >= 2020\" (per query: a `where` column in --queries)")
     p.add_argument("--k", type=int, default=10, help="results per query")
+    p.add_argument("--explain", action="store_true", help="print the plan the search would run, each choice with "
+                                                          "its reason, and search nothing")
     p.add_argument("--nprobe", type=int, help="IVF lists scanned per query (more: better recall, slower; default: "
                                               "the index's measured operating point, see `matryoshka info`)")
     p.add_argument("--k1", type=int, help="first-pass depth (default: the index's operating point)")
@@ -159,11 +161,28 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="where the first pass runs: auto takes the GPU when faiss has one")
     p.add_argument("--threads", type=positive_int, help="CPU threads for faiss, torch and BLAS (default: every core)")
+    _tier_args(p)
     p.add_argument("--ray", metavar="ADDRESS", help="search with Ray actors on the cluster at ADDRESS (or auto)")
     p.add_argument("--allow-partial", action="store_true",
                    help="with --ray: return results marked partial when shard workers are lost, not an error")
     p.add_argument("--ray-gpus", type=float, default=0.0, help="with --ray: GPUs per shard worker (first pass)")
     p.add_argument("--ray-workers", type=int, help="with --ray: shard workers (default: one per shard)")
+
+
+def _tier_args(p) -> None:
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="RAM the index may hold, e.g. 8G: the codes, then the int8 and full vectors and texts while "
+                        "they fit are read into RAM; the rest is read from SSD (default: every store memory-mapped)")
+    p.add_argument("--ssd-reads", choices=("pread", "uring", "willneed", "mmap", "direct"),
+                   help="how stores on SSD are read (default pread: a thread pool, 32 reads in flight; direct: the "
+                        "same with O_DIRECT, bypassing the page cache)")
+
+
+def _tiers(a) -> dict:
+    if a.ssd_reads is None:
+        return {"memory_budget": a.memory_budget}
+    ssd = {"method": "pread", "direct": True} if a.ssd_reads == "direct" else {"method": a.ssd_reads}
+    return {"memory_budget": a.memory_budget, "ssd_reads": ssd}
 
 
 def cmd_search(a) -> None:
@@ -177,9 +196,13 @@ def cmd_search(a) -> None:
     extra = {"allow_partial": a.allow_partial, "num_gpus": a.ray_gpus, "workers": a.ray_workers} if a.ray else {}
     given = {name: getattr(a, name) for name in ("nprobe", "k1", "k2", "probe_margin") if getattr(a, name) is not None}
     with open_index(a.index, device=a.device, model=a.model, threads=a.threads,
-                    reranker=None if a.no_rerank else a.reranker, ray=a.ray, **extra) as index:  # closing stops Ray
+                    reranker=None if a.no_rerank else a.reranker, ray=a.ray, **extra,
+                    **_tiers(a)) as index:  # closing stops Ray
         params = index.params.updated(k=a.k, k3=a.k3, int8=not a.no_int8, full=not a.no_full, full_dims=a.full_dims,
                                       rerank=False if a.no_rerank else None, **given)
+        if a.explain:
+            _explain(index, queries, params, _where(a))
+            return
         result = index.search_batch(queries, query_texts=texts, params=params, where=_where(a))
         has_text = index.manifest["has_text"]
     if "rerank" not in result.stage_scores:
@@ -199,6 +222,18 @@ def cmd_search(a) -> None:
             stages = "  ".join(f"{s}={v:.4f}" for s, v in h.scores.items())
             text = f"\n     {h.text[:120]}" if h.text else ""
             print(f"  {rank:>3}. {h.id}  score={h.score:.4f}  [{stages}]{text}")
+
+
+def _explain(index, queries, params, where) -> None:
+    """The plan of each distinct predicate's queries (one plan without a per-query `where` column)."""
+    groups: dict = {}
+    for i, w in enumerate(where if isinstance(where, list) else [where] * len(queries)):
+        groups.setdefault(w, []).append(i)
+    for w, rows in groups.items():
+        if len(groups) > 1:
+            print(f"where {w!r}:" if w is not None else "no filter:")
+        pick = [queries[i] for i in rows] if isinstance(queries, list) else queries[rows]
+        print(index.explain(pick, params=params, where=w).explain())
 
 
 def _where(a):
@@ -241,7 +276,7 @@ def cmd_info(a) -> None:
     from indexing.sizing import human
     from retrieval import open_index
     from retrieval.tuning import describe
-    with open_index(a.index, device="cpu") as index:
+    with open_index(a.index, device="cpu", **_tiers(a)) as index:
         info = index.info()
     if a.json:
         print(json.dumps(info, indent=2, default=str))
@@ -251,6 +286,11 @@ def cmd_info(a) -> None:
           f"({info['transform']['kind']}), {info['factory']}, model {info['model']}")
     print(f"bytes per vector: {info['ram_bytes_per_vector']:.1f} in RAM (first pass), "
           f"{info['mmap_bytes_per_vector']:.0f} memory-mapped, {info['disk_bytes_per_vector']:.0f} on disk")
+    budget = f"a memory budget of {human(info['memory_budget'])}" if info["memory_budget"] else "no memory budget"
+    print(f"stores ({budget}; {human(info['resident_bytes'])} resident in RAM):")
+    for name, st in info["stores"].items():
+        cached = "" if st["page_cached"] is None else f", {st['page_cached']:.0%} in the page cache now"
+        print(f"  {name:6s} {human(st['bytes']):>10s}  {st['tier']}{cached}")
     if info["attributes"]:
         print("attributes (for --where): " + ", ".join(f"{n} {t}" for n, t in info["attributes"].items()))
     for s in info["shards"]:
@@ -302,6 +342,7 @@ def cmd_plan_size(a) -> None:
     from indexing.ivf import plan_factory, train_size
     from indexing.sizing import estimate, human
     from matryoshka.core.device import resolve_device
+    from matryoshka.storage import tiers
     d = min(a.index_dim, a.full_dim)
     fast_scan = BuildOptions(fast_scan=a.fast_scan, pq_bytes=a.pq_bytes).for_device(resolve_device("auto"), d).fast_scan
     factory, notes = plan_factory(a.n, d, a.pq_bytes, fast_scan, a.nlist)  # what the build would choose
@@ -311,8 +352,12 @@ def cmd_plan_size(a) -> None:
     nlist, code = int(factory.split(",")[0][3:]), factory.split(",")[1]
     sample = min(a.n, a.train_size or train_size(a.n, nlist, code, a.nlist is None))  # the build's training sample
     e = estimate(a.n, a.full_dim, d, factory, a.shard_size, a.batch_rows, sample)
+    sizes = {"codes": e["ram_first_pass"] + e["id_maps"], "int8": e["mmap_short_int8"], "full": e["mmap_full_f16"],
+             "texts": 0}
+    placed = a.memory_budget and tiers.choose(sizes, tiers.parse_bytes(a.memory_budget))
     if a.json:
-        print(json.dumps({"factory": factory, "notes": notes, "train_size": sample, **e}, indent=2))
+        print(json.dumps({"factory": factory, "notes": notes, "train_size": sample, **e,
+                          **({"tiers": placed} if placed else {})}, indent=2))
         return
     print(f"{a.n:,} vectors, {a.full_dim} -> {d} dims, {factory}, {e['shards']:,} shard(s) of up to "
           f"{a.shard_size:,}; training sample {sample:,} vectors")
@@ -327,6 +372,10 @@ def cmd_plan_size(a) -> None:
             ("build peak RAM (one shard's codes + batches + sample)", e["build_peak_ram"])]
     for name, v in rows:
         print(f"  {name:<55} {human(v):>12}  ({v / max(a.n, 1):,.1f} B/vector)")
+    if placed:
+        print(f"under a memory budget of {a.memory_budget}: " +
+              ", ".join(f"{s} in {placed[s]}" for s in ("codes", "int8", "full")) +
+              " (stores on SSD are read a row at a time, see `matryoshka info`)")
 
 
 def cmd_demo(a) -> None:
@@ -349,6 +398,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p = command("info", cmd_info, "describe an index")
     p.add_argument("index", help="index folder")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
+    _tier_args(p)
     p = command("tune", cmd_tune, "measure the fastest nprobe / k1 / k2 reaching a recall@10 target and store it "
                                   "as the index's default")
     p.add_argument("index", help="index folder")
@@ -394,6 +444,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p.add_argument("--train-size", type=positive_int, help="training sample size (default: what the build takes "
                                                           "for this nlist)")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.add_argument("--memory-budget", metavar="SIZE", help="also say which stores fit in RAM under this budget")
     p = command("demo", cmd_demo, "index the stdlib docs with all-MiniLM-L6-v2 and search them")
     p.add_argument("--out", default="matryoshka-demo-index", help="index folder (reused when it holds the index)")
     p.add_argument("--limit", type=int, help="index at most this many passages")

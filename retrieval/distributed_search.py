@@ -22,6 +22,7 @@ import numpy as np
 from indexing.distributed_build import connect
 from matryoshka.core.errors import IndexFormatError, MatryoshkaError, ShardsUnavailable
 from matryoshka.core.params import SearchParams
+from matryoshka.storage import tiers
 
 from .first_pass import merge_topk
 from .shard_group import ShardGroup
@@ -136,6 +137,23 @@ class RayBackend:
 
     def id_map_bytes(self) -> int:
         return sum(self._gather("the id map count", lambda w: w.id_map_bytes.remote(), set()))
+
+    def placement(self) -> dict:
+        """Each store's tier and bytes, summed over the workers (they open every store memory-mapped)."""
+        parts = self._gather("the store placement", lambda w: w.placement.remote(), set())
+        kinds = tiers.choose({}, None)
+        return {s: {"tier": kinds[s], "bytes": sum(p[s]["bytes"] for p in parts)} for s in tiers.STORES}
+
+    def drop_page_cache(self) -> None:
+        self._gather("dropping the page cache", lambda w: w.drop_page_cache.remote(), set())
+
+    def store_reads(self) -> dict:
+        parts = self._gather("the read counts", lambda w: w.store_reads.remote(), set())
+        out: dict = {}
+        for part in parts:
+            for store, stats in part.items():
+                out[store] = {k: out.get(store, {}).get(k, 0) + v for k, v in stats.items()}
+        return out
 
     def _put(self, a):
         """Large arrays go to the object store once, not once per worker."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import math
 import time
 from functools import partial
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from matryoshka.core import encoder, layout
+from matryoshka.core import checks, encoder, layout
 from matryoshka.core.codec import Codec
 from matryoshka.core.device import check_faiss_install, resolve_device, set_threads
 from matryoshka.core.errors import IndexFormatError, InputError
@@ -23,26 +22,21 @@ from matryoshka.core.shared_lock import SharedLock
 from matryoshka.core.timing import StageTimer
 from matryoshka.core.vectors import as_matrix, normalize
 from matryoshka.storage.manifest import generation, live_count, moved_on, read_manifest
+from matryoshka.storage import row_reader, tiers
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_shared
+from matryoshka.storage.tiers import SsdReads
 from rerank.cross_encoder import CrossEncoderReranker
 from rerank.rescore import keep
 
 from . import filters
 from .backend import Backend
 from .first_pass import FirstPass, prune_lists
+from .plan import Plan, Rules, Shape, plan
 from .results import STAGES, Hit, SearchResult
 from .shard_group import ShardGroup
 
 OPEN_ATTEMPTS = 4
-# A filtered search scores every passing row exactly when that costs (passing rows x full dims) no more than
-# EXACT_FILTER_WORK, or than EXACT_FILTER_SCAN_RATIO x the bytes of codes its widened first pass would scan
-# per query (at a billion rows a selective filter would make the first pass scan most lists). Both come from
-# the crossover measured at 1M x 1024 (benchmarks/results/filtered-1m): about 23k passing rows there.
-EXACT_FILTER_WORK = 24_000_000
-EXACT_FILTER_SCAN_RATIO = 11
-MAX_BATCH = 1024  # queries scored at once; larger batches are split so memory stays bounded
-MAX_CANDIDATES = 1 << 21  # first-pass candidates held at once over a batch's queries (fewer queries when k1 is deep)
 
 # (root, manifest, codec, trained, verify) -> the backend that holds the shards
 BackendFactory = Callable[[PinnedFolder, dict, Codec, faiss.Index, bool], Backend]
@@ -65,14 +59,23 @@ class Index:
     (`retrieval.open_index(path, ray=...)`)."""
 
     def __init__(self, path: str | Path, *, device: str = "auto", model=None, reranker=None,
-                 threads: int | None = None, verify: bool = False, backend: BackendFactory | None = None):
+                 threads: int | None = None, verify: bool = False, backend: BackendFactory | None = None,
+                 memory_budget: int | str | None = None, ssd_reads: SsdReads | dict | None = None,
+                 rules: Rules | dict | None = None):
         check_faiss_install()
         self.root = Path(path)
         self.device = resolve_device(device)
+        budget = None if memory_budget is None else tiers.parse_bytes(memory_budget)
+        ssd = _as_ssd_reads(ssd_reads)
+        if backend is not None and (budget is not None or ssd_reads is not None):
+            raise InputError("memory_budget and ssd_reads place the stores of shards opened in this process; "
+                             "with Ray each worker holds its own shards: leave them out")
         set_threads(threads)
         self._verify, self._local = verify, backend is None
+        self.memory_budget = budget
+        self.rules = Rules.of(rules)  # the planner's thresholds (see retrieval.plan)
         # a factory that holds no reference to this handle, so that the last reference frees it (no cycle)
-        self._backend = backend or partial(_local_backend, self.device)
+        self._backend = backend or partial(_local_backend, self.device, budget, ssd)
         self.backend = None
         self._swap = SharedLock()  # searches share it; a reload swaps generations between them
         self._open_newest()
@@ -129,6 +132,7 @@ class Index:
         params = SearchParams(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")}) if point \
             else SearchParams()
         assigner = FirstPass(trained, [], m["metric"], "cpu")  # one coarse assignment per batch
+        placed = {s: v["tier"] for s, v in (backend or self.backend).placement().items()}
         with self._swap.exclusive():
             if switch is not None:
                 switch()
@@ -136,6 +140,7 @@ class Index:
             self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
             self.count, self.live, self.generation = m["count"], live_count(m), generation(m)
             self.params, self.codec, self.trained, self.assigner = params, codec, trained, assigner
+            self.tiers = placed  # where each store is read from (see matryoshka.storage.tiers)
             old, self.backend = self.backend, backend or self.backend
             if old is not None and old is not self.backend:
                 old.close()  # the generation replaced: its files (perhaps deleted on disk) are released now
@@ -221,7 +226,8 @@ class Index:
         return self.search_batch(query, k, query_texts=qt if qt is None else [qt], **options).hits(0)
 
     def search_batch(self, queries, k: int | None = None, *, params: SearchParams | None = None,
-                     query_texts: Sequence[str] | None = None, where=None, **options) -> SearchResult:
+                     query_texts: Sequence[str] | None = None, where=None, rules: Rules | dict | None = None,
+                     **options) -> SearchResult:
         """Search a batch of queries (a list of texts or an (n, full_dim) matrix).
 
         `params` (default: the index's `params`) sets every stage's depth and switch; `k` and keyword
@@ -229,19 +235,53 @@ class Index:
         its fields.
         `where` keeps only documents whose attributes pass a condition (see `retrieval.filters`): a SQL string
         or a pyarrow compute expression for the whole batch, or a list of them (None: no filter), one per query.
+        `rules` (default: the handle's) are the planner's thresholds (see `retrieval.plan.Rules`).
         """
         with self._swap.shared():
             self._check_open()
-            return self._search_batch(queries, k, params, query_texts, where, options)
+            return self._search_batch(queries, k, params, query_texts, where, options, rules)
+
+    def explain(self, queries=1, k: int | None = None, *, params: SearchParams | None = None, where=None,
+                rules: Rules | dict | None = None, **options) -> Plan:
+        """The plan a search would run (`retrieval.plan.Plan`; `print(plan.explain())` shows each choice and its
+        reason) for `queries`: the queries themselves, or a count of text queries; one `where` predicate (or
+        None); the other arguments are `search_batch`'s. Nothing is searched; a filter is evaluated to count
+        its rows."""
+        with self._swap.shared():
+            self._check_open()
+            if k is not None:
+                options["k"] = k
+            if isinstance(queries, str):
+                queries = [queries]
+            if isinstance(queries, (int, np.integer)) and not isinstance(queries, bool):
+                texts = ["?"] * checks.integer("queries", int(queries))
+            elif isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries):
+                texts = list(queries)
+            else:
+                texts = None
+                queries = as_matrix(queries, self.full_dim, "query vectors")
+            n = len(queries) if texts is None else len(texts)
+            p = _as_params(params, self.params).updated(**options).checked(self.full_dim)
+            return self._plan(p, n, where, self._rerank_wanted(p.rerank, texts), rules)
 
     def _check_open(self) -> None:
         if self.backend is None:
             raise InputError(f"the index {self.root} was closed; open it again with retrieval.open_index")
 
-    def _search_batch(self, queries, k, params, query_texts, where, options) -> SearchResult:
+    def shape(self) -> Shape:
+        """What the planner knows of this index (`retrieval.plan.Shape`)."""
+        return Shape(self.live, self.assigner.nlist, faiss.extract_index_ivf(self.trained).code_size,
+                     self.full_dim, self.device, self.tiers)
+
+    def _plan(self, p: SearchParams, n: int, where, rerank: bool, rules, missing: set | None = None) -> Plan:
+        passing = None if where is None else self.backend.passing(where, set() if missing is None else missing)
+        return plan(self.shape(), self._within_index(p), n, self.rules if rules is None else Rules.of(rules),
+                    passing=passing, rerank=rerank)
+
+    def _search_batch(self, queries, k, params, query_texts, where, options, rules) -> SearchResult:
         if k is not None:
             options["k"] = k
-        p = self._within_index(_as_params(params, self.params).updated(**options).checked(self.full_dim))
+        p = _as_params(params, self.params).updated(**options).checked(self.full_dim)
         timer = StageTimer()
         x, texts = self._vectors(queries)
         if query_texts is not None:
@@ -249,13 +289,17 @@ class Index:
             if len(texts) != len(x):
                 raise InputError(f"{len(texts)} query texts for {len(x)} query vectors")
         timer.lap("encode")
-        p = p.updated(rerank=self._rerank_wanted(p.rerank, texts))
-        step = max(1, min(MAX_BATCH, MAX_CANDIDATES // p.k1))  # memory is bounded whatever the depths
-        parts, order = [], []
+        rerank = self._rerank_wanted(p.rerank, texts)
+        parts, order, missing = [], [], set()
         for w, rows in _by_predicate(where, len(x)):  # queries that share a predicate are searched together
-            for lo in range(0, len(rows), step):
-                r = rows[lo:lo + step]
-                parts.append(self._cascade(x[r], None if texts is None else [texts[i] for i in r], p, timer, w))
+            timer.mark()
+            pl = self._plan(p, len(rows), w, rerank, rules, missing)
+            if w is not None:
+                timer.lap("filter")
+            for lo in range(0, len(rows), pl.chunk):
+                r = rows[lo:lo + pl.chunk]
+                parts.append(self._run(pl, x[r], None if texts is None else [texts[i] for i in r], timer, w,
+                                       set(missing)))
                 order.append(r)
         result = parts[0] if len(parts) == 1 else _concat(parts, dict(timer))
         perm = np.concatenate(order)
@@ -277,47 +321,38 @@ class Index:
             raise InputError(f"rerank=True but {why}")
         return possible if rerank is None else rerank
 
-    def _cascade(self, x: np.ndarray, texts: list[str] | None, p: SearchParams, timer: StageTimer,
-                 where=None) -> SearchResult:
-        """First pass -> global top k1 -> re-scoring -> cuts -> cross-encoder, through the backend; with a
-        filter, over the passing rows only, or exhaustive over them when they are few.
+    def _run(self, pl: Plan, x: np.ndarray, texts: list[str] | None, timer: StageTimer, where,
+             missing: set) -> SearchResult:
+        """Run a plan's stages over one chunk of queries, through the backend.
 
         Every shard group answers only for its own shards and the merges break ties by row, so one group or
         many give the identical result."""
-        missing: set = set()
+        p = pl.params
         timer.mark()
         short = self.codec.transform.apply(x)
-        passing = self.live
-        if where is not None:
-            passing = self.backend.passing(where, missing)
-            timer.lap("filter")
-        if where is not None and self._exhaustive_cheaper(passing, p):
-            # few rows pass: score them all with the full vectors, exact and cheaper than probing lists for them
-            _, cand = self.backend.exhaustive(x, p.k3 if p.rerank else p.k, where, missing)
-            # scored again as the cascade scores its last stage, so that every backend gives the same scores
-            stages = self.backend.rescore(x, short, cand, p.updated(int8=False, full=True, full_dims=None), missing)
-            cand, stages = keep(cand, stages, "full", cand.shape[1])
-            timer.lap("exhaustive")
-        else:
-            cand, stages = self._first_pass(short, p, passing, where, missing)
-            timer.lap("first_pass")
-            if p.int8:
-                stages.update(self.backend.rescore(x, short, cand, p.updated(full=False), missing))
-                cand, stages = keep(cand, stages, "int8", p.k2)
-                timer.lap("int8")
-            if p.full:
-                stages.update(self.backend.rescore(x, short, cand, p.updated(int8=False), missing))
-                cand, stages = keep(cand, stages, "full", p.k3 if p.rerank else p.k)
-                timer.lap("full")
-        if p.rerank:
-            _, docs = self._lookup(cand, True, missing)
-            scores = self.reranker.score(texts, docs)
-            s = np.full(cand.shape, -np.inf, dtype=np.float32)
-            for i, row in enumerate(scores):
-                s[i, : len(row)] = row
-            stages["rerank"] = s
-            cand, stages = keep(cand, stages, "rerank", p.k)
-            timer.lap("rerank")
+        cand, stages = None, {}
+        for step in pl.steps:
+            if step.name == "exhaustive":
+                _, cand = self.backend.exhaustive(x, step.keep, where, missing)
+                # scored again as the cascade scores its last stage, so that every backend gives the same scores
+                stages = self.backend.rescore(x, short, cand, p.updated(int8=False, full=True, full_dims=None),
+                                              missing)
+                cand, stages = keep(cand, stages, "full", cand.shape[1])
+            elif step.name == "first_pass":
+                cand, stages = self._first_pass(short, p, step.nprobe, pl.passing, where, missing)
+            elif step.name == "rerank":
+                _, docs = self._lookup(cand, True, missing)
+                scores = self.reranker.score(texts, docs)
+                s = np.full(cand.shape, -np.inf, dtype=np.float32)
+                for i, row in enumerate(scores):
+                    s[i, : len(row)] = row
+                stages["rerank"] = s
+                cand, stages = keep(cand, stages, "rerank", step.keep)
+            else:  # int8 or full re-scoring
+                only = p.updated(int8=step.name == "int8", full=step.name == "full")
+                stages.update(self.backend.rescore(x, short, cand, only, missing))
+                cand, stages = keep(cand, stages, step.name, step.keep)
+            timer.lap(step.name)
         last = list(stages)[-1]
         cand, stages = keep(cand, stages, last, p.k)
         ids, out_texts = self._lookup(cand, self.manifest["has_text"], missing)
@@ -331,20 +366,10 @@ class Index:
         return SearchResult(cand, stages[last].copy(), stages, ids, out_texts, dict(timer), bool(missing),
                             sorted(missing))
 
-    def _exhaustive_cheaper(self, passing: int, p: SearchParams) -> bool:
-        """Whether scoring every passing row beats the widened first pass (see EXACT_FILTER_WORK)."""
-        if passing <= p.k1:
-            return True
-        nlist = self.assigner.nlist
-        lists = min(nlist, math.ceil(p.nprobe * self.live / passing))
-        scanned = lists / nlist * self.live * faiss.extract_index_ivf(self.trained).code_size
-        return passing * self.full_dim <= max(EXACT_FILTER_WORK, EXACT_FILTER_SCAN_RATIO * scanned)
-
-    def _first_pass(self, short: np.ndarray, p: SearchParams, passing: int, where,
+    def _first_pass(self, short: np.ndarray, p: SearchParams, nprobe: int, passing: int | None, where,
                     missing: set) -> tuple[np.ndarray, dict]:
-        """The first pass; with a filter passing a share f of the rows, nprobe / f lists are probed (the lists
-        hold f as many passing rows), and queries that still find fewer than k are searched over every list."""
-        nprobe = p.nprobe if where is None else min(self.assigner.nlist, math.ceil(p.nprobe * self.live / passing))
+        """The first pass over `nprobe` lists (the plan's); queries of a filtered search that still find fewer
+        than k passing rows are searched over every list."""
         assigned = None if self.device == "gpu" and where is None else self.assigner.assign(short, nprobe)
         if p.probe_margin is not None and assigned is not None and where is None:
             assigned = prune_lists(assigned, p.probe_margin, self.metric)
@@ -383,6 +408,13 @@ class Index:
         except (OSError, ValueError):
             return None
 
+    def drop_page_cache(self) -> None:
+        """Make the stores that are not held in RAM cold, as on a machine whose memory they do not fit: their pages
+        leave the page cache and this process's maps (for measuring cold searches; `benchmarks.cold`)."""
+        with self._swap.shared():
+            self._check_open()
+            self.backend.drop_page_cache()
+
     def info(self) -> dict:
         """Manifest summary with bytes per vector resident in RAM, memory-mapped, and on disk."""
         with self._swap.shared():  # of one generation
@@ -397,6 +429,7 @@ class Index:
         shard_bytes = [sum(f["bytes"] for f in s["files"].values()) for s in self.manifest["shards"]]
         mmapped = self.count * (self.index_dim + 2 * self.full_dim)  # int8 short + float16 full rows
         disk = sum(shard_bytes) + self.manifest["trained"]["bytes"] + self.manifest["transform_file"]["bytes"]
+        stores = self._stores()
         return {"path": str(self.root), "count": self.count, "live": self.live, "dead": self.count - self.live,
                 "generation": self.generation, "metric": self.metric, "full_dim": self.full_dim,
                 "index_dim": self.index_dim, "factory": self.manifest["factory"],
@@ -407,8 +440,35 @@ class Index:
                            for s, b in zip(self.manifest["shards"], shard_bytes)],
                 "changes": self.manifest.get("changes", []), "attributes": self.manifest.get("attributes", {}),
                 "ram_bytes_per_vector": ram, "mmap_bytes_per_vector": mmapped / n,
+                "memory_budget": self.memory_budget, "stores": stores,
+                "resident_bytes": sum(s["bytes"] for s in stores.values() if s["tier"] == tiers.RAM),
                 "disk_bytes_per_vector": disk / n, "build": self.manifest["build"], "build_log": self._build_log(),
                 "operating_point": self.manifest.get("operating_point"), "defaults": self.params.to_dict()}
+
+    def _stores(self) -> dict:
+        """Per store: bytes, tier (RAM, page cache, SSD), the share of its files now in the page cache, and the
+        device reads it issued since opening (stores read from SSD)."""
+        placed, reads = self.backend.placement(), self.backend.store_reads()
+        files = {"int8": (layout.SHORT_FILE,), "full": (layout.FULL_FILE,),
+                 "texts": (layout.DOC_OFFSETS, layout.DOC_BYTES)}
+        out = {}
+        for store in tiers.STORES:
+            paths = [self.root / layout.shard_dir(s["number"]) / f for s in self.manifest["shards"]
+                     for f in files.get(store, ()) if f in s["files"]]
+            out[store] = {**placed[store], "page_cached": _cached_share(paths) if paths else None}
+            if store in reads:
+                out[store]["reads"] = reads[store]
+        return out
+
+
+def _cached_share(paths: list[Path]) -> float | None:
+    """The share of the files' bytes now in the page cache (None when they cannot be read)."""
+    try:
+        sizes = [p.stat().st_size for p in paths]
+        total = sum(sizes)
+        return sum(row_reader.cached_fraction(p) * b for p, b in zip(paths, sizes)) / total if total else 1.0
+    except OSError:
+        return None
 
 
 def _as_params(params, default: SearchParams) -> SearchParams:
@@ -422,9 +482,32 @@ def _as_params(params, default: SearchParams) -> SearchParams:
     raise InputError(f"params= takes a retrieval.SearchParams or a dict of its fields; got {type(params).__name__}")
 
 
-def _local_backend(device: str, root: PinnedFolder, m: dict, codec: Codec, trained: faiss.Index,
-                   verify: bool) -> Backend:
-    return ShardGroup(root, m, device=device, verify=verify, codec=codec, trained=trained)
+def _local_backend(device: str, budget: int | None, ssd: SsdReads, root: PinnedFolder, m: dict, codec: Codec,
+                   trained: faiss.Index, verify: bool) -> Backend:
+    return ShardGroup(root, m, device=device, verify=verify, codec=codec, trained=trained, memory_budget=budget,
+                      ssd=ssd)
+
+
+def _as_ssd_reads(value) -> SsdReads:
+    """`ssd_reads=`: an SsdReads, a dict of its fields, or None (the defaults); checked before any file opens."""
+    if value is None:
+        return SsdReads()
+    if isinstance(value, dict):
+        unknown = set(value) - {"method", "depth", "direct"}
+        if unknown:
+            raise InputError(f"ssd_reads has no option {sorted(unknown)[0]!r}; its options are method, depth, direct")
+        value = SsdReads(**value)
+    if not isinstance(value, SsdReads):
+        raise InputError(f"ssd_reads= takes a dict (method, depth, direct) or an SsdReads; got {type(value).__name__}")
+    if value.method not in row_reader.METHODS:
+        raise InputError(f"ssd_reads method {value.method!r} is unknown; choose one of {', '.join(row_reader.METHODS)}")
+    if value.method == "uring" and not row_reader.uring_available():
+        raise InputError("ssd_reads method 'uring' needs the liburing package: pip install liburing")
+    checks.integer("ssd_reads depth", value.depth, 1, 1024)
+    checks.flag("ssd_reads direct", value.direct)
+    if value.direct and value.method != "pread":
+        raise InputError("ssd_reads direct=True (O_DIRECT) works with method 'pread' only")
+    return value
 
 
 def _by_predicate(where, n: int) -> list[tuple[object, np.ndarray]]:

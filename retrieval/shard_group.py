@@ -16,8 +16,10 @@ from matryoshka.core.errors import IndexFormatError
 from matryoshka.core.params import SearchParams
 from matryoshka.storage.manifest import read_manifest
 from matryoshka.storage.pinned import PinnedFolder
-from matryoshka.storage.row_store import RowStore
+from matryoshka.storage import tiers
+from matryoshka.storage.row_store import RowStore, read_stats
 from matryoshka.storage.shard_files import Shard, read_shared
+from matryoshka.storage.tiers import SsdReads
 from rerank.rescore import Stores, exact_topk, rescore
 
 from .filters import PassingCache
@@ -42,7 +44,8 @@ class ShardGroup:
 
     def __init__(self, root: PinnedFolder | str | Path, manifest: dict, numbers: list[int] | None = None, *,
                  device: str = "cpu", verify: bool = False, codec: Codec | None = None,
-                 trained: faiss.Index | None = None):
+                 trained: faiss.Index | None = None, memory_budget: int | None = None,
+                 ssd: SsdReads | None = None):
         self.device, self.verify = device, verify
         folder = root if isinstance(root, PinnedFolder) else _pin_same(Path(root), manifest)
         m = manifest
@@ -52,15 +55,39 @@ class ShardGroup:
                        for s in metas]
         if codec is None or trained is None:
             codec, trained = read_shared(folder, m)
+        self.sizes = tiers.store_sizes(m, trained, metas, held=sum(s.held_bytes() for s in self.shards))
+        self.tiers = tiers.choose(self.sizes, memory_budget)
+        if memory_budget is not None:
+            for s in self.shards:
+                s.place(folder, self.tiers, ssd or SsdReads())
         if folder is not root:
             folder.close()
         self.starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
         self.ends = self.starts + np.array([s.count for s in self.shards], dtype=np.int64)
-        self.stores = Stores(RowStore(self.starts, [s.short for s in self.shards], m["index_dim"], np.int8),
-                             RowStore(self.starts, [s.full for s in self.shards], m["full_dim"], np.float16),
-                             codec.int8, m["metric"])
+        self.stores = Stores(self._store("int8", "short", m["index_dim"], np.int8),
+                             self._store("full", "full", m["full_dim"], np.float16), codec.int8, m["metric"])
         self.first = FirstPass(trained, self.shards, m["metric"], device)
         self.filters = PassingCache(self.shards)
+
+    def _store(self, store: str, attr: str, width: int, dtype) -> RowStore:
+        readers = [s.readers[store] for s in self.shards] if self.tiers[store] == tiers.SSD else None
+        return RowStore(self.starts, [getattr(s, attr) for s in self.shards], width, dtype, readers)
+
+    def placement(self) -> dict:
+        """Each store's tier and bytes (`storage.tiers`): {store: {"tier", "bytes"}}."""
+        return {s: {"tier": self.tiers[s], "bytes": self.sizes[s]} for s in tiers.STORES}
+
+    def drop_page_cache(self) -> None:
+        """Make every store not held in RAM cold (`Shard.drop_page_cache`)."""
+        for s in self.shards:
+            s.drop_page_cache()
+
+    def store_reads(self) -> dict:
+        """Device reads issued by each store read from SSD since the group opened (see `row_reader`)."""
+        if self.stores is None:
+            return {}
+        return {name: read_stats(store) for name, store in (("int8", self.stores.short), ("full", self.stores.full))
+                if store.readers is not None}
 
     def live_rows(self) -> np.ndarray:
         """The global rows of this group's documents that are not deleted, in order."""
@@ -117,4 +144,6 @@ class ShardGroup:
 
     def close(self) -> None:
         """Drop every shard, store and cached filter: their memory maps unmap as the last references go."""
+        for s in self.shards:
+            s.close()
         self.shards, self.stores, self.first, self.filters = [], None, None, None

@@ -133,11 +133,11 @@ def test_bad_queries(small_index, small_data):
 
 
 def test_a_large_query_batch_is_split_and_gives_the_same_results(small_index, small_data):
-    import retrieval.index as ri
+    from retrieval.plan import Rules
     index = retrieval.open_index(small_index)
     q = np.concatenate([small_data[1]] * 30)  # 1,500 queries > one internal batch
     whole = index.search_batch(q, k=10)
-    assert len(q) > ri.MAX_BATCH
+    assert len(q) > Rules().max_batch
     np.testing.assert_array_equal(whole.rows[:50], index.search_batch(q[:50], k=10).rows)
     np.testing.assert_array_equal(whole.rows[-50:], whole.rows[:50])
     assert len(whole.ids) == 1500

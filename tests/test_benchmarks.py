@@ -120,7 +120,8 @@ def test_open_memory_measures_what_an_opened_index_holds(tmp_path):
     from benchmarks.open_memory import measure
     from benchmarks.synthetic import Synthetic
     docs = Synthetic(dim=256, clusters=64, seed=4).documents(20000)
-    indexing.build(tmp_path / "idx", docs, index_dim=64, pq_bytes=16, shard_size=10000, quiet=True)
+    indexing.build(tmp_path / "idx", docs, index_dim=64, pq_bytes=16, shard_size=10000, quiet=True, select=False,
+                   tune=False)
     r = measure(tmp_path / "idx", queries=50)
     assert r["count"] == 20000 and r["shards"] == 2
     assert 16 + 8 <= r["open_bytes_per_vector"] < 256 * 2  # codes + row ids, < one float16 full vector

@@ -191,20 +191,18 @@ def test_an_add_on_ray_equals_a_local_add_and_workers_reload_it(cluster, inputs,
     index.close()
 
 
-def test_filtered_search_on_ray_equals_a_single_process(cluster, inputs, tmp_path, monkeypatch):
-    import retrieval.index as index_module
+def test_filtered_search_on_ray_equals_a_single_process(cluster, inputs, tmp_path):
+    from retrieval.plan import Rules
     tmp, queries = inputs
     n = 3000
     attrs = {"bucket": np.arange(n) % 100, "lang": np.where(np.arange(n) % 2 == 0, "en", "de")}
     out = indexing.build(tmp_path / "attrs", tmp / "v.npy", attributes=attrs, **OPTS)
     wheres = ["bucket < 50", "bucket < 5 AND lang = 'en'", "bucket = 7", None] * (len(queries) // 4)
     q = queries[:len(wheres)]
-    for work in (0, index_module.EXACT_FILTER_WORK):  # the first pass with the selector, and the exhaustive path
-        monkeypatch.setattr(index_module, "EXACT_FILTER_WORK", work)
-        monkeypatch.setattr(index_module, "EXACT_FILTER_SCAN_RATIO", work and index_module.EXACT_FILTER_SCAN_RATIO)
-        local = retrieval.open_index(out).search_batch(q, k=10, where=wheres, **FIXED)
+    for rules in (Rules(exact_filter_work=0, exact_filter_scan_ratio=0), Rules()):  # first pass, exhaustive path
+        local = retrieval.open_index(out, rules=rules).search_batch(q, k=10, where=wheres, **FIXED)
         with retrieval.open_index(out, ray="auto", workers=2, worker_cpus=0.1) as index:
-            got = index.search_batch(q, k=10, where=wheres, **FIXED)
+            got = index.search_batch(q, k=10, where=wheres, rules=rules, **FIXED)
             assert_same(got, local)
 
 

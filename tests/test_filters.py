@@ -1,6 +1,7 @@
 """Filtered search: attributes stored beside the ids, predicates honoured by every stage."""
 import datetime as dt
 import json
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +12,7 @@ from conftest import exact_topk
 
 import indexing
 import retrieval
-import retrieval.index as index_module
+from retrieval.plan import Rules, exhaustive_cheaper
 from benchmarks.synthetic import Synthetic
 from matryoshka.core.errors import InputError
 from retrieval.cli import main
@@ -61,12 +62,10 @@ def check(result, mask, docs, queries, k=10):
 
 
 @pytest.mark.parametrize("exact_work", [0, None])  # 0: the first pass with the selector wherever rows > k1
-def test_every_hit_passes_and_recall_holds_at_every_selectivity(filtered, monkeypatch, exact_work):
+def test_every_hit_passes_and_recall_holds_at_every_selectivity(filtered, exact_work):
     out, docs, queries, attrs = filtered
-    if exact_work is not None:
-        monkeypatch.setattr(index_module, "EXACT_FILTER_WORK", exact_work)
-        monkeypatch.setattr(index_module, "EXACT_FILTER_SCAN_RATIO", exact_work)
-    index = retrieval.open_index(out)
+    rules = None if exact_work is None else Rules(exact_filter_work=exact_work, exact_filter_scan_ratio=exact_work)
+    index = retrieval.open_index(out, rules=rules)
     for where, rows in SELECTIVE:
         mask = rows(attrs)
         result = index.search_batch(queries, k=10, where=where)
@@ -179,16 +178,16 @@ def test_parquet_columns_are_attributes_and_changes_keep_them(tmp_path, filtered
     assert index.search_batch(x[:3], k=10, where="lang = 'xx'").ids[0][0] == "n0"  # attributes kept by compaction
 
 
-def test_the_exhaustive_switch_weighs_the_scan_the_first_pass_would_make(filtered, monkeypatch):
+def test_the_exhaustive_switch_weighs_the_scan_the_first_pass_would_make(filtered):
     """With the row-count floor off, a filter so selective that nprobe / f lists would be scanned goes
     exhaustive; a broad one keeps the first pass."""
     out, docs, queries, attrs = filtered
-    monkeypatch.setattr(index_module, "EXACT_FILTER_WORK", 0)
-    index = retrieval.open_index(out)
+    index = retrieval.open_index(out, rules=Rules(exact_filter_work=0))
     broad = index.search_batch(queries[:5], k=10, where="bucket < 500")
     narrow = index.search_batch(queries[:5], k=10, where="bucket < 50 AND lang = 'en'")
     assert "first_pass" in broad.stage_scores and "first_pass" not in narrow.stage_scores
-    assert index._exhaustive_cheaper(250, index.params) and not index._exhaustive_cheaper(10000, index.params)
+    cheaper = partial(exhaustive_cheaper, index.shape(), index.params, rules=index.rules)
+    assert cheaper(250) and not cheaper(10000)
 
 
 @pytest.mark.parametrize("where, refused", [

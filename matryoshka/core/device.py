@@ -64,15 +64,18 @@ def check_faiss_install() -> None:
 
 
 def set_threads(n: int | None = None) -> int:
-    """Give faiss (OpenMP), torch and BLAS the same thread count instead of each taking every core."""
+    """Give faiss (OpenMP), torch and BLAS the same thread count, `n` or MATRYOSHKA_THREADS; with neither, change
+    nothing (each library keeps what it has: every core by default, or what the caller set). The count in force
+    for faiss is returned."""
     integer("threads (--threads)", n, 1, MAX_THREADS, optional=True)
     if n is None and os.environ.get("MATRYOSHKA_THREADS", "").strip():
         text = os.environ["MATRYOSHKA_THREADS"]
         if not text.strip().isdigit():
             raise InputError(f"MATRYOSHKA_THREADS must be a whole number of threads; got {text!r}: fix it, or "
-                             "unset it (or set 0) to use every core")
+                             "unset it (or set 0) to leave the libraries' threads as they are")
         n = int(text) or None
-    n = n or os.cpu_count() or 1
+    if n is None:
+        return faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(n)
     try:
         import torch

@@ -13,18 +13,31 @@ def advise_random(arr: np.ndarray) -> None:
         m.madvise(mmap.MADV_RANDOM)
 
 
+def read_stats(store: "RowStore") -> dict | None:
+    """Device reads a store read from SSD has issued since it was opened (None for a mapped store)."""
+    if store is None or store.readers is None:
+        return None
+    stats = [r.stats.to_dict() for r in store.readers]
+    return {k: sum(s[k] for s in stats) for k in ("reads", "pages", "rows")}
+
+
 class RowStore:
     """One logical (N, w) matrix made of shards; shard s holds global rows starts[s] .. starts[s] + len - 1."""
 
-    def __init__(self, starts: np.ndarray, arrays: list[np.ndarray], width: int, dtype):
+    def __init__(self, starts: np.ndarray, arrays: list[np.ndarray], width: int, dtype, readers: list | None = None):
         self.starts = np.asarray(starts, dtype=np.int64)
         self.arrays = arrays
         self.width, self.dtype = width, np.dtype(dtype)
+        self.readers = readers  # row_reader.FileRows per shard when the store is read from SSD, not mapped
 
     def take(self, gids: np.ndarray) -> np.ndarray:
         """Rows for global ids given in ascending order, read shard by shard (so the reads go forward)."""
         cuts = np.searchsorted(gids, self.starts[1:])
-        parts = [a[rows - s] for a, s, rows in zip(self.arrays, self.starts, np.split(gids, cuts)) if len(rows)]
+        if self.readers is not None:
+            parts = [r.read(rows - s) for r, s, rows in zip(self.readers, self.starts, np.split(gids, cuts))
+                     if len(rows)]
+        else:
+            parts = [a[rows - s] for a, s, rows in zip(self.arrays, self.starts, np.split(gids, cuts)) if len(rows)]
         if not parts:  # no rows asked for, or an index with no shards (every document deleted and compacted)
             return np.zeros((len(gids), self.width), self.dtype)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -36,7 +49,11 @@ class RowStore:
         it each row is read where it is asked for, which skips the sort: on page-cached int8 rows of a 1M
         index the sort cost more than the reads."""
         flat = np.where(cand >= 0, cand, self.starts[0] if len(self.starts) else -1).ravel()
-        if in_order:
+        if self.readers is not None and len(self.starts):
+            # every distinct row read once, all of a batch's reads in flight together
+            rows, inverse = np.unique(flat, return_inverse=True)
+            out = self.take(rows)[inverse]
+        elif in_order:
             order = np.argsort(flat, kind="stable")
             out = np.empty((len(flat), self.width), dtype=self.dtype)
             out[order] = self.take(flat[order])

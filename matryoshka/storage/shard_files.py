@@ -17,7 +17,9 @@ from matryoshka.core.codec import Codec
 from matryoshka.core.errors import IndexFormatError
 
 from .pinned import PinnedFolder
+from .row_reader import FileRows, drop_cached
 from .row_store import advise_random
+from .tiers import RAM, SSD, SsdReads
 from .tombstones import dead_rows
 
 
@@ -118,6 +120,25 @@ def _id_map(data: bytes, path: Path, count: int, row_start: int | None) -> np.nd
     return ids.to_numpy() if pa.types.is_integer(ids.type) else ids
 
 
+def _load(root: PinnedFolder, name: str, arr: np.ndarray) -> np.ndarray:
+    """A mapped store's rows read into memory in large sequential reads (its map is advised random: copying
+    through it would fault one page at a time), then its pages dropped from the page cache (they would count
+    twice)."""
+    out = np.empty(arr.shape, arr.dtype)
+    if not isinstance(arr, np.memmap) or not out.nbytes:
+        return np.array(arr)
+    view, got = memoryview(out.reshape(-1)).cast("B"), 0
+    with root.open(name) as f:
+        f.seek(arr.offset)
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n:
+                raise _damaged(root.path(name), f"ends {len(view) - got} bytes early")
+            got += n
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return out
+
+
 class Shard:
     def __init__(self, root: PinnedFolder, meta: dict, full_dim: int, index_dim: int, has_text: bool,
                  deep: bool = False):
@@ -162,6 +183,47 @@ class Shard:
             with f:
                 size = os.fstat(f.fileno()).st_size
                 self.doc_bytes = np.memmap(f, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        self.readers: dict = {}  # store -> row_reader.FileRows, for stores read from SSD
+        self._paths = {n: root.path(f"{folder}/{n}") for n in (layout.SHORT_FILE, layout.FULL_FILE,
+                                                                layout.DOC_OFFSETS, layout.DOC_BYTES)}
+
+    def held_bytes(self) -> int:
+        """Bytes this shard holds in RAM beside its codes: external ids, attribute columns, the deleted-row mask."""
+        return sum(int(getattr(a, "nbytes", 0)) for a in (self.ids, self.attrs, self.dead) if a is not None)
+
+    def place(self, root: PinnedFolder, tiers: dict, ssd: SsdReads) -> None:
+        """Read the stores whose tier is RAM into memory; open readers for the stores on SSD (`storage.tiers`)."""
+        folder = layout.shard_dir(self.number)
+        for store, attr, name in (("int8", "short", layout.SHORT_FILE), ("full", "full", layout.FULL_FILE)):
+            arr = getattr(self, attr)
+            if tiers.get(store) == RAM:
+                setattr(self, attr, _load(root, f"{folder}/{name}", arr))
+            elif tiers.get(store) == SSD:
+                with root.open(f"{folder}/{name}") as f:
+                    self.readers[store] = FileRows(f.fileno(), getattr(arr, "offset", 0), self.count, arr.shape[1],
+                                                   arr.dtype, method=ssd.method, depth=ssd.depth, direct=ssd.direct)
+        if tiers.get("texts") == RAM and self.doc_offsets is not None:
+            self.doc_offsets = _load(root, f"{folder}/{layout.DOC_OFFSETS}", self.doc_offsets)
+            self.doc_bytes = _load(root, f"{folder}/{layout.DOC_BYTES}", self.doc_bytes)
+
+    def drop_page_cache(self) -> None:
+        """Make the stores that are not in RAM cold again: their pages leave this process's maps and the page
+        cache, as if the index had just been opened on a machine whose memory they do not fit (for measuring)."""
+        arrays = {layout.SHORT_FILE: self.short, layout.FULL_FILE: self.full, layout.DOC_OFFSETS: self.doc_offsets,
+                  layout.DOC_BYTES: self.doc_bytes}
+        for name, arr in arrays.items():
+            if arr is not None:
+                try:
+                    drop_cached(arr, self._paths[name])
+                except FileNotFoundError:  # replaced by a newer generation: nothing of it is read any more
+                    pass
+        for r in self.readers.values():
+            r.drop_cached()
+
+    def close(self) -> None:
+        for r in self.readers.values():
+            r.close()
+        self.readers = {}
 
     def external_ids(self, local: np.ndarray) -> list:
         if self.ids is None:

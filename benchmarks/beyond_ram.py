@@ -1,0 +1,189 @@
+"""An index larger than this machine's RAM, built, served from SSD under a memory cap, and measured (issue 22).
+
+    python -m benchmarks.beyond_ram --n 50000000 --dim 384 --work /work/data/beyond-50m --memory-limit 6G
+
+1. Build: the streaming build reads a generated source (`benchmarks.synthetic`: clustered, a decaying spectrum
+   turned by a random rotation) batch by batch, so no input file is ever written; its own process, whose wall
+   time and peak RSS are recorded.
+2. Truth: exact top-10 of `--queries` held-out queries (stream 2 of the generator, never corpus rows), computed
+   out of core from the index's own float16 full store, block by block.
+3. Serve: a process confined to a memory cgroup of `--memory-limit` (its anonymous memory and every page it
+   faults in or reads into the page cache count), index files evicted first, opened with a memory budget that
+   holds only the first-pass codes: the int8 and full stores are read from SSD (`storage.row_reader`). Per
+   setting: recall@10, single-query p50 / p99, QPS at batch 1 / 100 / 1,000, device reads and bytes per query,
+   and the cgroup's peak (the working set the run needed).
+
+The results go to `benchmarks/results/beyond-ram-<n>.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .synthetic import CHUNK, Synthetic
+
+SETTINGS = ((16, 200, 30), (32, 400, 50), (64, 800, 100))  # nprobe / k1 / k2
+
+
+def corpus(dim: int) -> Synthetic:
+    return Synthetic(dim=dim, matryoshka=False, clusters=8192, seed=22)
+
+
+def build_step(root: Path, n: int, dim: int) -> None:
+    import indexing
+    syn = corpus(dim)
+    batches = ((None, syn.rows(lo, min(n, lo + CHUNK))) for lo in range(0, n, CHUNK))
+    # select/tune off: measuring half and twice the lists, or exact truth, over 50M rows costs hours on 2 cores
+    indexing.build(root, batches, select=False, tune=False, threads=2)
+
+
+def truth_step(root: Path, queries: np.ndarray, k: int = 10, block: int = 1 << 18) -> np.ndarray:
+    """Exact top-k rows by inner product over the full float16 store, read shard by shard, block by block."""
+    import faiss
+    from faiss.contrib.exhaustive_search import knn_ground_truth
+
+    from matryoshka.core import layout
+    from matryoshka.storage.row_reader import evict
+    from rerank.rescore import _f32
+    manifest = json.loads((root / "manifest.json").read_text())
+
+    def blocks():
+        for s in sorted(manifest["shards"], key=lambda s: s["id_start"]):
+            path = root / layout.shard_dir(s["number"]) / layout.FULL_FILE
+            full = np.load(path, mmap_mode="r")
+            for lo in range(0, len(full), block):
+                yield _f32(full[lo:lo + block])
+            del full
+            evict(path)  # the truth pass leaves no store in the page cache
+    _, rows = knn_ground_truth(np.ascontiguousarray(queries, np.float32), blocks(), k,
+                               metric_type=faiss.METRIC_INNER_PRODUCT, ngpu=0)
+    return rows
+
+
+def _io_bytes() -> int:
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("read_bytes")).split()[1])
+
+
+def _reads(ix) -> dict:
+    stores = ix.info()["stores"]
+    return {s: dict(stores[s].get("reads", {})) for s in ("int8", "full")}
+
+
+def _per_query(before: dict, after: dict, nq: int) -> dict:
+    return {s: {k: (after[s].get(k, 0) - before[s].get(k, 0)) / nq for k in ("reads", "pages", "rows")}
+            for s in after}
+
+
+def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: str, singles: int) -> dict:
+    import retrieval
+    from matryoshka.storage.row_reader import evict
+
+    from .metrics import percentiles_ms, recall
+    for p in root.rglob("*"):
+        if p.is_file():
+            evict(p)
+    t = time.perf_counter()
+    ix = retrieval.open_index(root, memory_budget=budget, threads=2, device="cpu")
+    out = {"open_s": time.perf_counter() - t, "stores": ix.info()["stores"], "settings": []}
+    for nprobe, k1, k2 in SETTINGS:
+        setting = dict(k=10, nprobe=nprobe, k1=k1, k2=k2, rerank=False)
+        row = {"nprobe": nprobe, "k1": k1, "k2": k2}
+        ix.search_batch(queries[-4:], **setting)  # thread pools and lazy tables
+        r0, b0, times = _reads(ix), _io_bytes(), []
+        for i in range(singles):
+            t = time.perf_counter()
+            ix.search_batch(queries[i:i + 1], **setting)
+            times.append(time.perf_counter() - t)
+        row["p50_ms"], row["p99_ms"] = percentiles_ms(times)
+        row["mean_ms"] = float(np.mean(times) * 1e3)
+        row["qps_batch_1"] = singles / sum(times)
+        row["reads_per_query"] = _per_query(r0, _reads(ix), singles)
+        row["device_kib_per_query"] = (_io_bytes() - b0) / singles / 1024
+        for size in (100, 1000):
+            t, found = time.perf_counter(), []
+            for lo in range(0, len(queries), size):
+                found.append(ix.search_batch(queries[lo:lo + size], **setting).rows)
+            row[f"qps_batch_{size}"] = len(queries) / (time.perf_counter() - t)
+            if size == 1000:
+                row["recall@10"] = recall(np.concatenate(found), truth, 10)
+        out["settings"].append(row)
+        print(json.dumps(row), flush=True)
+    ix.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.beyond_ram", description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=50_000_000)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--single", type=int, default=200, help="single queries timed per setting")
+    ap.add_argument("--work", type=Path, required=True, help="folder for the index and the truth (about 1.1 KB a "
+                                                            "vector at 384 dims)")
+    ap.add_argument("--memory-limit", default="6G", help="memory cgroup the serving process runs in")
+    ap.add_argument("--budget", help="memory budget the index is opened with (default: the codes only)")
+    ap.add_argument("--step", choices=("build", "serve"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args(argv)
+    root = a.work / "index"
+    queries = corpus(a.dim).rows(0, a.queries, stream=2)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    if a.step == "build":
+        build_step(root, a.n, a.dim)
+        return 0
+    truth_path = a.work / f"truth-{a.queries}.npy"
+    if a.step == "serve":
+        from .cold import confine
+        group = confine(_bytes(a.memory_limit))
+        res = serve_step(root, queries, np.load(truth_path), a.budget or _codes_bytes(root), a.single)
+        peak = group / "memory.max_usage_in_bytes"
+        res["cgroup_peak_bytes"] = int((peak if peak.exists() else group / "memory.peak").read_text())
+        print(json.dumps(res, default=float))
+        return 0
+    report: dict = {"n": a.n, "dim": a.dim, "queries": a.queries, "memory_limit": a.memory_limit,
+                    "command": " ".join(["python -m benchmarks.beyond_ram", *(sys.argv[1:] if argv is None else argv)])}
+    me = [sys.executable, "-m", "benchmarks.beyond_ram", *(sys.argv[1:] if argv is None else argv)]
+    if not (root / "manifest.json").exists():
+        t = time.perf_counter()
+        subprocess.run([*me, "--step", "build"], check=True)
+        report["build_s"] = time.perf_counter() - t
+        report["build_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    report["disk_bytes"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    if not truth_path.exists():
+        t = time.perf_counter()
+        np.save(truth_path, truth_step(root, queries))
+        report["truth_s"] = time.perf_counter() - t
+    p = subprocess.run([*me, "--step", "serve"], check=True, capture_output=True, text=True)
+    sys.stdout.write(p.stdout)
+    report["serve"] = json.loads(p.stdout.splitlines()[-1])
+    out = a.out or Path("benchmarks/results") / f"beyond-ram-{a.n}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=float))
+    print(f"wrote {out}")
+    return 0
+
+
+def _bytes(size: str) -> int:
+    from matryoshka.storage.tiers import parse_bytes
+    return parse_bytes(size)
+
+
+def _codes_bytes(root: Path) -> int:
+    """The budget that holds the first-pass codes and nothing else."""
+    import faiss
+
+    from matryoshka.storage.tiers import store_sizes
+    manifest = json.loads((root / "manifest.json").read_text())
+    return store_sizes(manifest, faiss.read_index(str(root / "trained.faiss")))["codes"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Where each store of an opened index lives: RAM, the page cache, or SSD, decided under a memory budget.
+
+Without a budget every store is memory-mapped and lives in the page cache as far as the machine's memory
+allows (the kernel decides; a cold store costs one page fault per row). With a budget the stores are placed
+in the order the cascade needs them, as long as they fit: the first-pass codes (always in RAM: a search cannot
+run without them), the int8 short vectors, the full vectors, the texts. A store that fits is read into RAM
+whole; one that does not is read from SSD with many reads in flight (`row_reader`), not through page faults.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from matryoshka.core.errors import InputError
+
+STORES = ("codes", "int8", "full", "texts")
+RAM, CACHE, SSD = "ram", "page cache", "ssd"
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(value) -> int:
+    """Bytes from an int or a size such as '512M', '24G', '1.5 TB' (binary units)."""
+    if isinstance(value, bool):
+        raise InputError(f"a memory budget is a byte count or a size such as '24G'; got {value!r}")
+    if isinstance(value, (int, float)):
+        n = int(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(value).lower())
+        if not m:
+            raise InputError(f"cannot read {value!r} as a memory budget; give bytes or a size such as '24G'")
+        n = int(float(m.group(1)) * _UNITS[m.group(2)])
+    if n <= 0:
+        raise InputError(f"a memory budget must be positive; got {value!r}")
+    return n
+
+
+@dataclass(frozen=True)
+class SsdReads:
+    """How stores on SSD are read: method (see `row_reader.METHODS`), reads in flight, O_DIRECT or not."""
+
+    method: str = "pread"
+    depth: int = 32
+    direct: bool = False
+
+
+def choose(sizes: dict[str, int], budget: int | None) -> dict[str, str]:
+    """The tier of each store (`STORES`) given their sizes in bytes and a memory budget (None: no budget).
+    Texts that do not fit stay memory-mapped (a few rows a query): their tier is the page cache."""
+    if budget is None:
+        return {s: RAM if s == "codes" else CACHE for s in STORES}
+    if sizes["codes"] > budget:
+        raise InputError(f"the memory budget ({budget:,} bytes) is below the first-pass codes alone "
+                         f"({sizes['codes']:,} bytes), which must be in RAM; raise the budget, or build with "
+                         "smaller codes (a smaller PQ code or more shards on other machines)")
+    left, out = budget - sizes["codes"], {"codes": RAM}
+    for s in STORES[1:]:
+        fits = sizes.get(s, 0) <= left
+        out[s] = RAM if fits else CACHE if s == "texts" else SSD
+        left -= sizes.get(s, 0) if fits else 0
+    return out
+
+
+def store_sizes(manifest: dict, trained, shards: list[dict] | None = None, held: int | None = None) -> dict[str, int]:
+    """Bytes of each store (`STORES`) of the shards `shards` (default: all) of an index. The codes count faiss's
+    code and int64 row id per vector, one copy of the centroids, and `held`: the external ids, attribute
+    columns and deleted-row masks the opened shards hold in RAM (default: the id files' sizes, an estimate
+    before opening). The other stores are their files."""
+    import faiss
+
+    from matryoshka.core import layout
+    shards = manifest["shards"] if shards is None else shards
+    ivf = faiss.extract_index_ivf(trained)
+    count = sum(s["count"] for s in shards)
+
+    def files(*names):
+        return sum(s["files"][n]["bytes"] for s in shards for n in names if n in s["files"])
+    if held is None:
+        held = sum(s["files"][layout.IDS_FILE]["bytes"] for s in shards if not s.get("ids_are_rows"))
+    return {"codes": count * (ivf.code_size + 8) + ivf.nlist * manifest["index_dim"] * 4 + held,
+            "int8": files(layout.SHORT_FILE), "full": files(layout.FULL_FILE),
+            "texts": files(layout.DOC_OFFSETS, layout.DOC_BYTES)}
