@@ -1,6 +1,8 @@
 """`build`: build an index in this process or as Ray tasks, from any input a user has."""
 from __future__ import annotations
 
+import logging
+
 import os
 from functools import partial
 from pathlib import Path
@@ -51,7 +53,7 @@ def tune_new_index(root: Path, opts: BuildOptions, queries=None) -> None:
         if truth_work(index) > MAX_TRUTH_WORK:
             say(f"note: the default operating point was not measured: exact truth over {index.count:,} vectors "
                 f"costs too much at build time; run `matryoshka tune {root}` (or Index.tune) to measure it",
-                opts.quiet)
+                opts.quiet, logging.WARNING)
             return
         which = f"{len(queries)} given" if queries is not None else f"{min(SAMPLE_QUERIES, index.count)} sample"
         say(f"measuring the default operating point on {which} queries", opts.quiet)

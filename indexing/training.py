@@ -1,6 +1,8 @@
 """Training, once per build: sample the input, fit the shortening and the int8 codec, train the IVF."""
 from __future__ import annotations
 
+import logging
+
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -120,7 +122,7 @@ def train(root: Path, source: Source, opts: BuildOptions, device: str, state: Bu
         transform, short = transform.rotated(rotation), short @ rotation
     say(f"training {factory} on {len(sample):,} vectors ({device})", opts.quiet)
     for note in notes:
-        say(f"note: {note}", opts.quiet)
+        say(f"note: {note}", opts.quiet, logging.WARNING)
     codec = Codec(transform, Int8Codec.fit(short))
     layout.crash_point("training")
     index = ivf.train(factory, short, opts.metric, device)

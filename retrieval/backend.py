@@ -6,7 +6,7 @@ shards that could not answer are added to `missing` (only a backend that allows 
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -23,7 +23,7 @@ class Backend(Protocol):
         """How many live rows pass `where`."""
 
     def exhaustive(self, x: np.ndarray, k: int, where, missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The exact top k (full-vector scores, global rows) among the rows passing `where`."""
+        """The exact top k (full-vector scores, global rows) among the live rows passing `where` (None: all)."""
 
     def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,
                 missing: set | None = None) -> dict[str, np.ndarray]:
@@ -32,11 +32,24 @@ class Backend(Protocol):
     def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:
         """External ids (None where unknown) and, if asked, texts of a flat array of rows."""
 
+    def live_rows(self) -> np.ndarray:
+        """The global rows not deleted, ascending."""
+
+    def full_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The float32 full vectors of sorted global rows."""
+
+    def list_sizes(self) -> np.ndarray:
+        """Codes per IVF list, over every shard (what a probe of each list scans)."""
+
+    def reload(self, folder, manifest: dict, between_searches: Callable[[Callable[[], None]], None]) -> bool:
+        """Move to generation `manifest` in place and return True, running the switch through
+        `between_searches(switch)`; or return False at once, and the caller opens a new backend."""
+
     def id_map_bytes(self) -> int:
         """Bytes of external ids held in RAM by the backend."""
 
     def placement(self) -> dict:
-        """Each store's tier (`storage.tiers`): where the codes, int8, full vectors and texts are read from."""
+        """Each store's tier and bytes (`storage.tiers`): {store: {"tier", "bytes"}}."""
 
     def store_reads(self) -> dict:
         """Device reads per store read from SSD since opening: {store: {reads, pages, rows}}."""

@@ -72,7 +72,7 @@ class RayBackend:
                         for chunk in self.worker_shards]
         self.pids = self._gather("opening", lambda w: w.ready.remote(), set())
 
-    def reload(self, folder, manifest: dict, between_searches: Callable[[Callable[[], None]], None]) -> None:
+    def reload(self, folder, manifest: dict, between_searches: Callable[[Callable[[], None]], None]) -> bool:
         """Have the running workers open generation `manifest`, its shards spread over them again (workers
         left without a shard stop); the cluster and the workers stay up. Every worker opens the new generation
         beside the old one; all switch to it only once all have it, through `between_searches(switch)`, which
@@ -92,6 +92,18 @@ class RayBackend:
         between_searches(switch)
         for w in extra:
             self._ray.kill(w, no_restart=True)
+        return True
+
+    def live_rows(self) -> np.ndarray:
+        parts = self._gather("the live rows", lambda w: w.live_rows.remote(), set())
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def full_vectors(self, rows: np.ndarray) -> np.ndarray:
+        parts = self._gather("the full vectors", lambda w: w.full_vectors.remote(rows), set())
+        return np.sum(parts, axis=0)  # each row is non-zero in the one worker that holds it
+
+    def list_sizes(self) -> np.ndarray:
+        return np.sum(self._gather("the list sizes", lambda w: w.list_sizes.remote(), set()), axis=0)
 
     def first_pass(self, short: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None,
                    missing: set | None = None, where=None) -> tuple[np.ndarray, np.ndarray]:

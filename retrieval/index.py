@@ -115,9 +115,9 @@ class Index:
             try:
                 m = read_manifest(folder)
                 codec, trained = read_shared(folder, m)
-                if self.backend is not None and hasattr(self.backend, "reload"):
-                    # Ray workers open the new generation beside the old one, then all switch between searches
-                    self.backend.reload(folder, m, lambda switch: self._install(m, codec, trained, None, switch))
+                # Ray workers open the new generation beside the old one, then all switch between searches
+                if self.backend is not None and self.backend.reload(
+                        folder, m, lambda switch: self._install(m, codec, trained, None, switch)):
                     return
                 backend = self._backend(folder, m, codec, trained, self._verify)
             except IndexFormatError:
@@ -144,6 +144,17 @@ class Index:
             old, self.backend = self.backend, backend or self.backend
             if old is not None and old is not self.backend:
                 old.close()  # the generation replaced: its files (perhaps deleted on disk) are released now
+
+    def adopt(self, manifest: dict) -> None:
+        """Make `manifest`, this generation's with a new operating point (`retrieval.tuning.store`), the
+        handle's between searches: its defaults change, its files stay."""
+        point = manifest.get("operating_point")
+        with self._swap.exclusive():
+            if manifest["shards"] != self.manifest["shards"]:
+                raise InputError(f"{self.root}: the manifest given is another generation's; reload the index")
+            self.manifest = manifest
+            if point:
+                self.params = self.params.updated(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")})
 
     def reload(self) -> bool:
         """Open the newest generation of the index (after `indexing.add`, `delete` or `compact`); True when it
@@ -200,7 +211,8 @@ class Index:
                 raise InputError(f"query {i} is empty or not a string; give non-empty query text")
         return encoder.encode(self._load_model(), list(texts))
 
-    def _vectors(self, queries) -> tuple[np.ndarray, list[str] | None]:
+    def query_vectors(self, queries) -> tuple[np.ndarray, list[str] | None]:
+        """(normalized full-dim query vectors, the query texts or None) for texts (encoded) or vectors."""
         if isinstance(queries, str):
             queries = [queries]
         if isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries):
@@ -283,7 +295,7 @@ class Index:
             options["k"] = k
         p = _as_params(params, self.params).updated(**options).checked(self.full_dim)
         timer = StageTimer()
-        x, texts = self._vectors(queries)
+        x, texts = self.query_vectors(queries)
         if query_texts is not None:
             texts = list(query_texts)
             if len(texts) != len(x):

@@ -114,8 +114,29 @@ class ShardGroup:
         return self.filters.get(where).count
 
     def exhaustive(self, x: np.ndarray, k: int, where, missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The exact top k (full-vector scores, global rows) among this group's rows passing `where`."""
-        return exact_topk(self.stores, x, self.filters.get(where).global_rows, k)
+        """The exact top k (full-vector scores, global rows) among this group's live rows passing `where`
+        (None: all of them)."""
+        rows = self.live_rows() if where is None else self.filters.get(where).global_rows
+        return exact_topk(self.stores, x, rows, k)
+
+    def full_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The float32 full vectors of sorted global rows; zeros for rows of other groups."""
+        out = np.zeros((len(rows), self.stores.full.width), np.float32)
+        mine = self.owns(rows)
+        out[mine] = self.stores.full.take(rows[mine])
+        return out
+
+    def list_sizes(self) -> np.ndarray:
+        """Codes per IVF list over this group's shards."""
+        ivfs = [faiss.extract_index_ivf(s.index) for s in self.shards]
+        sizes = np.zeros(self.first.nlist, np.int64)
+        for ivf in ivfs:
+            sizes += [ivf.invlists.list_size(i) for i in range(ivf.nlist)]
+        return sizes
+
+    def reload(self, folder, manifest: dict, between_searches) -> bool:
+        """A local group does not move in place: the handle opens a new one beside it (False)."""
+        return False
 
     def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,
                 missing: set | None = None) -> dict[str, np.ndarray]:

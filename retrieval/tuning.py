@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
 from indexing.folder import BuildLock
@@ -31,7 +30,7 @@ from matryoshka.core.params import SearchParams
 from matryoshka.storage.manifest import read_manifest, write_manifest
 from matryoshka.storage.pinned import PinnedFolder
 
-from .first_pass import lists_probed, merge_topk, prune_lists
+from .first_pass import lists_probed, prune_lists
 
 if TYPE_CHECKING:
     from .index import Index
@@ -45,7 +44,6 @@ KEEP = (20, 30, 40, 50, 70, 100, 150, 200)
 SAMPLE_QUERIES = 300
 PASSING_NPROBES = 2  # nprobes past the first that reaches the target are slower: stop after this many
 MAX_TRUTH_WORK = 2e12  # multiply-adds the build spends on exact truth at most (N x dim x queries)
-BLOCK = 65536
 MIN_VECTORS = 100  # below this the default depths reach every vector: searches are exhaustive already
 ADAPTIVE_CAP = 2  # a probe margin lets a query probe up to this many times the best fixed nprobe
 ADAPTIVE_LISTS = (0.5, 0.75)  # ... at these shares of that nprobe's lists on average
@@ -81,16 +79,10 @@ class OperatingPoint:
         return asdict(self)
 
 
-def _local(index: "Index") -> None:
-    if not hasattr(index.backend, "shards"):
-        raise InputError("tuning reads the full vectors of every shard: open the index without ray= to tune it")
-
-
 def sample_queries(index: "Index", n: int = SAMPLE_QUERIES, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(global rows, their full vectors as float32): `n` rows of the index spread at random, outside the
     build's training sample where enough rows are (its PQ codes fit the sample better than other vectors, so
     sample rows as queries overstate recall)."""
-    _local(index)
     build = index.manifest["build"]
     pool = index.backend.live_rows()
     built = build.get("count") or build["identity"]["source"].get("count") or index.count  # rows at build time
@@ -100,26 +92,13 @@ def sample_queries(index: "Index", n: int = SAMPLE_QUERIES, seed: int = 1) -> tu
             sample_rows(built, trained, build["options"]["seed"])
         pool = np.setdiff1d(pool, seen, assume_unique=True)
     rows = np.sort(np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False))
-    return rows, index.backend.stores.full.take(rows).astype(np.float32)
+    return rows, index.backend.full_vectors(rows)
 
 
 def exact_truth(index: "Index", x: np.ndarray, k: int) -> np.ndarray:
-    """(nq, k) global rows of the exact top k by the full vectors, the scores of the cascade's last stage."""
-    _local(index)
-    best_s, best_r = np.full((len(x), 0), -np.inf, np.float32), np.full((len(x), 0), -1, np.int64)
-    for shard in index.backend.shards:
-        for lo in range(0, shard.count, BLOCK):
-            block = np.asarray(shard.full[lo:lo + BLOCK], dtype=np.float32)
-            s = x @ block.T
-            if index.metric == "l2":
-                s = 2 * s - (block * block).sum(1)[None, :]  # -|x - q|^2 up to the query's own norm
-            if shard.dead is not None:
-                s[:, shard.dead[lo:lo + BLOCK]] = -np.inf
-            kk = min(k, s.shape[1])
-            top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-            rows = top + shard.id_start + lo
-            best_s, best_r = merge_topk([best_s, np.take_along_axis(s, top, 1)], [best_r, rows], k)
-    return best_r
+    """(nq, k) global rows of the exact top k by the full vectors, the scores of the cascade's last stage, over
+    every live row (ties by the lower row)."""
+    return index.backend.exhaustive(x, k, None)[1]
 
 
 def _recall(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None, depth: int = 10, k: int = 10) -> float:
@@ -136,12 +115,8 @@ class Pricer:
     they hold in every shard, and the candidates each stage re-scores."""
 
     def __init__(self, index: "Index"):
-        _local(index)
         self.index, self.cal = index, cost_model.calibration()
-        ivfs = [faiss.extract_index_ivf(s.index) for s in index.backend.shards]
-        self.sizes = np.zeros(index.assigner.nlist, np.float64)
-        for ivf in ivfs:
-            self.sizes += [ivf.invlists.list_size(i) for i in range(ivf.nlist)]
+        self.sizes = index.backend.list_sizes().astype(np.float64)
         self.code = index.manifest["factory"].split(",")[-1]
 
     def ms(self, x: np.ndarray, p: SearchParams) -> float:
@@ -281,8 +256,7 @@ def store(index: "Index", point: OperatingPoint, lock: bool = True) -> None:
     finally:
         if held is not None:
             held.release()
-    index.manifest = m
-    index.params = index.params.updated(nprobe=point.nprobe, k1=point.k1, k2=point.k2, probe_margin=point.probe_margin)
+    index.adopt(m)
 
 
 def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max_latency_ms: float | None = None,
@@ -300,7 +274,7 @@ def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max
         own, x = sample_queries(index, n_queries)
         point = measure(index, x, own, target_recall, max_latency_ms)
     else:
-        x, _ = index._vectors(queries)
+        x, _ = index.query_vectors(queries)
         point = measure(index, x, None, target_recall, max_latency_ms, source="given")
     if not point.within_latency:
         raise InputError(f"no setting meets max_latency_ms={max_latency_ms}: the fastest tried costs "

@@ -150,7 +150,7 @@ def test_a_damaged_operating_point_is_refused(two_indexes, tmp_path):
 def test_exact_truth_matches_brute_force(two_indexes):
     path, docs, queries = two_indexes["hard"]
     index = retrieval.open_index(path)
-    x, _ = index._vectors(queries[:20])
+    x, _ = index.query_vectors(queries[:20])
     got = tuning.exact_truth(index, x, 10)
     assert recall_at(got, exact_topk(docs, queries[:20], 10)) >= 0.99  # float16 store: ties may swap
 

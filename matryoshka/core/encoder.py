@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import threading
@@ -55,7 +56,7 @@ def ensure_hub_or_offline(name_or_path: str) -> None:
         hub = sys.modules.get("huggingface_hub.constants")
         if hub is not None:  # read the variable when imported; its functions check this attribute
             hub.HF_HUB_OFFLINE = True
-        print(OFFLINE_NOTE, file=sys.stderr)
+        logging.getLogger("matryoshka").warning(OFFLINE_NOTE)
 
 
 def _hub_reachable() -> bool:
