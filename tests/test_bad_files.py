@@ -30,6 +30,7 @@ def flip_byte(path, offset):
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [layout.INDEX_FILE, layout.IDS_FILE])
 def test_bit_flip_in_a_file_read_whole_is_caught_on_open(copy, name):
     flip_byte(shard_file(copy, name), 1000)

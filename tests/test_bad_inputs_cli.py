@@ -126,6 +126,7 @@ BUILDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, argv, says", BUILDS, ids=[c[0] for c in BUILDS])
 def test_a_refused_build_exits_2_naming_the_file_and_leaves_no_index(files, tmp_path, case, argv, says):
     out = tmp_path / "out"
@@ -156,6 +157,7 @@ def test_a_text_only_parquet_with_bad_utf8_is_refused_naming_the_row(files, tmp_
     assert not (tmp_path / "out" / layout.MANIFEST).exists()
 
 
+@pytest.mark.slow
 def test_a_refused_overwrite_keeps_the_old_index(files, index):
     before = snapshot(index)
     check_refused(run("build", files / "corrupt", "--out", index, "--overwrite", *FAST), "part-1.parquet")
@@ -187,6 +189,7 @@ CHANGES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, argv, says", CHANGES, ids=[c[0] for c in CHANGES])
 def test_a_refused_change_exits_2_and_leaves_the_index_as_it_was(files, index, case, argv, says):
     before = snapshot(index)

@@ -116,6 +116,7 @@ def bad_files(tmp_path_factory):
 
 @pytest.mark.parametrize("name, says", [("missing.npy", "does not exist"), ("pickled.npy", "pickled"),
                                         ("noid.parquet", "no `id` column"), ("corrupt.parquet", "cannot read")])
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["build", "add", "delete"])
 def test_cli_refuses_a_bad_ids_file_by_name_in_every_command(small_index, bad_files, tmp_path, name, says, command):
     index = tmp_path / "idx"
@@ -162,6 +163,7 @@ def bad_parquet(tmp_path_factory):
 
 @pytest.mark.parametrize("name, says", [("utf8.parquet", "not valid UTF-8"),
                                         ("mixed", "p1.parquet: column 'id' is string"), ("damaged", "cannot read")])
+@pytest.mark.slow
 def test_cli_refuses_an_unreadable_parquet_input_by_name(bad_parquet, tmp_path, name, says):
     p = subprocess.run([sys.executable, "-m", "retrieval.cli", "build", str(bad_parquet / name), "--out",
                         str(tmp_path / "idx"), "--quiet"], capture_output=True, text=True, timeout=300)

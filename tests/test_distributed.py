@@ -13,7 +13,7 @@ from matryoshka.core import layout
 from matryoshka.core.errors import InputError
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a local Ray cluster starts, and each test waits on its actors
 
 OPTS = dict(index_dim=32, pq_bytes=8, fast_scan=True, shard_size=1000, batch_rows=250, quiet=True)
 

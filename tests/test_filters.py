@@ -61,6 +61,7 @@ def check(result, mask, docs, queries, k=10):
     return found / (len(queries) * min(k, len(passing)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exact_work", [0, None])  # 0: the first pass with the selector wherever rows > k1
 def test_every_hit_passes_and_recall_holds_at_every_selectivity(filtered, exact_work):
     out, docs, queries, attrs = filtered

@@ -35,6 +35,7 @@ def test_gpu_build_gives_the_same_file_format_and_quality(tmp_path, small_data):
     assert r.rows.shape == (2, 10) and GPU_MAX_K == 2048
 
 
+@pytest.mark.slow
 def test_engine_indexes_are_made_without_the_factory_parser_and_equal_its_output():
     """faiss-cuda 1.14 wheels raise std::bad_cast from index_factory: the engine builds its indexes from their
     classes, and they must serialize byte for byte like the factory's."""

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("matryoshka", "indexing", "retrieval", "rerank", "benchmarks")
 
@@ -28,6 +30,7 @@ def test_every_module_is_in_a_layer():
     assert not outside, f"modules in no layer of .importlinter: {outside}"
 
 
+@pytest.mark.slow
 def test_every_package_sets_openmps_wait_policy_before_faiss_and_torch_load():
     """faiss's and torch's OpenMP runtimes spin against each other unless told to sleep (see matryoshka): the
     policy must be in the environment when the first of them is imported, whichever package is imported."""

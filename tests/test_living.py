@@ -251,6 +251,7 @@ POINTS = [("add", "mid_shard:4"), ("add", "between_shards:3"), ("add", "manifest
           ("delete", "tombstone:1"), ("delete", "manifest"), ("compact", "compacted:1"), ("compact", "committed")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op,point", POINTS)
 def test_a_change_killed_at_any_point_leaves_a_valid_index_and_reruns_to_the_same_end(
         op, point, changes, small_index, small_data, tmp_path):
@@ -274,6 +275,7 @@ def test_a_change_killed_at_any_point_leaves_a_valid_index_and_reruns_to_the_sam
     assert set(os.listdir(index / layout.SHARDS)) == named  # nothing half-written, or superseded twice, is left
 
 
+@pytest.mark.slow
 def test_random_kills_during_changes_end_like_uninterrupted_ones(changes, small_index, small_data, tmp_path):
     ops, results, seconds = changes
     index = tmp_path / "idx"

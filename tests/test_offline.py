@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from matryoshka.core.encoder import OFFLINE_NOTE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +22,7 @@ def run_offline(code: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_name_that_is_not_cached_fails_fast_when_the_hub_is_unreachable():
     p = run_offline("""
         import json, time
@@ -43,6 +46,7 @@ def test_a_name_that_is_not_cached_fails_fast_when_the_hub_is_unreachable():
     assert p.stderr.count(OFFLINE_NOTE) == 1, p.stderr  # once per process, however many names
 
 
+@pytest.mark.slow
 def test_the_packaged_model_loads_without_probing_the_hub():
     p = run_offline("""
         import os

@@ -1,5 +1,6 @@
 """The quality bar of the cascade with default settings, on structured synthetic data."""
 import numpy as np
+import pytest
 from conftest import exact_topk, recall_at
 
 import indexing
@@ -8,6 +9,7 @@ from benchmarks.synthetic import Synthetic
 from matryoshka.core.device import resolve_device
 
 
+@pytest.mark.slow
 def test_cascade_recall_at_10_reaches_095_on_20k_vectors_with_defaults(tmp_path):
     s = Synthetic(dim=384, matryoshka=False, clusters=256, seed=7)
     docs, queries = s.documents(20_000), s.queries(300)

@@ -56,6 +56,7 @@ def test_a_build_under_a_cpu_hog_is_byte_identical_to_one_without_and_plan_from_
         indexing.build(tmp_path / "nothing", str(corpus), plan_from=tmp_path / "a" / "shards", quiet=True)
 
 
+@pytest.mark.slow
 def test_the_cost_model_prices_counted_work_and_stores_its_calibration(tmp_path, monkeypatch):
     monkeypatch.setenv(cost_model.CALIBRATION_ENV, str(tmp_path / "cal.json"))
     cal = cost_model.calibration()

@@ -51,6 +51,7 @@ def same_results(out: Path, reference) -> None:
     assert index_files(out) == index_files(tmp / "ref")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["training", "mid_shard:1", "between_shards:0", "between_shards:1", "manifest"])
 def test_killed_build_resumes_to_the_identical_index(reference, point):
     tmp = reference[0]
@@ -140,6 +141,7 @@ def test_a_disk_that_fills_up_mid_build_ends_in_a_clear_error_and_a_resumable_bu
         subprocess.run(["umount", str(mnt)])
 
 
+@pytest.mark.slow
 def test_text_encoding_killed_midway_resumes_from_its_checkpoint(tmp_path):
     """Parquet texts are encoded in checkpointed chunks (one per row group here): a build killed after the
     third chunk keeps what it encoded and resumes to the index an uninterrupted build writes, byte for byte."""

@@ -65,6 +65,7 @@ def test_a_learned_rotation_folds_into_the_transform_and_keeps_inner_products():
     np.testing.assert_allclose(a @ a.T, b @ b.T, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_build_measures_its_plan_stores_why_and_info_shows_it(tmp_path):
     rng = np.random.default_rng(3)
     centres = rng.standard_normal((64, 64)).astype(np.float32)

@@ -40,6 +40,7 @@ def other_model(tmp_path_factory):
     return str(path / "st")
 
 
+@pytest.mark.slow
 def test_stdlib_corpus_is_read_without_importing(text_index):
     _, ids, texts = text_index
     assert len(ids) == 300 == len(set(ids))
@@ -79,6 +80,7 @@ def test_text_queries_on_an_index_without_a_model_say_what_to_do(small_index):
         index.search("hello")
 
 
+@pytest.mark.slow
 def test_parquet_texts_are_streamed_and_index_like_the_same_texts_in_a_list(text_index, tmp_path):
     """A folder of Parquet files with `id` and `text` (no embeddings) is encoded batch by batch from the files
     (small row groups, so batches cross file and row-group boundaries) into the index the list gives."""

@@ -81,6 +81,7 @@ indexing.build(sys.argv[2], sys.argv[1], index_dim=32, pq_bytes=8, shard_size=10
 """
 
 
+@pytest.mark.slow
 def test_a_resumed_build_is_byte_identical_when_shards_and_batches_do_not_align(tmp_path, small_data):
     """shard_size 1000 is not a multiple of batch_rows 384 (nor are the defaults 1,000,000 and 16,384)."""
     docs, _ = small_data

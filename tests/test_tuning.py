@@ -39,6 +39,7 @@ def two_indexes(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_the_build_stores_a_measured_point_and_search_uses_it_by_default(two_indexes):
     for name, (path, docs, queries) in two_indexes.items():
         index = retrieval.open_index(path)
@@ -103,6 +104,7 @@ def test_tune_refuses_a_target_outside_0_1_and_save_false_changes_nothing(two_in
     assert index.params == before and retrieval.open_index(two_indexes["hard"][0]).params == before
 
 
+@pytest.mark.slow
 def test_tune_with_own_queries_stores_the_new_point_for_every_later_open(two_indexes, tmp_path):
     path, docs, queries = two_indexes["easy"]
     target = tmp_path / "idx"
@@ -120,6 +122,7 @@ def test_tune_with_own_queries_stores_the_new_point_for_every_later_open(two_ind
     assert f"default operating point: nprobe {point['nprobe']}, k1 {point['k1']}, k2 {point['k2']}" in info.stdout
 
 
+@pytest.mark.slow
 def test_cli_search_uses_the_stored_point_unless_told_otherwise(two_indexes, tmp_path):
     path, _, queries = two_indexes["hard"]
     point = retrieval.open_index(path).info()["operating_point"]
