@@ -1,19 +1,19 @@
 """An index larger than this machine's RAM, built, served from SSD under a memory cap, and measured (issue 22).
 
-    python -m benchmarks.beyond_ram --n 50000000 --dim 384 --work /work/data/beyond-50m --memory-limit 6G
+    python -m benchmarks.beyond_ram --n 50000000 --dim 384 --work /work/data/beyond-50m
 
 1. Build: the streaming build reads a generated source (`benchmarks.synthetic`: clustered, a decaying spectrum
    turned by a random rotation) batch by batch, so no input file is ever written; its own process, whose wall
    time and peak RSS are recorded.
 2. Truth: exact top-10 of `--queries` held-out queries (stream 2 of the generator, never corpus rows), computed
    out of core from the index's own float16 full store, block by block.
-3. Serve: a process confined to a memory cgroup of `--memory-limit` (its anonymous memory and every page it
-   faults in or reads into the page cache count), index files evicted first, opened with a memory budget that
-   holds only the first-pass codes: the int8 and full stores are read from SSD (`storage.row_reader`). Per
+3. Serve: per condition, a process confined to a memory cgroup (its anonymous memory and every page it
+   faults in or reads into the page cache count), index files evicted first, opened under a memory budget. Per
    setting: recall@10, single-query p50 / p99, QPS at batch 1 / 100 / 1,000, device reads and bytes per query,
    and the cgroup's peak (the working set the run needed).
 
-The results go to `benchmarks/results/beyond-ram-<n>.json`.
+Conditions: the budget holds the codes only (int8 and full read from SSD), or the codes and the int8 store
+(full read from SSD); the cgroup's limit is that budget plus `--memory-limit`. The results go to `benchmarks/results/beyond-ram-<n>.json`.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ import numpy as np
 
 from .synthetic import CHUNK, Synthetic
 
-SETTINGS = ((16, 200, 30), (32, 400, 50), (64, 800, 100))  # nprobe / k1 / k2
+SETTINGS = "32/400/50,64/1000/100,128/2000/200"  # nprobe/k1/k2 measured in each condition
+CONDITIONS = {"codes": (), "codes+int8": ("int8",)}  # what the memory budget holds in RAM
 
 
 def corpus(dim: int) -> Synthetic:
@@ -82,7 +83,8 @@ def _per_query(before: dict, after: dict, nq: int) -> dict:
             for s in after}
 
 
-def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: str, singles: int) -> dict:
+def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: int, singles: int,
+               settings: list[tuple[int, int, int]]) -> dict:
     import retrieval
     from matryoshka.storage.row_reader import evict
 
@@ -93,7 +95,7 @@ def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: str, 
     t = time.perf_counter()
     ix = retrieval.open_index(root, memory_budget=budget, threads=2, device="cpu")
     out = {"open_s": time.perf_counter() - t, "stores": ix.info()["stores"], "settings": []}
-    for nprobe, k1, k2 in SETTINGS:
+    for nprobe, k1, k2 in settings:
         setting = dict(k=10, nprobe=nprobe, k1=k1, k2=k2, rerank=False)
         row = {"nprobe": nprobe, "k1": k1, "k2": k2}
         ix.search_batch(queries[-4:], **setting)  # thread pools and lazy tables
@@ -128,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--single", type=int, default=200, help="single queries timed per setting")
     ap.add_argument("--work", type=Path, required=True, help="folder for the index and the truth (about 1.1 KB a "
                                                             "vector at 384 dims)")
-    ap.add_argument("--memory-limit", default="6G", help="memory cgroup the serving process runs in")
-    ap.add_argument("--budget", help="memory budget the index is opened with (default: the codes only)")
+    ap.add_argument("--conditions", default="codes,codes+int8",
+                    help="what the memory budget holds in RAM, per condition: codes, codes+int8")
+    ap.add_argument("--memory-limit", default="4G",
+                    help="memory cgroup of the serving process, beyond the stores its budget holds")
+    ap.add_argument("--settings", default=SETTINGS, help="nprobe/k1/k2 settings, comma-separated")
+    ap.add_argument("--condition", help=argparse.SUPPRESS)
     ap.add_argument("--step", choices=("build", "serve"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
@@ -140,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         build_step(root, a.n, a.dim)
         return 0
     truth_path = a.work / f"truth-{a.queries}.npy"
+    settings = [tuple(int(v) for v in t.split("/")) for t in a.settings.split(",")]
     if a.step == "serve":
         from .cold import confine
-        group = confine(_bytes(a.memory_limit))
-        res = serve_step(root, queries, np.load(truth_path), a.budget or _codes_bytes(root), a.single)
+        budget = _budget(root, CONDITIONS[a.condition])
+        group = confine(budget + _bytes(a.memory_limit))
+        res = serve_step(root, queries, np.load(truth_path), budget, a.single, settings)
         peak = group / "memory.max_usage_in_bytes"
+        res["cgroup_limit_bytes"] = budget + _bytes(a.memory_limit)
         res["cgroup_peak_bytes"] = int((peak if peak.exists() else group / "memory.peak").read_text())
         print(json.dumps(res, default=float))
         return 0
@@ -161,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         np.save(truth_path, truth_step(root, queries))
         report["truth_s"] = time.perf_counter() - t
-    p = subprocess.run([*me, "--step", "serve"], check=True, capture_output=True, text=True)
-    sys.stdout.write(p.stdout)
-    report["serve"] = json.loads(p.stdout.splitlines()[-1])
+    report["serve"] = {}
+    for condition in a.conditions.split(","):
+        p = subprocess.run([*me, "--step", "serve", "--condition", condition], capture_output=True, text=True)
+        if p.returncode:
+            raise SystemExit(f"serving {condition} failed:\n{p.stderr[-3000:]}")
+        sys.stdout.write(p.stdout)
+        report["serve"][condition] = json.loads(p.stdout.splitlines()[-1])
     out = a.out or Path("benchmarks/results") / f"beyond-ram-{a.n}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=float))
@@ -176,13 +189,15 @@ def _bytes(size: str) -> int:
     return parse_bytes(size)
 
 
-def _codes_bytes(root: Path) -> int:
-    """The budget that holds the first-pass codes and nothing else."""
+def _budget(root: Path, keep: tuple) -> int:
+    """The memory budget that holds the first-pass codes and the stores `keep`, and nothing else."""
     import faiss
 
+    from matryoshka.core import layout
     from matryoshka.storage.tiers import store_sizes
-    manifest = json.loads((root / "manifest.json").read_text())
-    return store_sizes(manifest, faiss.read_index(str(root / "trained.faiss")))["codes"]
+    manifest = json.loads((root / layout.MANIFEST).read_text())
+    sizes = store_sizes(manifest, faiss.read_index(str(root / layout.TRAINED)))
+    return sum(sizes[s] for s in ("codes", *keep)) + (64 << 20)  # the id files' estimate is not what RAM holds
 
 
 if __name__ == "__main__":

@@ -172,7 +172,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 def _tier_args(p) -> None:
     p.add_argument("--memory-budget", metavar="SIZE",
                    help="RAM the index may hold, e.g. 8G: the codes, then the int8 and full vectors and texts while "
-                        "they fit are read into RAM; the rest is read from SSD (default: every store memory-mapped)")
+                        "they fit are read into RAM; the rest is read from SSD, and the operating point measured "
+                        "for that placement (`matryoshka tune --memory-budget`) is used (default: every store "
+                        "memory-mapped)")
     p.add_argument("--ssd-reads", choices=("pread", "uring", "willneed", "mmap", "direct"),
                    help="how stores on SSD are read (default pread: a thread pool, 32 reads in flight; direct: the "
                         "same with O_DIRECT, bypassing the page cache)")
@@ -309,6 +311,8 @@ def cmd_info(a) -> None:
             print(f"  IVF{c['nlist']},{c['code']}, {c['rotation']} rotation: " + (
                 f"nprobe {c['nprobe']}, depth {c['depth']}, coverage {c['coverage']:.3f}, {c['ms_per_query']:.3f} "
                 "modelled ms/query at full size" if c["reached"] else f"coverage at most {c['coverage']:.3f}"))
+    for key, other in info["operating_points"].items():
+        print(f"operating point with {key.replace('=ssd', '').replace(',', ' and ')} on SSD: {describe(other)}")
     point = info["operating_point"]
     print(f"default operating point: {describe(point)}" if point else
           f"default operating point: not measured (constants {info['defaults']['nprobe']=}, "
@@ -319,9 +323,11 @@ def cmd_tune(a) -> None:
     from retrieval import open_index
     from retrieval.tuning import describe, tune
     queries = read_queries(a.queries)[1] if a.queries else None
-    with open_index(a.index, device="cpu", model=a.model, threads=a.threads) as index:
+    with open_index(a.index, device="cpu", model=a.model, threads=a.threads, **_tiers(a)) as index:
         point = tune(index, a.target_recall, queries, a.max_latency_ms, a.sample_queries)
-    print(f"{a.index}: default operating point now {describe(point.to_dict())}")
+        on_ssd = [s for s, t in index.tiers.items() if t == "ssd"]
+    which = f"with {' and '.join(on_ssd)} on SSD" if on_ssd else "default"
+    print(f"{a.index}: {which} operating point now {describe(point.to_dict())}")
     for t in point.tried:
         probe = f"nprobe {t['nprobe']:>4}" + (f" margin {t['probe_margin']:.3g} ({t['lists_probed']:.0f} lists)"
                                                if t.get("probe_margin") is not None else "")
@@ -375,7 +381,7 @@ def cmd_plan_size(a) -> None:
     if placed:
         print(f"under a memory budget of {a.memory_budget}: " +
               ", ".join(f"{s} in {placed[s]}" for s in ("codes", "int8", "full")) +
-              " (stores on SSD are read a row at a time, see `matryoshka info`)")
+              " (stores on SSD are read with many reads in flight; see `matryoshka info`)")
 
 
 def cmd_demo(a) -> None:
@@ -410,6 +416,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                                                         "the most accurate of them when none reaches the target")
     p.add_argument("--model", help="query model for text queries (default: the model recorded in the index)")
     p.add_argument("--threads", type=positive_int, help="CPU threads (default: every core)")
+    _tier_args(p)
     p = command("add", cmd_add, "add documents to an index as a new generation (no retraining)")
     p.add_argument("index", help="index folder")
     p.add_argument("input", help="Parquet file/folder (id, embedding or text[, text]) or a .npy matrix")

@@ -128,11 +128,11 @@ class Index:
     def _install(self, m: dict, codec: Codec, trained: faiss.Index, backend: Backend | None,
                  switch: Callable[[], None] | None = None) -> None:
         """Make generation `m` this handle's, with no search running; `switch` moves an in-place backend to it."""
-        point = m.get("operating_point")  # measured for this index (see retrieval.tuning)
+        placed = {s: v["tier"] for s, v in (backend or self.backend).placement().items()}
+        point = tiers.operating_point(m, placed)  # measured for this index and placement (see retrieval.tuning)
         params = SearchParams(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")}) if point \
             else SearchParams()
         assigner = FirstPass(trained, [], m["metric"], "cpu")  # one coarse assignment per batch
-        placed = {s: v["tier"] for s, v in (backend or self.backend).placement().items()}
         with self._swap.exclusive():
             if switch is not None:
                 switch()
@@ -148,7 +148,7 @@ class Index:
     def adopt(self, manifest: dict) -> None:
         """Make `manifest`, this generation's with a new operating point (`retrieval.tuning.store`), the
         handle's between searches: its defaults change, its files stay."""
-        point = manifest.get("operating_point")
+        point = tiers.operating_point(manifest, self.tiers)
         with self._swap.exclusive():
             if manifest["shards"] != self.manifest["shards"]:
                 raise InputError(f"{self.root}: the manifest given is another generation's; reload the index")
@@ -455,7 +455,8 @@ class Index:
                 "memory_budget": self.memory_budget, "stores": stores,
                 "resident_bytes": sum(s["bytes"] for s in stores.values() if s["tier"] == tiers.RAM),
                 "disk_bytes_per_vector": disk / n, "build": self.manifest["build"], "build_log": self._build_log(),
-                "operating_point": self.manifest.get("operating_point"), "defaults": self.params.to_dict()}
+                "operating_point": tiers.operating_point(self.manifest, self.tiers),
+                "operating_points": self.manifest.get("operating_points", {}), "defaults": self.params.to_dict()}
 
     def _stores(self) -> dict:
         """Per store: bytes, tier (RAM, page cache, SSD), the share of its files now in the page cache, and the

@@ -23,12 +23,14 @@ import numpy as np
 from indexing.folder import BuildLock
 from indexing.selection import SATURATION, sample_target
 from indexing.training import sample_rows
-from matryoshka.core import cost_model
+from matryoshka.core import cost_model, layout
 from matryoshka.core.checks import flag, integer, number
 from matryoshka.core.errors import InputError
 from matryoshka.core.params import SearchParams
 from matryoshka.storage.manifest import read_manifest, write_manifest
+from matryoshka.storage import tiers
 from matryoshka.storage.pinned import PinnedFolder
+from matryoshka.storage.row_reader import random_read_rate
 
 from .first_pass import lists_probed, prune_lists
 
@@ -117,6 +119,12 @@ class Pricer:
     def __init__(self, index: "Index"):
         self.index, self.cal = index, cost_model.calibration()
         self.sizes = index.backend.list_sizes().astype(np.float64)
+        # a store on SSD costs a device read per candidate row (rows rarely share a page at scale)
+        self.on_ssd = [s for s in ("int8", "full") if index.tiers.get(s) == tiers.SSD]
+        self.read_ns = 0.0
+        if self.on_ssd:
+            path = index.root / layout.shard_dir(index.manifest["shards"][0]["number"]) / layout.FULL_FILE
+            self.read_ns = cost_model.device_read_ns(path, lambda: random_read_rate(path))
         self.code = index.manifest["factory"].split(",")[-1]
 
     def ms(self, x: np.ndarray, p: SearchParams) -> float:
@@ -127,9 +135,11 @@ class Pricer:
         codes = np.where(lists >= 0, self.sizes[np.maximum(lists, 0)], 0).sum(1)
         int8 = np.minimum(codes, p.k1)
         full = np.minimum(int8, p.k2)
+        reads = {"int8": int8.mean(), "full": full.mean()}
         return cost_model.query_ms(self.cal, nlist=self.index.assigner.nlist, dim=self.index.index_dim,
                                    code=self.code, lists=float((lists >= 0).sum(1).mean()), codes=float(codes.mean()),
-                                   int8=float(int8.mean()), full=float(full.mean()), full_dim=self.index.full_dim)
+                                   int8=float(int8.mean()), full=float(full.mean()), full_dim=self.index.full_dim,
+                                   reads=float(sum(reads[s] for s in self.on_ssd)), read_ns=self.read_ns)
 
 
 def _priced(index: "Index", pricer: Pricer, x: np.ndarray, params: SearchParams) -> tuple[np.ndarray, float]:
@@ -251,7 +261,11 @@ def store(index: "Index", point: OperatingPoint, lock: bool = True) -> None:
             m = read_manifest(folder)
         if m["shards"] != index.manifest["shards"]:
             raise InputError(f"{index.root} changed since it was opened (replaced, or a newer generation); reload it and re-run the tuning")
-        m["operating_point"] = point.to_dict()
+        key = tiers.point_key(index.tiers)
+        if key:
+            m.setdefault("operating_points", {})[key] = point.to_dict()
+        else:
+            m["operating_point"] = point.to_dict()
         write_manifest(index.root, m)
     finally:
         if held is not None:

@@ -161,3 +161,26 @@ def test_a_failed_read_raises_its_own_error_and_bad_rows_are_refused(tmp_path):
         reader.read(np.arange(0, 400, 3))
     assert not isinstance(e.value, BufferError)
     reader.fd = -1
+
+
+def test_a_point_tuned_with_stores_on_ssd_prices_reads_and_is_kept_for_that_placement(tmp_path, small_data):
+    import indexing
+    from retrieval import tuning
+    docs, queries = small_data
+    root = indexing.build(tmp_path / "idx", docs, index_dim=32, pq_bytes=8, shard_size=1000, quiet=True,
+                          select=False)
+    budget = _budget(root, ())
+    with open_index(root) as warm:
+        default = warm.params
+        p = warm.params.updated(k=10, nprobe=8, k1=200, k2=50)
+        warm_ms = tuning.Pricer(warm).ms(queries, p)
+    with open_index(root, memory_budget=budget) as cold:
+        assert tuning.Pricer(cold).ms(queries, p) > warm_ms  # each int8 and full row is a device read
+        point = cold.tune(0.9, queries, n_queries=50)
+        assert (cold.params.nprobe, cold.params.k1, cold.params.k2) == (point.nprobe, point.k1, point.k2)
+    with open_index(root, memory_budget=budget) as again:
+        assert (again.params.k1, again.params.k2) == (point.k1, point.k2)
+        info = again.info()
+        assert set(info["operating_points"]) == {"int8=ssd,full=ssd"}
+    with open_index(root) as warm:
+        assert warm.params == default  # the default point is the page-cached one, untouched

@@ -63,13 +63,28 @@ def code_bytes(code: str, dim: int) -> float:
 
 
 def query_ms(cal: Calibration, *, nlist: int, dim: int, code: str, lists: float, codes: float,
-             int8: float = 0.0, full: float = 0.0, full_dim: int = 0) -> float:
+             int8: float = 0.0, full: float = 0.0, full_dim: int = 0, reads: float = 0.0,
+             read_ns: float = 0.0) -> float:
     """Modelled milliseconds per query (in a batch) for the counted work of one setting: `lists` probed and
-    `codes` scanned per query on average, `int8` and `full` candidates re-scored."""
+    `codes` scanned per query on average, `int8` and `full` candidates re-scored, and `reads` device reads of
+    stores on SSD at `read_ns` each (`device_read_ns`)."""
     f = family(code)
     ns = (cal.coarse_ns * nlist * dim + cal.list_ns[f] * lists + cal.code_ns[f] * code_bytes(code, dim) * codes
-          + cal.int8_ns * dim * int8 + cal.full_ns * full_dim * full)
+          + cal.int8_ns * dim * int8 + cal.full_ns * full_dim * full + read_ns * reads)
     return ns * 1e-6
+
+
+def device_read_ns(path: str | os.PathLike, measure, *, recalibrate: bool = False) -> float:
+    """Nanoseconds per random read of the device that holds `path`, in a batch: `measure()` gives reads per
+    second at the queue depth the SSD tier uses. Measured once per device and stored with the constants."""
+    st = os.stat(path)
+    key = f"device v{VERSION}; {os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    stored = _read(_path()).get(key)
+    if stored and not recalibrate:
+        return float(stored["read_ns"])
+    value = {"read_ns": 1e9 / measure(), "path": str(path)}
+    _store(key, value)
+    return value["read_ns"]
 
 
 def _machine() -> str:
@@ -116,14 +131,19 @@ def calibration(threads: int | None = None, *, recalibrate: bool = False) -> Cal
         except TypeError:
             pass  # written by another version of this module: measure again
     cal = calibrate(machine, threads)
+    _store(key, cal.to_dict())
+    return cal
+
+
+def _store(key: str, value: dict) -> None:
+    path = _path()
     entries = _read(path)
-    entries[key] = cal.to_dict()
+    entries[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     with os.fdopen(fd, "w") as f:
         json.dump(entries, f, indent=2, sort_keys=True)
     os.replace(tmp, path)  # two processes calibrating at once: one file wins whole
-    return cal
 
 
 def _best_s(fn, repeats: int = 7) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -225,6 +226,21 @@ class FileRows:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def random_read_rate(path: str | os.PathLike, depth: int = DEFAULT_DEPTH, reads: int = 2000) -> float:
+    """Random page reads per second from the device holding `path` (O_DIRECT, `depth` in flight, pages spread
+    over the file): what a store on SSD can ask of the disk."""
+    size = os.path.getsize(path)
+    pages = max(1, size // PAGE)
+    pick = np.unique(np.random.default_rng(0).integers(0, pages, min(reads, pages)))
+    r = FileRows(path, 0, pages, PAGE, np.uint8, method="pread", depth=depth, direct=True)
+    try:
+        t = time.perf_counter()
+        r.read(pick)
+        return r.stats.reads / (time.perf_counter() - t)
+    finally:
+        r.close()
 
 
 def evict(path: str | os.PathLike) -> None:

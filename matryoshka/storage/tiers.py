@@ -79,3 +79,16 @@ def store_sizes(manifest: dict, trained, shards: list[dict] | None = None, held:
     return {"codes": count * (ivf.code_size + 8) + ivf.nlist * manifest["index_dim"] * 4 + held,
             "int8": files(layout.SHORT_FILE), "full": files(layout.FULL_FILE),
             "texts": files(layout.DOC_OFFSETS, layout.DOC_BYTES)}
+
+
+def point_key(placed: dict) -> str:
+    """The key an operating point measured under this placement is stored by (`manifest["operating_points"]`):
+    the stores read from SSD, e.g. "full=ssd"; "" when none is (the point of `manifest["operating_point"]`)."""
+    return ",".join(f"{s}=ssd" for s in STORES if placed.get(s) == SSD)
+
+
+def operating_point(manifest: dict, placed: dict) -> dict | None:
+    """The operating point for this placement: the one measured under it, else the index's default."""
+    key = point_key(placed)
+    stored = (manifest.get("operating_points") or {}).get(key) if key else None
+    return stored or manifest.get("operating_point")
