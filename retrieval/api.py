@@ -1,7 +1,11 @@
 """`open_index`: open an index for search with its shards in this process or in Ray workers."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+from indexing.options import BuildOptions
+from matryoshka.core.progress import say
 
 from .index import Index
 
@@ -25,3 +29,24 @@ def open_index(path: str | Path, *, ray: str | None = None, **kwargs) -> Index:
     if ray_opts.get("num_gpus"):
         index.device = "gpu"  # the workers' first pass runs on their GPUs; no coarse assignment here
     return index
+
+
+def tune_new_index(root: Path, opts: BuildOptions, queries=None) -> None:
+    """A build's last step (registered for `indexing.build` as the entry point `matryoshka.build_finish: tune`): store the default operating point of the index in `root`, unless
+    it has one, `opts.tune` is off, or exact truth over the whole index would cost more than MAX_TRUTH_WORK;
+    on `queries` when given (then measured again even where a point is stored)."""
+    if not opts.tune:
+        return
+    from .tuning import MAX_TRUTH_WORK, MIN_VECTORS, SAMPLE_QUERIES, describe, truth_work, tune
+    with Index(root, device="cpu", threads=opts.threads) as index:
+        if index.count < MIN_VECTORS or ("operating_point" in index.manifest and queries is None):
+            return  # tiny (every search is exhaustive), or measured already
+        if truth_work(index) > MAX_TRUTH_WORK:
+            say(f"note: the default operating point was not measured: exact truth over {index.count:,} vectors "
+                f"costs too much at build time; run `matryoshka tune {root}` (or Index.tune) to measure it",
+                opts.quiet, logging.WARNING)
+            return
+        which = f"{len(queries)} given" if queries is not None else f"{min(SAMPLE_QUERIES, index.count)} sample"
+        say(f"measuring the default operating point on {which} queries", opts.quiet)
+        point = tune(index, opts.target_recall, queries, lock=False)
+    say(f"operating point: {describe(point.to_dict())}", opts.quiet)

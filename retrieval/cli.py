@@ -81,7 +81,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_build(a) -> None:
     from indexing import BuildOptions, build_index, open_source
-    from indexing.api import tune_new_index
+    from retrieval.api import tune_new_index
     from indexing.options import plan_options
     given = dict(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
                  fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,

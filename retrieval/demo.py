@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 
 from indexing import BuildOptions, build_index
-from indexing.api import tune_new_index
+from retrieval.api import tune_new_index
 from indexing.stdlib_docs import stdlib_passages
 from indexing.text_source import TextSource
 from matryoshka.core.encoder import DEFAULT_MODEL
