@@ -1,6 +1,6 @@
 """An index larger than this machine's RAM, built, served from SSD under a memory cap, and measured (issue 22).
 
-    python -m benchmarks.beyond_ram --n 50000000 --dim 384 --work /work/data/beyond-50m
+    python -m matryoshka.benchmarks.beyond_ram --n 50000000 --dim 384 --work /work/data/beyond-50m
 
 1. Build: the streaming build reads a generated source (`benchmarks.synthetic`: clustered, a decaying spectrum
    turned by a random rotation) batch by batch, so no input file is ever written; its own process, whose wall
@@ -38,7 +38,7 @@ def corpus(dim: int) -> Synthetic:
 
 
 def build_step(root: Path, n: int, dim: int) -> None:
-    import indexing
+    from matryoshka import indexing
     syn = corpus(dim)
     batches = ((None, syn.rows(lo, min(n, lo + CHUNK))) for lo in range(0, n, CHUNK))
     # select/tune off: measuring half and twice the lists, or exact truth, over 50M rows costs hours on 2 cores
@@ -52,7 +52,7 @@ def truth_step(root: Path, queries: np.ndarray, k: int = 10, block: int = 1 << 1
 
     from matryoshka.core import layout
     from matryoshka.storage.row_reader import evict
-    from rerank.rescore import _f32
+    from matryoshka.rerank.rescore import _f32
     manifest = json.loads((root / "manifest.json").read_text())
 
     def blocks():
@@ -85,7 +85,7 @@ def _per_query(before: dict, after: dict, nq: int) -> dict:
 
 def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: int, singles: int,
                settings: list[tuple[int, int, int]]) -> dict:
-    import retrieval
+    from matryoshka import retrieval
     from matryoshka.storage.row_reader import evict
 
     from .metrics import percentiles_ms, recall
@@ -123,7 +123,7 @@ def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.beyond_ram", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m matryoshka.benchmarks.beyond_ram", description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50_000_000)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--queries", type=int, default=1000)
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, default=float))
         return 0
     report: dict = {"n": a.n, "dim": a.dim, "queries": a.queries, "memory_limit": a.memory_limit,
-                    "command": " ".join(["python -m benchmarks.beyond_ram", *(sys.argv[1:] if argv is None else argv)])}
-    me = [sys.executable, "-m", "benchmarks.beyond_ram", *(sys.argv[1:] if argv is None else argv)]
+                    "command": " ".join(["python -m matryoshka.benchmarks.beyond_ram", *(sys.argv[1:] if argv is None else argv)])}
+    me = [sys.executable, "-m", "matryoshka.benchmarks.beyond_ram", *(sys.argv[1:] if argv is None else argv)]
     if not (root / "manifest.json").exists():
         t = time.perf_counter()
         subprocess.run([*me, "--step", "build"], check=True)

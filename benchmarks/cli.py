@@ -44,7 +44,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m matryoshka.benchmarks", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("synthetic", help="clustered vectors with a decaying spectrum")
     s.add_argument("--n", type=int, default=100_000)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.settings = [s for b in sizes for s in default_settings(ds.dim, args.index_dim, b, codes,
                                                                    args.target_recall)]
         runs.append(run_dataset(ds, cfg))
-    doc = report.write(out, runs, "python -m benchmarks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
+    doc = report.write(out, runs, "python -m matryoshka.benchmarks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     print(f"wrote {out / 'report.json'} and {out / 'report.md'} ({len(doc['rows'])} rows)")
     for run in runs:
         for t in run["targets"]:

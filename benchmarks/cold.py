@@ -1,7 +1,7 @@
 """The engine with its stores cold or on SSD (issue 22): warm page cache, a cold page cache, and memory budgets
 that keep only the first-pass codes (or codes and int8) in RAM, each SSD read method, against DiskANN.
 
-    python -m benchmarks.cold [--limit 200000] [--queries 200] [--work ~/.cache/matryoshka-bench/gcide]
+    python -m matryoshka.benchmarks.cold [--limit 200000] [--queries 200] [--work ~/.cache/matryoshka-bench/gcide]
                               [--out benchmarks/results/cold-gcide.json] [--diskann-python /tmp/dann/bin/python]
 
 Real text: GCIDE senses encoded with all-MiniLM-L6-v2 (cached in --work). "Cold" means every store not held in
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-import indexing
-import retrieval
+from matryoshka import indexing
+from matryoshka import retrieval
 from matryoshka.core import layout
 from matryoshka.storage import row_reader, tiers
 
@@ -148,7 +148,7 @@ def _line(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.cold", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m matryoshka.benchmarks.cold", description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=200_000, help="GCIDE senses to index (default 200k)")
     ap.add_argument("--queries", type=int, default=200,
                     help="queries for recall and the batch (default 200; the rest of 500 warm a capped cache)")
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"n": info["count"], "dim": info["full_dim"], "queries": len(queries), "single_queries": a.single,
               "setting": setting, "threads": a.threads, "device": iops, "stores": info["stores"],
               "memory_limit": a.memory_limit and tiers.parse_bytes(a.memory_limit), "rows": rows,
-              "command": " ".join(["python -m benchmarks.cold", *(sys.argv[1:] if argv is None else argv)])}
+              "command": " ".join(["python -m matryoshka.benchmarks.cold", *(sys.argv[1:] if argv is None else argv)])}
     if group:
         report["cgroup_peak_bytes"] = int((group / "memory.max_usage_in_bytes").read_text()) \
             if (group / "memory.max_usage_in_bytes").exists() else int((group / "memory.peak").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.sources import ParquetSource, npy_source
+from matryoshka.indexing.sources import ParquetSource, npy_source
 from matryoshka.storage.npy_writer import NpyAppender
 
 from .data import Dataset, normalize

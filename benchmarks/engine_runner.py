@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-import indexing
-import retrieval
-from retrieval import SearchParams
+from matryoshka import indexing
+from matryoshka import retrieval
+from matryoshka.retrieval import SearchParams
 
 from .data import Dataset
 from .measure import measure

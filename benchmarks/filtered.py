@@ -2,7 +2,7 @@
 the passing rows, beside post-filtering an unfiltered search (the baseline), and both filtered paths timed;
 also the time to evaluate a condition over every row, by DuckDB (SQL) and by pyarrow (an expression).
 
-    python -m benchmarks.filtered --docs DOCS.npy --out DIR
+    python -m matryoshka.benchmarks.filtered --docs DOCS.npy --out DIR
 
 DOCS.npy is a normalized float16 matrix made by `matryoshka bench` (ids are row numbers); the index is built
 in DIR once with an integer attribute `bucket` = row * 7919 mod 1000 and `serial` = row, and reused after.
@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-import indexing
-import retrieval
-from retrieval.plan import Rules
-from retrieval.filters import row_mask
+from matryoshka import indexing
+from matryoshka import retrieval
+from matryoshka.retrieval.plan import Rules
+from matryoshka.retrieval.filters import row_mask
 
 from .data import normalize
 from .synthetic import Synthetic

@@ -11,7 +11,7 @@ import time
 import faiss
 import numpy as np
 
-from indexing.transform import fit_pca, fit_prefix
+from matryoshka.indexing.transform import fit_pca, fit_prefix
 from matryoshka.core.codec import Int8Codec
 
 from .data import Dataset

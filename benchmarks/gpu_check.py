@@ -1,7 +1,7 @@
 """The GPU path at a modest scale: a GPU build with its measured operating point, then the same index searched
 with the first pass on the GPU and on the CPU. Run on a machine with faiss's GPU build:
 
-    python -m benchmarks.gpu_check [--n 500000] [--dim 384] [--out gpu_check.json]
+    python -m matryoshka.benchmarks.gpu_check [--n 500000] [--dim 384] [--out gpu_check.json]
 """
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ import time
 import faiss
 import numpy as np
 
-import indexing
-import retrieval
-
+from matryoshka import indexing
+from matryoshka import retrieval
 from .synthetic import Synthetic
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m matryoshka.benchmarks.gpu_check", description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500_000)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--queries", type=int, default=1000)

@@ -2,7 +2,7 @@
 time, and recall@10 at the index's default operating point against exact search over the live documents,
 after each step.
 
-    python -m benchmarks.living --index IDX --docs DOCS.npy --out DIR [--delete 0.1] [--add 100000]
+    python -m matryoshka.benchmarks.living --index IDX --docs DOCS.npy --out DIR [--delete 0.1] [--add 100000]
 
 DOCS.npy is the file the index was built from (its ids are its row numbers), made by `matryoshka bench` with
 the synthetic generator; the added documents and the queries are further rows of that generator.
@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-import indexing
-import retrieval
-
+from matryoshka import indexing
+from matryoshka import retrieval
 from .data import normalize
 from .synthetic import Synthetic
 

@@ -1,6 +1,6 @@
 """Resident memory of an opened index, measured: anonymous RSS of a fresh process before and after opening.
 
-    python -m benchmarks.open_memory DIR [DIR ...] [--queries 1000] [--out results.json]
+    python -m matryoshka.benchmarks.open_memory DIR [DIR ...] [--queries 1000] [--out results.json]
 
 Memory-mapped stores are file-backed, so they do not count; what is left is what must fit in RAM: the
 first-pass codes and ids, the centroids, the transform, and faiss's own tables. The index is opened twice
@@ -25,7 +25,7 @@ def anon():  # resident anonymous memory once freed heap is handed back (glibc),
     ctypes.CDLL(None).malloc_trim(0)
     return int(next(l for l in open("/proc/self/status") if l.startswith("RssAnon")).split()[1]) * 1024
 
-import retrieval
+from matryoshka import retrieval
 warm = retrieval.open_index(sys.argv[1], threads=1)  # pays the one-time costs: imports, Arrow's thread pools
 base = anon()
 index = retrieval.open_index(sys.argv[1], threads=1)

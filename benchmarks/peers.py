@@ -18,7 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexing import ivf
+from matryoshka.indexing import ivf
 
 from .data import Dataset
 from .ground_truth import BLOCK, exact_topk, fits_in_ram, flat_index

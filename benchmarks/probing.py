@@ -1,7 +1,7 @@
 """Query-adaptive probing against a fixed nprobe on one index and real queries: recall@10 of the cascade at
 equal mean lists probed, and the time per query of each, measured in one run.
 
-    python -m benchmarks.probing --index IDX --docs DOCS.npy --queries Q.npy --out DIR [--lists 64,96,128,192]
+    python -m matryoshka.benchmarks.probing --index IDX --docs DOCS.npy --queries Q.npy --out DIR [--lists 64,96,128,192]
 
 DOCS.npy holds the vectors the index was built from, in its row order (the exact truth is computed over them);
 k1 and k2 are the index's stored operating point.
@@ -17,9 +17,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-import retrieval
-from retrieval.first_pass import lists_probed, prune_lists
-from retrieval.tuning import margin_for
+from matryoshka import retrieval
+from matryoshka.retrieval.first_pass import lists_probed, prune_lists
+from matryoshka.retrieval.tuning import margin_for
 
 from .data import normalize
 
@@ -53,7 +53,7 @@ def compare(index, queries: np.ndarray, truth: np.ndarray, lists: list[int], cap
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.probing", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m matryoshka.benchmarks.probing", description=__doc__.splitlines()[0])
     ap.add_argument("--index", required=True)
     ap.add_argument("--docs", required=True, help=".npy of the indexed vectors, in row order")
     ap.add_argument("--queries", required=True, help=".npy of query vectors")
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(index, queries, truth, [int(x) for x in a.lists.split(",")], a.cap)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"command": "python -m benchmarks.probing " + " ".join(sys.argv[1:] if argv is None else argv), "index": index.manifest["factory"],
+    doc = {"command": "python -m matryoshka.benchmarks.probing " + " ".join(sys.argv[1:] if argv is None else argv), "index": index.manifest["factory"],
            "queries": len(queries), "threads": a.threads, "rows": rows}
     (out / "results.json").write_text(json.dumps(doc, indent=1))
     for r in rows:

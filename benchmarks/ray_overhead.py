@@ -1,6 +1,6 @@
 """What Ray costs on one machine: fan-out overhead per query batch, and a parallel build against a local one.
 
-    python -m benchmarks.ray_overhead --n 200000 --dim 256 --out /tmp/ray-bench
+    python -m matryoshka.benchmarks.ray_overhead --n 200000 --dim 256 --out /tmp/ray-bench
 
 Needs the `distributed` extra. Starts a local cluster (`ray.init(num_cpus=2)`), builds the same index both
 ways, times search_batch locally and through 2 shard workers (median of repeats, same results checked),
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-import indexing
-import retrieval
-
+from matryoshka import indexing
+from matryoshka import retrieval
 from .synthetic import Synthetic
 
 
@@ -34,7 +33,7 @@ def _median_seconds(fn, repeats: int) -> float:
 def run(n: int, dim: int, out: Path, results: Path) -> dict:
     import ray
 
-    from indexing.distributed_build import build_distributed
+    from matryoshka.indexing.distributed_build import build_distributed
     out.mkdir(parents=True, exist_ok=True)
     s = Synthetic(dim=dim, matryoshka=False, clusters=512, seed=3)
     np.save(out / "v.npy", s.documents(n))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import faiss
 
-from indexing import BuildOptions, ivf
+from matryoshka.indexing import BuildOptions, ivf
 
 from . import frontier as fr
 from .autofaiss_peer import run_autofaiss

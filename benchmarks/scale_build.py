@@ -1,6 +1,6 @@
 """Out-of-core build at scale: peak RSS, time and throughput per step, bytes per vector, against plan-size.
 
-    python -m benchmarks.scale_build --n 10000000 --dim 768 --data /data/syn10m-768.npy --out /data/idx10m
+    python -m matryoshka.benchmarks.scale_build --n 10000000 --dim 768 --data /data/syn10m-768.npy --out /data/idx10m
 
 Generates the synthetic input (float16 .npy, not Matryoshka-like) if it is missing, runs `matryoshka build`
 under `/usr/bin/time -v` in its own process, and writes a JSON record (default benchmarks/results/).
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from indexing.sizing import estimate
+from matryoshka.indexing.sizing import estimate
 
 STEPS = ("read", "validate", "transform", "int8", "pq_encode", "write", "finish_shard")
 
@@ -24,7 +24,7 @@ def run(n: int, dim: int, data: Path, out: Path, extra: list[str], results: Path
     if not data.exists():
         from .synthetic import Synthetic
         Synthetic(dim=dim, matryoshka=False, clusters=4096, seed=10).write_npy(data, n)
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "retrieval.cli", "build", str(data), "--out", str(out),
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "matryoshka.retrieval.cli", "build", str(data), "--out", str(out),
            "--quiet", *extra]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)

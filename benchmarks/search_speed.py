@@ -1,6 +1,6 @@
 """Queries per second of an opened index, for the whole cascade and for the first pass alone.
 
-    python -m benchmarks.search_speed IDX --data VECTORS.npy [--queries 1000] [--points 8/200,32/500/50]
+    python -m matryoshka.benchmarks.search_speed IDX --data VECTORS.npy [--queries 1000] [--points 8/200,32/500/50]
         [--batches 1000] [--threads 2]
 
 Queries are rows of the index's own input with a little noise. Points are nprobe/k1 or nprobe/k1/k2. With
@@ -16,9 +16,7 @@ import time
 
 import numpy as np
 
-import retrieval
-
-
+from matryoshka import retrieval
 def best_seconds(fn, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):

@@ -1,7 +1,7 @@
 """Search cost after many small adds, against a fresh build of the same documents (issue: fifty adds of ten rows
 took an index from 3 shards to 53 and a 240-query batch from 32 to 561 ms).
 
-    python -m benchmarks.small_adds [--n 240000] [--dim 384] [--shard-size 100000] [--adds 50] [--rows 10]
+    python -m matryoshka.benchmarks.small_adds [--n 240000] [--dim 384] [--shard-size 100000] [--adds 50] [--rows 10]
 
 Builds a synthetic index (warm page cache: every store fits in RAM here), then adds `adds` batches of `rows`
 documents, then compacts, and times one batch of 240 queries at a fixed setting after each step (best of 5
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-import indexing
-import retrieval
-
+from matryoshka import indexing
+from matryoshka import retrieval
 from .synthetic import Synthetic
 
 SETTING = dict(k=10, nprobe=16, k1=200, k2=20, rerank=False)

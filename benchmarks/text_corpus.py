@@ -56,7 +56,7 @@ def gcide_groups(path: Path = GCIDE, max_chars: int = 400) -> tuple[list[str], l
 
 def stdlib_groups() -> tuple[list[str], list[str]]:
     """(group, text) per docstring passage of the Python standard library; group is the object's name."""
-    from indexing.stdlib_docs import stdlib_passages
+    from matryoshka.indexing.stdlib_docs import stdlib_passages
     ids, texts = stdlib_passages()
     return [i.split("#")[0] for i in ids], texts
 

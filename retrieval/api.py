@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from indexing.options import BuildOptions
+from matryoshka.indexing.options import BuildOptions
 from matryoshka.core.progress import say
 
 from .index import Index

@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from matryoshka.core.errors import MatryoshkaError
-from rerank.cross_encoder import DEFAULT_RERANKER  # a constant: sentence-transformers loads only when scoring
+from matryoshka.rerank.cross_encoder import DEFAULT_RERANKER  # a constant: sentence-transformers loads only when scoring
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,9 +80,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(a) -> None:
-    from indexing import BuildOptions, build_index, open_source
-    from retrieval.api import tune_new_index
-    from indexing.options import plan_options
+    from matryoshka.indexing import BuildOptions, build_index, open_source
+    from matryoshka.retrieval.api import tune_new_index
+    from matryoshka.indexing.options import plan_options
     given = dict(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
                  fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
                  train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet, overwrite=a.overwrite,
@@ -92,7 +92,7 @@ def cmd_build(a) -> None:
     opts = BuildOptions(**given)
     finish = partial(tune_new_index, queries=read_queries(a.queries)[1] if a.queries else None)
     if a.ray:
-        from indexing.distributed_build import build_distributed
+        from matryoshka.indexing.distributed_build import build_distributed
         out = build_distributed(a.out, a.input, ids=a.ids, model=a.model, options=opts, address=a.ray,
                                 num_gpus=a.ray_gpus, finish=finish)
     else:
@@ -103,7 +103,7 @@ def cmd_build(a) -> None:
 
 
 def cmd_add(a) -> None:
-    from indexing import add
+    from matryoshka.indexing import add
     record = add(a.index, a.input, ids=a.ids, model=a.model, upsert=a.upsert, quiet=a.quiet, threads=a.threads,
                  ray=a.ray)
     print(json.dumps({k: v for k, v in record.items() if k != "fingerprint"}, default=str))
@@ -113,7 +113,7 @@ def read_id_args(values: list[str]) -> list:
     """Ids from the command line: one Parquet file (column `id`), one text file (an id per line), or the ids."""
     from pathlib import Path
 
-    from indexing.sources import load_ids
+    from matryoshka.indexing.sources import load_ids
     path = Path(values[0]) if len(values) == 1 else None
     if path is not None and path.suffix in (".parquet", ".npy"):  # a file, or a refusal naming it
         return list(load_ids(path))
@@ -123,13 +123,13 @@ def read_id_args(values: list[str]) -> list:
 
 
 def cmd_delete(a) -> None:
-    from indexing import delete
+    from matryoshka.indexing import delete
     record = delete(a.index, read_id_args(a.ids), missing_ok=a.missing_ok, quiet=a.quiet)
     print(json.dumps({k: v for k, v in record.items() if k != "fingerprint"}, default=str))
 
 
 def cmd_compact(a) -> None:
-    from indexing import compact
+    from matryoshka.indexing import compact
     print(json.dumps(compact(a.index, min_dead=a.min_dead, quiet=a.quiet), default=str))
 
 
@@ -191,7 +191,7 @@ def cmd_search(a) -> None:
     import pyarrow.parquet as pq
 
     from matryoshka.core.errors import InputError
-    from retrieval import open_index
+    from matryoshka.retrieval import open_index
     if (a.query is None) == (a.queries is None):
         raise InputError("give either a free-text QUERY or --queries Q.parquet")
     qids, queries, texts = (["q"], [a.query], [a.query]) if a.queries is None else read_queries(a.queries)
@@ -256,7 +256,7 @@ def read_queries(path: str) -> tuple[list, list[str] | np.ndarray, list[str] | N
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from indexing.sources import list_column_to_matrix
+    from matryoshka.indexing.sources import list_column_to_matrix
     from matryoshka.core.errors import InputError
     if not os.path.exists(path):
         raise InputError(f"--queries {path} does not exist; give {QUERIES_FORMAT}")
@@ -275,9 +275,9 @@ def read_queries(path: str) -> tuple[list, list[str] | np.ndarray, list[str] | N
 
 
 def cmd_info(a) -> None:
-    from indexing.sizing import human
-    from retrieval import open_index
-    from retrieval.tuning import describe
+    from matryoshka.indexing.sizing import human
+    from matryoshka.retrieval import open_index
+    from matryoshka.retrieval.tuning import describe
     with open_index(a.index, device="cpu", **_tiers(a)) as index:
         info = index.info()
     if a.json:
@@ -320,8 +320,8 @@ def cmd_info(a) -> None:
 
 
 def cmd_tune(a) -> None:
-    from retrieval import open_index
-    from retrieval.tuning import describe, tune
+    from matryoshka.retrieval import open_index
+    from matryoshka.retrieval.tuning import describe, tune
     queries = read_queries(a.queries)[1] if a.queries else None
     with open_index(a.index, device="cpu", model=a.model, threads=a.threads, **_tiers(a)) as index:
         point = tune(index, a.target_recall, queries, a.max_latency_ms, a.sample_queries)
@@ -337,16 +337,16 @@ def cmd_tune(a) -> None:
 
 
 def cmd_verify(a) -> None:
-    from retrieval.verify import verify_index
+    from matryoshka.retrieval.verify import verify_index
     report = verify_index(a.index)
     print(f"{a.index}: OK ({report['shards']} shards, {report['count']:,} vectors, "
           f"{report['bytes']:,} bytes checked)")
 
 
 def cmd_plan_size(a) -> None:
-    from indexing import BuildOptions
-    from indexing.ivf import plan_factory, train_size
-    from indexing.sizing import estimate, human
+    from matryoshka.indexing import BuildOptions
+    from matryoshka.indexing.ivf import plan_factory, train_size
+    from matryoshka.indexing.sizing import estimate, human
     from matryoshka.core.device import resolve_device
     from matryoshka.storage import tiers
     d = min(a.index_dim, a.full_dim)
@@ -385,7 +385,7 @@ def cmd_plan_size(a) -> None:
 
 
 def cmd_demo(a) -> None:
-    from retrieval.demo import run_demo
+    from matryoshka.retrieval.demo import run_demo
     run_demo(a.out, a.limit, None if a.no_rerank else a.reranker, quiet=a.quiet)
 
 

@@ -7,13 +7,13 @@ import time
 import faiss
 import numpy as np
 
-from indexing import BuildOptions, build_index
-from retrieval.api import tune_new_index
-from indexing.stdlib_docs import stdlib_passages
-from indexing.text_source import TextSource
+from matryoshka.indexing import BuildOptions, build_index
+from matryoshka.retrieval.api import tune_new_index
+from matryoshka.indexing.stdlib_docs import stdlib_passages
+from matryoshka.indexing.text_source import TextSource
 from matryoshka.core.encoder import DEFAULT_MODEL
 from matryoshka.core.errors import RerankerUnavailable
-from rerank.cross_encoder import DEFAULT_RERANKER, CrossEncoderReranker
+from matryoshka.rerank.cross_encoder import DEFAULT_RERANKER, CrossEncoderReranker
 
 from .api import open_index
 

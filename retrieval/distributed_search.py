@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from indexing.distributed_build import connect
+from matryoshka.indexing.distributed_build import connect
 from matryoshka.core.errors import IndexFormatError, MatryoshkaError, ShardsUnavailable
 from matryoshka.core.params import SearchParams
 from matryoshka.storage import tiers

@@ -26,8 +26,8 @@ from matryoshka.storage import row_reader, tiers
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_shared
 from matryoshka.storage.tiers import SsdReads
-from rerank.cross_encoder import CrossEncoderReranker
-from rerank.rescore import keep
+from matryoshka.rerank.cross_encoder import CrossEncoderReranker
+from matryoshka.rerank.rescore import keep
 
 from . import filters
 from .backend import Backend

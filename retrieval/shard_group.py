@@ -20,7 +20,7 @@ from matryoshka.storage import tiers
 from matryoshka.storage.row_store import RowStore, read_stats
 from matryoshka.storage.shard_files import Shard, read_shared
 from matryoshka.storage.tiers import SsdReads
-from rerank.rescore import Stores, exact_topk, rescore
+from matryoshka.rerank.rescore import Stores, exact_topk, rescore
 
 from .filters import PassingCache
 from .first_pass import FirstPass

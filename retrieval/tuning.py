@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from indexing.folder import BuildLock
-from indexing.selection import SATURATION, sample_target
-from indexing.training import sample_rows
+from matryoshka.indexing.folder import BuildLock
+from matryoshka.indexing.selection import SATURATION, sample_target
+from matryoshka.indexing.training import sample_rows
 from matryoshka.core import cost_model, layout
 from matryoshka.core.checks import flag, integer, number
 from matryoshka.core.errors import InputError

@@ -4,8 +4,7 @@ import sys
 
 import numpy as np
 
-import indexing
-
+from matryoshka import indexing
 if __name__ == "__main__":
     index, op = sys.argv[1], sys.argv[2]
     if op == "add":

@@ -16,7 +16,7 @@ settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None
 settings.register_profile("fuzz", max_examples=1000, derandomize=False, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-from benchmarks.synthetic import Synthetic  # noqa: E402
+from matryoshka.benchmarks.synthetic import Synthetic  # noqa: E402
 
 # A fixed setting for tests that compare searches of indexes built with different options (each stores its own
 # measured default).
@@ -58,7 +58,7 @@ def small_data():
 
 @pytest.fixture(scope="session")
 def small_index(tmp_path_factory, small_data):
-    import indexing
+    from matryoshka import indexing
     docs, _ = small_data
     ids = [f"doc-{i}" for i in range(len(docs))]
     texts = [f"text of document {i}" for i in range(len(docs))]
@@ -87,7 +87,7 @@ def tiny_cross_encoder(tmp_path_factory):
 def two_indexes_one_path(tmp_path, x, **options):
     """Two indexes of the same vectors in other rows under other ids (a search mixing them matches neither):
     (the path the first is at, the path of the second)."""
-    import indexing
+    from matryoshka import indexing
     live, spare = tmp_path / "live", tmp_path / "spare"
     options = {**options, "quiet": True, "tune": False, "select": False}
     indexing.build(live, x, **options)

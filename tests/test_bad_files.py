@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import retrieval
+from matryoshka import retrieval
 from matryoshka.core import layout
 from matryoshka.core.errors import IndexFormatError
-from retrieval.verify import verify_index
+from matryoshka.retrieval.verify import verify_index
 
 
 @pytest.fixture

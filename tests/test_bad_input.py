@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import indexing
-import retrieval
+from matryoshka import indexing
+from matryoshka import retrieval
 from matryoshka.core import layout
 from matryoshka.core.errors import InputError
 
@@ -133,7 +133,7 @@ def test_bad_queries(small_index, small_data):
 
 
 def test_a_large_query_batch_is_split_and_gives_the_same_results(small_index, small_data):
-    from retrieval.plan import Rules
+    from matryoshka.retrieval.plan import Rules
     index = retrieval.open_index(small_index)
     q = np.concatenate([small_data[1]] * 30)  # 1,500 queries > one internal batch
     whole = index.search_batch(q, k=10)

@@ -25,7 +25,7 @@ MARKER = "unpickled-marker"  # created by the pickled ids file if anything ever 
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "retrieval.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", *map(str, args)], capture_output=True, text=True,
                           env=ENV, timeout=300)
 
 
@@ -95,7 +95,7 @@ def index(files):
 
 def snapshot(root: Path):
     """What an index is: its manifest's bytes and its answers to a few queries."""
-    import retrieval
+    from matryoshka import retrieval
     with retrieval.open_index(root, device="cpu") as index:
         r = index.search_batch(vectors(5, 99), k=10)
         return (root / layout.MANIFEST).read_bytes(), r.rows.tolist(), [list(map(str, i)) for i in r.ids], \
@@ -148,7 +148,7 @@ class StubModel:
 
 def test_a_text_only_parquet_with_bad_utf8_is_refused_naming_the_row(files, tmp_path, monkeypatch, capsys):
     from matryoshka.core import encoder
-    from retrieval.cli import main
+    from matryoshka.retrieval.cli import main
     monkeypatch.setattr(encoder, "load_model", lambda name, device="cpu": StubModel())
     code = main(["build", str(files / "bad-utf8-texts.parquet"), "--out", str(tmp_path / "out"), "--model",
                  "stub", *map(str, FAST)])  # in this process: an exception escaping main fails the test

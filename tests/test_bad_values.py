@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import indexing
-import retrieval
+from matryoshka import indexing
+from matryoshka import retrieval
 from matryoshka.core import layout
 from matryoshka.core.errors import InputError
 
@@ -126,7 +126,7 @@ def test_cli_refuses_a_bad_ids_file_by_name_in_every_command(small_index, bad_fi
     args = {"build": ["build", str(bad_files / "v.npy"), "--out", str(tmp_path / "new"), "--ids", ids],
             "add": ["add", str(index), str(bad_files / "v.npy"), "--ids", ids],
             "delete": ["delete", str(index), "--ids", ids]}[command]
-    p = subprocess.run([sys.executable, "-m", "retrieval.cli", *args, "--quiet"], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", *args, "--quiet"], capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert name in p.stderr and says in p.stderr
@@ -135,7 +135,7 @@ def test_cli_refuses_a_bad_ids_file_by_name_in_every_command(small_index, bad_fi
 
 @pytest.mark.parametrize("value", ["-2", "0"])
 def test_cli_refuses_a_thread_count_below_one(small_index, value):
-    p = subprocess.run([sys.executable, "-m", "retrieval.cli", "search", str(small_index), "query",
+    p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "search", str(small_index), "query",
                         "--threads", value], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "--threads" in p.stderr, p.stderr
 
@@ -165,7 +165,7 @@ def bad_parquet(tmp_path_factory):
                                         ("mixed", "p1.parquet: column 'id' is string"), ("damaged", "cannot read")])
 @pytest.mark.slow
 def test_cli_refuses_an_unreadable_parquet_input_by_name(bad_parquet, tmp_path, name, says):
-    p = subprocess.run([sys.executable, "-m", "retrieval.cli", "build", str(bad_parquet / name), "--out",
+    p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "build", str(bad_parquet / name), "--out",
                         str(tmp_path / "idx"), "--quiet"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert name in p.stderr and says in p.stderr

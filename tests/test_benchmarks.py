@@ -7,10 +7,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 
-from benchmarks import cli, frontier, metrics
-from benchmarks.data import synthetic
-from benchmarks.ground_truth import exact_topk
-from benchmarks.report import REQUIRED
+from matryoshka.benchmarks import cli, frontier, metrics
+from matryoshka.benchmarks.data import synthetic
+from matryoshka.benchmarks.ground_truth import exact_topk
+from matryoshka.benchmarks.report import REQUIRED
 
 
 def test_metrics_on_known_lists():
@@ -121,9 +121,9 @@ def test_text_benchmark_on_a_small_slice(tmp_path):
 def test_open_memory_measures_what_an_opened_index_holds(tmp_path):
     """Resident memory of a fresh process's second opening: the PQ codes and row ids of 20k vectors at least,
     and nowhere near the memory-mapped full vectors, which must not be read in."""
-    import indexing
-    from benchmarks.open_memory import measure
-    from benchmarks.synthetic import Synthetic
+    from matryoshka import indexing
+    from matryoshka.benchmarks.open_memory import measure
+    from matryoshka.benchmarks.synthetic import Synthetic
     docs = Synthetic(dim=256, clusters=64, seed=4).documents(20000)
     indexing.build(tmp_path / "idx", docs, index_dim=64, pq_bytes=16, shard_size=10000, quiet=True, select=False,
                    tune=False)

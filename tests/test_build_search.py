@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import FIXED, exact_topk, recall_at
 
-import indexing
-import retrieval
-from benchmarks.synthetic import Synthetic
+from matryoshka import indexing
+from matryoshka import retrieval
+from matryoshka.benchmarks.synthetic import Synthetic
 from matryoshka.core import layout
 from matryoshka.core.errors import InputError
 
@@ -153,7 +153,7 @@ def test_shards_share_one_quantizer_and_hold_no_l2_precomputed_tables(tmp_path):
     nlist x M x 256 precomputed table: opened, the shards point at one quantizer and hold no table."""
     import faiss
 
-    from benchmarks.synthetic import Synthetic
+    from matryoshka.benchmarks.synthetic import Synthetic
     syn = Synthetic(dim=64, clusters=64, seed=3)
     docs, queries = syn.documents(12000), syn.queries(30)
     indexing.build(tmp_path / "l2", docs, metric="l2", index_dim=32, pq_bytes=8, shard_size=4000, quiet=True)

@@ -15,7 +15,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def run(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "retrieval.cli", *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", *map(str, args)], capture_output=True, text=True,
                        env=ENV, timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
@@ -78,7 +78,7 @@ def test_info_verify_and_plan_size(built):
 
 @pytest.mark.slow
 def test_free_text_search_on_a_text_index(tmp_path):
-    from indexing.stdlib_docs import stdlib_passages
+    from matryoshka.indexing.stdlib_docs import stdlib_passages
     ids, texts = stdlib_passages(limit=120)
     pq.write_table(pa.table({"id": ids, "text": texts}), tmp_path / "t.parquet")
     run("build", tmp_path / "t.parquet", "--out", tmp_path / "idx", "--model", "all-MiniLM-L6-v2", "--quiet")
@@ -122,14 +122,14 @@ def test_output_into_a_closed_pipe_ends_quietly(built, small_data):
     read, write = os.pipe()
     os.close(read)  # no reader left, as after `| head` has read its fill and exited
     try:
-        p = subprocess.run([sys.executable, "-m", "retrieval.cli", "info", "--json", str(built / "idx")], stdout=write,
+        p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "info", "--json", str(built / "idx")], stdout=write,
                            stderr=subprocess.PIPE, text=True, env=ENV, timeout=600)
     finally:
         os.close(write)
     assert "Traceback" not in p.stderr and "BrokenPipeError" not in p.stderr, p.stderr
     # More output than a pipe holds, so the writer is still writing when `head` exits.
     queries = write_queries(built / "many.parquet", small_data[1])
-    command = (f"{shlex.quote(sys.executable)} -m retrieval.cli search {shlex.quote(str(built / 'idx'))} "
+    command = (f"{shlex.quote(sys.executable)} -m matryoshka.retrieval.cli search {shlex.quote(str(built / 'idx'))} "
                f"--queries {shlex.quote(str(queries))} --k 50 | head -c 10")
     p = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=ENV, timeout=600)
     assert len(p.stdout) == 10 and "Traceback" not in p.stderr and "BrokenPipeError" not in p.stderr, p.stderr

@@ -12,8 +12,8 @@ import pytest
 import numpy as np
 from conftest import assert_each_is_one_of, search_while_swapping, two_indexes_one_path
 
-import indexing
-import retrieval
+from matryoshka import indexing
+from matryoshka import retrieval
 from matryoshka.core import layout
 from matryoshka.core.errors import IndexFormatError
 

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import FIXED, assert_each_is_one_of, search_while_swapping, two_indexes_one_path
 
-import indexing
-import retrieval
+from matryoshka import indexing
+from matryoshka import retrieval
 from matryoshka.core import layout
 from matryoshka.core.errors import InputError
 
@@ -102,7 +102,7 @@ def test_a_killed_worker_is_restarted_and_answers_correctly(ray_index, inputs):
 
 
 def test_a_lost_worker_fails_the_search_or_gives_results_marked_partial(cluster, inputs):
-    from retrieval import ShardsUnavailable
+    from matryoshka.retrieval import ShardsUnavailable
     tmp, queries = inputs
     index = retrieval.open_index(tmp / "local-pq", ray="auto", workers=3, worker_cpus=0.1, max_restarts=0,
                                    timeout_s=30)
@@ -129,7 +129,7 @@ def test_an_error_in_a_shard_task_is_raised_as_itself(cluster, inputs):
 
 
 def test_cli_builds_and_searches_with_ray(cluster, inputs, capsys):
-    from retrieval.cli import main
+    from matryoshka.retrieval.cli import main
     tmp, queries = inputs
     emb = pa.FixedSizeListArray.from_arrays(pa.array(queries[:3].astype(np.float32).ravel()), queries.shape[1])
     pq.write_table(pa.table({"qid": ["a", "b", "c"], "embedding": emb}), tmp / "q.parquet")
@@ -146,7 +146,7 @@ def test_cli_builds_and_searches_with_ray(cluster, inputs, capsys):
 def test_texts_are_encoded_by_ray_data_into_the_index_a_single_machine_builds(cluster, tmp_path):
     """A Parquet folder of texts without ids or embeddings: Ray Data encodes it on an actor pool (the packaged
     MiniLM in every actor); the index holds the same rows, ids and vectors as a single-machine build."""
-    from indexing.stdlib_docs import stdlib_passages
+    from matryoshka.indexing.stdlib_docs import stdlib_passages
     from matryoshka.core.encoder import DEFAULT_MODEL
     _, texts = stdlib_passages(limit=600)
     (tmp_path / "texts").mkdir()
@@ -192,7 +192,7 @@ def test_an_add_on_ray_equals_a_local_add_and_workers_reload_it(cluster, inputs,
 
 
 def test_filtered_search_on_ray_equals_a_single_process(cluster, inputs, tmp_path):
-    from retrieval.plan import Rules
+    from matryoshka.retrieval.plan import Rules
     tmp, queries = inputs
     n = 3000
     attrs = {"bucket": np.arange(n) % 100, "lang": np.where(np.arange(n) % 2 == 0, "en", "de")}

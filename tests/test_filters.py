@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import exact_topk
 
-import indexing
-import retrieval
-from retrieval.plan import Rules, exhaustive_cheaper
-from benchmarks.synthetic import Synthetic
+from matryoshka import indexing
+from matryoshka import retrieval
+from matryoshka.retrieval.plan import Rules, exhaustive_cheaper
+from matryoshka.benchmarks.synthetic import Synthetic
 from matryoshka.core.errors import InputError
-from retrieval.cli import main
+from matryoshka.retrieval.cli import main
 
 N = 20000
 # (predicate, rows passing): about 50%, 5%, 0.5% and one row
@@ -208,7 +208,7 @@ def test_a_filter_is_a_row_predicate_and_everything_else_is_refused_by_name(filt
 
 
 def test_nan_attributes_mean_the_same_in_sql_and_pyarrow():
-    from retrieval.filters import row_mask
+    from matryoshka.retrieval.filters import row_mask
     t = pa.table({"score": pa.array([0.1, float("nan"), 0.9, None], pa.float64())})
     for sql, expr in [("score > 0.5", pc.field("score") > 0.5), ("score <= 0.5", pc.field("score") <= 0.5),
                       ("score != 0.9", pc.field("score") != 0.9), ("score IS NULL", pc.field("score").is_null())]:
@@ -217,7 +217,7 @@ def test_nan_attributes_mean_the_same_in_sql_and_pyarrow():
 
 
 def test_a_filter_that_runs_too_long_is_stopped():
-    from retrieval.filters import row_mask
+    from matryoshka.retrieval.filters import row_mask
     t = pa.table({"s": pa.array(["x" * 200] * 200_000)})
     with pytest.raises(InputError, match="longer than"):
         row_mask(t, "regexp_matches(repeat(s, 50), '(x+x+)+y')", seconds=0.01)
@@ -242,13 +242,13 @@ ROWS = pa.table({"serial": pa.array(range(6)), "lang": ["en", "de"] * 3, "tags":
     ("serial > 1), false) AS m FROM attrs UNION ALL SELECT coalesce((true", "statements, clauses"),
 ])
 def test_functions_outside_the_allow_list_are_refused_by_name(where, name):
-    from retrieval.filters import row_mask
+    from matryoshka.retrieval.filters import row_mask
     with pytest.raises(InputError, match=rf"{name}"):
         row_mask(ROWS, where)
 
 
 def test_row_functions_macros_and_lambdas_are_allowed():
-    from retrieval.filters import row_mask
+    from matryoshka.retrieval.filters import row_mask
     T, F = True, False
     for where, want in [
         ("nullif(serial, 1) > 2", [F, F, F, T, T, T]), ("if(serial > 2, lang = 'en', false)", [F, F, F, F, T, F]),
@@ -262,7 +262,7 @@ def test_row_functions_macros_and_lambdas_are_allowed():
 
 
 def test_sql_refuses_attributes_that_differ_only_by_case():
-    from retrieval.filters import row_mask
+    from matryoshka.retrieval.filters import row_mask
     legacy = pa.table({"year": [2000, 2001], "Year": [1, 2]})  # an index built before such names were refused
     for where in ['"Year" = 1', "year = 2000"]:  # DuckDB would bind "Year" to year: no row, where one passes
         with pytest.raises(InputError, match="'year' and 'Year' differ only by case"):
@@ -286,11 +286,11 @@ def test_case_clashes_are_among_attributes_only(tmp_path, small_data):
 
 
 def test_nan_is_made_null_once_per_table_and_duplicate_attributes_are_refused():
-    from retrieval.filters import nan_as_null
+    from matryoshka.retrieval.filters import nan_as_null
     t = pa.table({"score": [0.5, float("nan")], "n": [1, 2]})
     assert nan_as_null(t) is nan_as_null(t) and nan_as_null(t).column("score").null_count == 1
     clean = pa.table({"score": [0.5, 1.0]})
     assert nan_as_null(clean) is clean
-    from indexing.attributes import schema_of
+    from matryoshka.indexing.attributes import schema_of
     with pytest.raises(InputError, match="'a' appears twice"):
         schema_of(pa.schema([("a", pa.int64()), ("a", pa.int64())]))

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import indexing
-import retrieval
+from matryoshka import indexing
+from matryoshka import retrieval
 from matryoshka.core.errors import MatryoshkaError
 
 VALUES = st.one_of(st.floats(-3, 3, width=32), st.sampled_from([0.0, np.nan, np.inf, -np.inf, 1e30, -1e6, 1e-40]))

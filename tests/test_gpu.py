@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from conftest import exact_topk, recall_at
 
-import indexing
-import retrieval
+from matryoshka import indexing
+from matryoshka import retrieval
 from matryoshka.core.device import GPU_MAX_K, gpu_count, resolve_device
 from matryoshka.core.errors import InputError
 
@@ -41,7 +41,7 @@ def test_engine_indexes_are_made_without_the_factory_parser_and_equal_its_output
     classes, and they must serialize byte for byte like the factory's."""
     import faiss
 
-    from indexing import ivf
+    from matryoshka.indexing import ivf
     x = np.random.default_rng(0).standard_normal((12000, 32)).astype(np.float32)
     for factory in ("IVF16,Flat", "IVF16,PQ8", "IVF16,PQ16x4fs"):
         for metric in ("cosine", "l2"):

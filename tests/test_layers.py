@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("matryoshka", "indexing", "retrieval", "rerank", "benchmarks")
+TOP = ("indexing", "retrieval", "rerank", "benchmarks")  # folders at the top, installed as matryoshka.<name>
+PACKAGES = ("matryoshka", *(f"matryoshka.{t}" for t in TOP))
 
 
 def test_import_contracts_are_kept():
@@ -24,8 +25,10 @@ def test_every_module_is_in_a_layer():
     layers = {name for line in cfg["importlinter:contract:layers"]["layers"].split("\n")
               for name in re.split(r"[|:]", line) if name.strip()}
     layers = {name.strip() for name in layers}
-    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts) for pkg in PACKAGES
-               for p in (ROOT / pkg).rglob("*.py") if p.name != "__init__.py"]
+    def under(folder, prefix):
+        return [".".join((*prefix, *p.relative_to(folder).with_suffix("").parts)) for p in folder.rglob("*.py")
+                if p.name != "__init__.py" and not set(p.relative_to(folder).parts[:1]) & set(TOP)]
+    modules = under(ROOT / "matryoshka", ("matryoshka",)) + [m for t in TOP for m in under(ROOT / t, ("matryoshka", t))]
     outside = [m for m in modules if not any(m == layer or m.startswith(layer + ".") for layer in layers)]
     assert not outside, f"modules in no layer of .importlinter: {outside}"
 
@@ -47,7 +50,7 @@ def test_every_package_sets_openmps_wait_policy_before_faiss_and_torch_load():
            "import faiss, torch\n"
            "print(json.dumps(seen))\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    for pkg, policy in [(p, None) for p in PACKAGES] + [("retrieval", "ACTIVE")]:  # a user's own choice is kept
+    for pkg, policy in [(p, None) for p in PACKAGES] + [("matryoshka.retrieval", "ACTIVE")]:  # a user's own choice is kept
         run = subprocess.run([sys.executable, "-c", spy.format(pkg=pkg)], cwd=ROOT, capture_output=True, text=True,
                              env=env if policy is None else {**env, "OMP_WAIT_POLICY": policy})
         assert run.returncode == 0, run.stderr[-2000:]

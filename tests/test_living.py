@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from conftest import FIXED
 
-import indexing
-import retrieval
+from matryoshka import indexing
+from matryoshka import retrieval
 from matryoshka.core import layout
 from matryoshka.core.errors import BuildRefused, IndexFormatError, InputError
-from retrieval.cli import main
+from matryoshka.retrieval.cli import main
 
 WORKER = Path(__file__).with_name("change_worker.py")
 

@@ -28,7 +28,7 @@ def test_a_name_that_is_not_cached_fails_fast_when_the_hub_is_unreachable():
         import json, time
         from matryoshka.core.encoder import load_model
         from matryoshka.core.errors import InputError, RerankerUnavailable
-        from rerank.cross_encoder import CrossEncoderReranker
+        from matryoshka.rerank.cross_encoder import CrossEncoderReranker
         seconds = {}
         for what, load, error in (("model", load_model, InputError),
                                   ("reranker", CrossEncoderReranker, RerankerUnavailable)):

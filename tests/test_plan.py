@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-import indexing
-import retrieval
+from matryoshka import indexing
+from matryoshka import retrieval
 from matryoshka.core.errors import InputError
-from retrieval.plan import Rules
+from matryoshka.retrieval.plan import Rules
 
 from conftest import FIXED
 
@@ -108,7 +108,7 @@ def test_cli_explain_prints_the_plan_and_searches_nothing(small_index, small_dat
     _, queries = small_data
     pq.write_table(pa.table({"qid": list(range(3)), "embedding": [list(map(float, q)) for q in queries[:3]]}),
                    tmp_path / "q.parquet")
-    p = subprocess.run([sys.executable, "-m", "retrieval.cli", "search", str(small_index), "--queries",
+    p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "search", str(small_index), "--queries",
                         str(tmp_path / "q.parquet"), "--explain", "--k1", "300"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("plan: 3 queries in 1 chunk(s)") and "1. first_pass keep 300" in p.stdout

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from conftest import exact_topk, recall_at
 
-import indexing
-import retrieval
-from benchmarks.synthetic import Synthetic
+from matryoshka import indexing
+from matryoshka import retrieval
+from matryoshka.benchmarks.synthetic import Synthetic
 from matryoshka.core.device import resolve_device
 
 

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-import indexing
-import retrieval
+from matryoshka import indexing
+from matryoshka import retrieval
 from matryoshka.core.errors import InputError
 
 

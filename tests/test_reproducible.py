@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import index_files
 
-import indexing
-import retrieval
-from benchmarks.synthetic import Synthetic
+from matryoshka import indexing
+from matryoshka import retrieval
+from matryoshka.benchmarks.synthetic import Synthetic
 from matryoshka.core import cost_model, layout
 from matryoshka.core.errors import InputError
 

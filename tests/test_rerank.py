@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sentence_transformers import CrossEncoder
 
-import retrieval
+from matryoshka import retrieval
 from matryoshka.core.errors import RerankerUnavailable
 
 

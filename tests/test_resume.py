@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import index_files
 
-import retrieval
+from matryoshka import retrieval
 from matryoshka.core import layout
 from matryoshka.core.errors import BuildRefused, IndexFormatError
 
@@ -69,7 +69,7 @@ def test_killed_build_resumes_to_the_identical_index(reference, point):
 
 
 def test_two_builds_into_one_folder_are_refused(reference, small_data, tmp_path):
-    import indexing
+    from matryoshka import indexing
     out = tmp_path / "locked"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl,sys,time; f=open(sys.argv[1],'a+'); "
@@ -86,7 +86,7 @@ def test_two_builds_into_one_folder_are_refused(reference, small_data, tmp_path)
 
 
 def test_foreign_folder_and_other_settings_are_refused(reference, small_data, tmp_path):
-    import indexing
+    from matryoshka import indexing
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
@@ -102,8 +102,8 @@ def test_foreign_folder_and_other_settings_are_refused(reference, small_data, tm
 
 
 def test_free_disk_is_checked_before_anything_is_written(tmp_path, small_data):
-    import indexing
-    from benchmarks.synthetic import Synthetic
+    from matryoshka import indexing
+    from matryoshka.benchmarks.synthetic import Synthetic
     mnt = tmp_path / "small-disk"
     mnt.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)], capture_output=True).returncode:
@@ -118,8 +118,8 @@ def test_free_disk_is_checked_before_anything_is_written(tmp_path, small_data):
 
 
 def test_a_disk_that_fills_up_mid_build_ends_in_a_clear_error_and_a_resumable_build(tmp_path):
-    import indexing
-    from benchmarks.synthetic import Synthetic
+    from matryoshka import indexing
+    from matryoshka.benchmarks.synthetic import Synthetic
     mnt = tmp_path / "filling-disk"
     mnt.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mnt)], capture_output=True).returncode:
@@ -150,7 +150,7 @@ def test_text_encoding_killed_midway_resumes_from_its_checkpoint(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from indexing.stdlib_docs import stdlib_passages
+    from matryoshka.indexing.stdlib_docs import stdlib_passages
     from matryoshka.core.encoder import DEFAULT_MODEL
     ids, texts = stdlib_passages(limit=300)
     pq.write_table(pa.table({"id": ids, "text": texts}), tmp_path / "t.parquet", row_group_size=50)
@@ -158,7 +158,7 @@ def test_text_encoding_killed_midway_resumes_from_its_checkpoint(tmp_path):
     env.pop(layout.CRASH_ENV, None)
 
     def build(out, crash_at=None):
-        cmd = [sys.executable, "-m", "retrieval.cli", "build", str(tmp_path / "t.parquet"), "--out", str(out),
+        cmd = [sys.executable, "-m", "matryoshka.retrieval.cli", "build", str(tmp_path / "t.parquet"), "--out", str(out),
                "--model", DEFAULT_MODEL, "--quiet"]
         return subprocess.run(cmd, env={**env, **({layout.CRASH_ENV: crash_at} if crash_at else {})},
                               capture_output=True, text=True, timeout=300)

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from indexing import build
-from indexing.selection import Candidate, _better, _fewest_lists_within_noise, code_candidates, nlist_candidates
-from indexing.transform import fit_pca, random_rotation
-from retrieval import open_index
+from matryoshka.indexing import build
+from matryoshka.indexing.selection import Candidate, _better, _fewest_lists_within_noise, code_candidates, nlist_candidates
+from matryoshka.indexing.transform import fit_pca, random_rotation
+from matryoshka.retrieval import open_index
 
 
 def _c(nlist, ms, code="PQ64x4fs", rotation="random", reached=True, coverage=0.97):
@@ -86,7 +86,7 @@ def test_the_build_measures_its_plan_stores_why_and_info_shows_it(tmp_path):
     with open_index(out) as index:  # the stored plan searches: a vector finds itself
         ids = index.search_batch(x[:20], k=1, rerank=False).ids
         assert np.mean([row[0] == i for i, row in enumerate(ids)]) >= 0.95
-    info = subprocess.run([sys.executable, "-m", "retrieval.cli", "info", str(out)], capture_output=True, text=True)
+    info = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "info", str(out)], capture_output=True, text=True)
     assert info.returncode == 0, info.stderr
     assert "partition and code measured on" in info.stdout and f"IVF{auto // 2},PQ16x4fs" in info.stdout
 
@@ -100,7 +100,7 @@ def test_a_build_without_selection_keeps_the_rule_of_thumb(tmp_path):
 
 
 def test_the_recall_target_is_a_checked_build_option():
-    from indexing import BuildOptions, InputError
+    from matryoshka.indexing import BuildOptions, InputError
     for bad in (0, 1.5, "0.9", True):
         with pytest.raises(InputError, match="target_recall"):
             BuildOptions(target_recall=bad).check()
@@ -108,6 +108,6 @@ def test_the_recall_target_is_a_checked_build_option():
 
 
 def test_sample_queries_must_show_a_fifth_fewer_misses_than_the_target():
-    from indexing.selection import sample_target
+    from matryoshka.indexing.selection import sample_target
     assert sample_target(0.95) == pytest.approx(0.96)
     assert sample_target(0.99) == pytest.approx(0.992)  # not 1.0: a margin of 0.01 would ask perfection

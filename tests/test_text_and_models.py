@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from conftest import FIXED
 
-import indexing
-import retrieval
-from indexing.stdlib_docs import stdlib_passages
+from matryoshka import indexing
+from matryoshka import retrieval
+from matryoshka.indexing.stdlib_docs import stdlib_passages
 from matryoshka.core.encoder import DEFAULT_MODEL
 from matryoshka.core.errors import InputError, ModelMismatchError
 
@@ -87,7 +87,7 @@ def test_parquet_texts_are_streamed_and_index_like_the_same_texts_in_a_list(text
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from indexing.text_source import ParquetTextSource
+    from matryoshka.indexing.text_source import ParquetTextSource
     listed, ids, texts = text_index
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"id": ids[:130], "text": texts[:130]}), tmp_path / "in" / "a.parquet", row_group_size=50)

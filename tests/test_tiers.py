@@ -9,7 +9,7 @@ import pytest
 from matryoshka.core.errors import InputError
 from matryoshka.storage import row_reader, tiers
 from matryoshka.storage.row_reader import FileRows, evict
-from retrieval import open_index
+from matryoshka.retrieval import open_index
 
 from conftest import FIXED
 
@@ -135,7 +135,7 @@ def test_a_store_read_into_ram_leaves_the_page_cache(small_index):
 
 
 def test_plan_size_places_the_stores_of_a_billion_vectors_under_a_budget(capsys):
-    from retrieval import cli
+    from matryoshka.retrieval import cli
     args = ["plan-size", "--n", str(10**9), "--full-dim", "1024", "--json"]
     assert cli.main([*args, "--memory-budget", "400G"]) == 0
     plan = json.loads(capsys.readouterr().out)
@@ -164,8 +164,8 @@ def test_a_failed_read_raises_its_own_error_and_bad_rows_are_refused(tmp_path):
 
 
 def test_a_point_tuned_with_stores_on_ssd_prices_reads_and_is_kept_for_that_placement(tmp_path, small_data):
-    import indexing
-    from retrieval import tuning
+    from matryoshka import indexing
+    from matryoshka.retrieval import tuning
     docs, queries = small_data
     root = indexing.build(tmp_path / "idx", docs, index_dim=32, pq_bytes=8, shard_size=1000, quiet=True,
                           select=False)

@@ -4,8 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from benchmarks.synthetic import Synthetic
-from indexing.transform import ShortTransform, fit_pca, fit_prefix, fit_transform
+from matryoshka.benchmarks.synthetic import Synthetic
+from matryoshka.indexing.transform import ShortTransform, fit_pca, fit_prefix, fit_transform
 from matryoshka.core.codec import Int8Codec
 from matryoshka.core.errors import InputError
 
@@ -116,7 +116,7 @@ def test_reading_candidates_in_row_order_or_directly_gives_the_same_rows(tmp_pat
 
 @given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 12), st.integers(0, 10_000))
 def test_merging_shard_results_equals_the_top_k_of_their_union(shards, nq, k, seed):
-    from retrieval.first_pass import merge_topk
+    from matryoshka.retrieval.first_pass import merge_topk
     rng = np.random.default_rng(seed)
     ds, is_ = [], []
     for s in range(shards):

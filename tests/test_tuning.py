@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import exact_topk, recall_at
 
-import indexing
-import retrieval
-from indexing.training import sample_rows
+from matryoshka import indexing
+from matryoshka import retrieval
+from matryoshka.indexing.training import sample_rows
 from matryoshka.core.errors import IndexFormatError, InputError
-from retrieval import tuning
+from matryoshka.retrieval import tuning
 
 BUILD = dict(index_dim=32, pq_bytes=8, shard_size=2000, quiet=True)
 
@@ -111,13 +111,13 @@ def test_tune_with_own_queries_stores_the_new_point_for_every_later_open(two_ind
     indexing.build(target, docs, **BUILD, tune=False)
     assert retrieval.open_index(target).info()["operating_point"] is None
     pq.write_table(pa.table({"qid": list(range(len(queries))), "embedding": list(queries)}), tmp_path / "q.parquet")
-    p = subprocess.run([sys.executable, "-m", "retrieval.cli", "tune", str(target), "--target-recall", "0.9",
+    p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "tune", str(target), "--target-recall", "0.9",
                         "--queries", str(tmp_path / "q.parquet")], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     assert "default operating point now nprobe" in p.stdout and "tried nprobe" in p.stdout
     point = retrieval.open_index(target).info()["operating_point"]
     assert point["target_recall"] == 0.9 and point["source"] == "given" and point["queries"] == len(queries)
-    info = subprocess.run([sys.executable, "-m", "retrieval.cli", "info", str(target)], capture_output=True,
+    info = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "info", str(target)], capture_output=True,
                           text=True, timeout=600)
     assert f"default operating point: nprobe {point['nprobe']}, k1 {point['k1']}, k2 {point['k2']}" in info.stdout
 
@@ -130,7 +130,7 @@ def test_cli_search_uses_the_stored_point_unless_told_otherwise(two_indexes, tmp
 
     def search(*flags):
         out = tmp_path / f"hits{len(flags)}.parquet"
-        p = subprocess.run([sys.executable, "-m", "retrieval.cli", "search", str(path), "--queries",
+        p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "search", str(path), "--queries",
                             str(tmp_path / "q.parquet"), "--output", str(out), *flags], capture_output=True,
                            text=True, timeout=600)
         assert p.returncode == 0, p.stderr
@@ -169,7 +169,7 @@ def test_sample_queries_avoid_the_training_sample_whose_codes_flatter_them(tmp_p
 
 
 def test_a_probe_margin_skips_far_lists_and_the_tuner_sizes_it_by_lists_probed():
-    from retrieval.first_pass import lists_probed, prune_lists
+    from matryoshka.retrieval.first_pass import lists_probed, prune_lists
     cd = np.array([[0.9, 0.85, 0.5, 0.2], [0.6, 0.59, 0.58, 0.57]], np.float32)
     ci = np.array([[3, 1, 0, 2], [0, 1, 2, 3]])
     _, kept = prune_lists((cd, ci), 0.1, "cosine")
