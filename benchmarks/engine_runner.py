@@ -9,6 +9,7 @@ import numpy as np
 
 from matryoshka import indexing
 from matryoshka import retrieval
+from matryoshka.core import layout
 from matryoshka.retrieval import SearchParams
 
 from .data import Dataset
@@ -67,7 +68,7 @@ def run_engine(ds: Dataset, truth: np.ndarray, qrels: Qrels | None, setting: Eng
     build = info["build"]
     rows = []
     stored = index.params  # the operating point the build measured (retrieval.tuning)
-    nlist = int(info["factory"].split(",")[0][3:])
+    nlist = layout.parse_factory(info["factory"])[0]
     lists = (info["operating_point"] or {}).get("lists_probed")
     for label, (nprobe, k1, k2), margin in [("default", (stored.nprobe, stored.k1, stored.k2), stored.probe_margin)] + \
             [("", p, None) for p in points]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import faiss
 
+from matryoshka.core import layout
 from matryoshka.indexing import BuildOptions, ivf
 
 from . import frontier as fr
@@ -62,7 +63,7 @@ def run_dataset(ds: Dataset, cfg: Config) -> dict:
                          "ram_bytes_per_vector": math.nan, "disk_bytes_per_vector": math.nan,
                          "skipped": f"{type(e).__name__}: {e}"})
     engine_rows = [r for r in rows if r["system"].startswith("engine") and "skipped" not in r]
-    nlist = next((int(r["factory"].split(",")[0][3:]) for r in engine_rows), ivf.choose_nlist(ds.n))
+    nlist = next((layout.parse_factory(r["factory"])[0] for r in engine_rows), ivf.choose_nlist(ds.n))
     nprobes = sorted({p[0] for p in cfg.points})
     if "ivfpq" in cfg.peers:
         # the build-measured code ("auto") is compared as the code the CPU rule of thumb would take

@@ -3,21 +3,20 @@ from __future__ import annotations
 
 import math
 
+from matryoshka.core import cost_model, layout
+
 ID_MAP_BYTES = 12  # Parquet id map per row, measured on string ids like "doc-123456789" (int ids: ~8)
 
 
 def code_bytes(factory: str, index_dim: int) -> int:
-    code = factory.split(",")[-1]
-    if code == "Flat":
-        return 4 * index_dim
-    m = int(code[2:].split("x")[0])
-    return m // 2 if "x4" in code else m
+    """Bytes of one vector's first-pass code."""
+    return int(cost_model.code_bytes(layout.parse_factory(factory)[1], index_dim))
 
 
 def estimate(n: int, full_dim: int, index_dim: int, factory: str, shard_size: int,
              batch_rows: int = 16384, train_size: int = 0) -> dict:
     """Per-part sizes in bytes for n vectors: resident RAM, memory-mapped stores, disk, GPU, build peak."""
-    nlist = int(factory.split(",")[0][3:])
+    nlist = layout.parse_factory(factory)[0]
     code = code_bytes(factory, index_dim)
     centroids = nlist * index_dim * 4
     shards = max(1, math.ceil(n / shard_size))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,15 +77,6 @@ def _sample_rows(source: Source, n: int, seed: int) -> tuple[np.ndarray, np.ndar
     return rows, source.sample(rows)
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def train(root: Path, source: Source, opts: BuildOptions, device: str, state: BuildState) -> BuildState:
     """Fit the transform, the int8 codec and the IVF on a sample; save them and the build state."""
     t0 = time.perf_counter()
@@ -97,7 +87,7 @@ def train(root: Path, source: Source, opts: BuildOptions, device: str, state: Bu
         factory, notes = ivf.plan_factory(len(sample), dim, opts.pq_bytes, fast_scan, opts.nlist)
     else:
         factory, notes = ivf.plan_factory(source.count, dim, opts.pq_bytes, fast_scan, opts.nlist)
-        nlist, code = int(factory.split(",")[0][3:]), factory.split(",")[1]
+        nlist, code = layout.parse_factory(factory)
         rows, sample = _sample_rows(source, min(source.count, opts.train_size or ivf.train_size(
             source.count, nlist, code, selecting=opts.select and opts.nlist is None)), opts.seed)
         if nlist > 1 and len(sample) < nlist * ivf.MIN_POINTS_PER_LIST or len(sample) < ivf.min_train_points(code):
@@ -116,7 +106,7 @@ def train(root: Path, source: Source, opts: BuildOptions, device: str, state: Bu
         factory = chosen.factory
         rotation = chosen.rotation
     else:  # the rule of thumb, or a plan given (--plan-from): a learned rotation only when asked for
-        rotation = selection.learn_opq(short, factory.split(",")[1]) if opts.rotation == "opq" and \
+        rotation = selection.learn_opq(short, layout.parse_factory(factory)[1]) if opts.rotation == "opq" and \
             not factory.endswith(",Flat") else None
     if rotation is not None:
         transform, short = transform.rotated(rotation), short @ rotation
@@ -126,8 +116,8 @@ def train(root: Path, source: Source, opts: BuildOptions, device: str, state: Bu
     codec = Codec(transform, Int8Codec.fit(short))
     layout.crash_point("training")
     index = ivf.train(factory, short, opts.metric, device)
-    _atomic_bytes(root / layout.TRANSFORM, codec.to_bytes())
-    _atomic_bytes(root / layout.TRAINED, ivf.serialize(index).tobytes())
+    layout.write_atomic(root / layout.TRANSFORM, codec.to_bytes())
+    layout.write_atomic(root / layout.TRAINED, ivf.serialize(index).tobytes())
     state.factory, state.notes, state.transform_choice = factory, notes, choice
     state.selection = chosen.to_dict() if chosen is not None else None
     state.full_dim, state.index_dim, state.train_rows = source.dim, dim, len(sample)

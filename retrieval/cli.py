@@ -346,8 +346,9 @@ def cmd_verify(a) -> None:
 def cmd_plan_size(a) -> None:
     from matryoshka.indexing import BuildOptions
     from matryoshka.indexing.ivf import plan_factory, train_size
-    from matryoshka.indexing.sizing import estimate, human
+    from matryoshka.core import layout
     from matryoshka.core.device import resolve_device
+    from matryoshka.indexing.sizing import estimate, human
     from matryoshka.storage import tiers
     d = min(a.index_dim, a.full_dim)
     fast_scan = BuildOptions(fast_scan=a.fast_scan, pq_bytes=a.pq_bytes).for_device(resolve_device("auto"), d).fast_scan
@@ -355,7 +356,7 @@ def cmd_plan_size(a) -> None:
     if not factory.endswith(",Flat"):
         notes.append("the build measures half and twice the lists, the other code and an OPQ rotation on its "
                      "sample, and keeps what is faster (indexing.selection): this plan is the rule of thumb's")
-    nlist, code = int(factory.split(",")[0][3:]), factory.split(",")[1]
+    nlist, code = layout.parse_factory(factory)
     sample = min(a.n, a.train_size or train_size(a.n, nlist, code, a.nlist is None))  # the build's training sample
     e = estimate(a.n, a.full_dim, d, factory, a.shard_size, a.batch_rows, sample)
     sizes = {"codes": e["ram_first_pass"] + e["id_maps"], "int8": e["mmap_short_int8"], "full": e["mmap_full_f16"],

@@ -125,7 +125,7 @@ class Pricer:
         if self.on_ssd:
             path = index.root / layout.shard_dir(index.manifest["shards"][0]["number"]) / layout.FULL_FILE
             self.read_ns = cost_model.device_read_ns(path, lambda: random_read_rate(path))
-        self.code = index.manifest["factory"].split(",")[-1]
+        self.code = layout.parse_factory(index.manifest["factory"])[1]
 
     def ms(self, x: np.ndarray, p: SearchParams) -> float:
         assigned = self.index.assigner.assign(self.index.codec.transform.apply(x), p.nprobe)

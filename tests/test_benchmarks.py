@@ -11,6 +11,7 @@ from matryoshka.benchmarks import cli, frontier, metrics
 from matryoshka.benchmarks.data import synthetic
 from matryoshka.benchmarks.ground_truth import exact_topk
 from matryoshka.benchmarks.report import REQUIRED
+from matryoshka.core import layout
 
 
 def test_metrics_on_known_lists():
@@ -55,7 +56,7 @@ def test_report_rows_have_required_fields_and_sane_values(synthetic_report):
     assert st["first_pass"]["recall_at_depth"] >= st["full"]["recall_at_10"] - 1e-9
     assert best["mmap_bytes_per_vector"] == pytest.approx(64 + 2 * 128)
     ivfpq = next(r for r in doc["rows"] if r["system"] == "ivfpq-PQ8")
-    nlist = int(best["factory"].split(",")[0][3:])
+    nlist = layout.parse_factory(best["factory"])[0]
     assert ivfpq["ram_bytes_per_vector"] == pytest.approx(8 + 8 + nlist * 128 * 4 / 12000)
     af = next(r for r in doc["rows"] if r["system"] == "autofaiss")
     assert af.get("skipped") or af["recall_at_10"] > 0

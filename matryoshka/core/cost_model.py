@@ -50,7 +50,7 @@ class Calibration:
 
 def family(factory_or_code: str) -> str:
     """The code family of a faiss factory string or code ('IVF1024,PQ64x4fs' -> 'fs')."""
-    code = factory_or_code.split(",")[-1]
+    code = factory_or_code.rpartition(",")[2]
     return "fs" if code.endswith("fs") else "flat" if code == "Flat" else "pq"
 
 

@@ -95,17 +95,29 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file, fsync it and rename it over `path`."""
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it, rename it over `path` and fsync the folder: a
+    reader finds the old file or the new one whole, after a crash too."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
     if path.name == MANIFEST:
         crash_point("manifest")
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON atomically (`write_atomic`)."""
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+def parse_factory(factory: str) -> tuple[int, str]:
+    """(nlist, code) of an index's IVF factory string: 'IVF4096,PQ32' -> (4096, 'PQ32')."""
+    head, _, code = factory.partition(",")
+    return int(head.removeprefix("IVF")), code
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

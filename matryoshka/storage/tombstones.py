@@ -2,7 +2,6 @@
 that changes it, and the live-row bitmap over global rows that faiss's `IDSelectorBitmap` reads."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,7 @@ from matryoshka.core.errors import IndexFormatError
 def write_dead(shard_dir: Path, generation: int, dead: np.ndarray) -> dict:
     """Write a shard's dead rows (a bool mask) as `dead.g{generation}.bits`, durably; its manifest record."""
     path = shard_dir / layout.dead_name(generation)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(np.packbits(dead, bitorder="little").tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    layout.fsync_dir(shard_dir)
+    layout.write_atomic(path, np.packbits(dead, bitorder="little").tobytes())
     return {"file": path.name, "count": int(dead.sum()), **layout.file_record(path)}
 
 
