@@ -13,7 +13,8 @@
    and the cgroup's peak (the working set the run needed).
 
 Conditions: the budget holds the codes only (int8 and full read from SSD), or the codes and the int8 store
-(full read from SSD); the cgroup's limit is that budget plus `--memory-limit`. The results go to `benchmarks/results/beyond-ram-<n>.json`.
+(full read from SSD); the cgroup's limit is that budget plus `--memory-limit`. The results go to
+`benchmarks/results/beyond-ram-<n>.json`.
 """
 from __future__ import annotations
 
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, default=float))
         return 0
     report: dict = {"n": a.n, "dim": a.dim, "queries": a.queries, "memory_limit": a.memory_limit,
-                    "command": " ".join(["python -m matryoshka.benchmarks.beyond_ram", *(sys.argv[1:] if argv is None else argv)])}
+                    "command": " ".join(["python -m matryoshka.benchmarks.beyond_ram",
+                                         *(sys.argv[1:] if argv is None else argv)])}
     me = [sys.executable, "-m", "matryoshka.benchmarks.beyond_ram", *(sys.argv[1:] if argv is None else argv)]
     if not (root / "manifest.json").exists():
         t = time.perf_counter()

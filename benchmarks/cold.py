@@ -6,7 +6,8 @@ that keep only the first-pass codes (or codes and int8) in RAM, each SSD read me
 
 Real text: GCIDE senses encoded with all-MiniLM-L6-v2 (cached in --work). "Cold" means every store not held in
 RAM leaves the page cache and the process's maps (`Index.drop_page_cache`) before each single query and before
-the batch, which is what a query meets when the stores are many times this machine's RAM; eviction is not timed. Device bytes are
+the batch, which is what a query meets when the stores are many times this machine's RAM; eviction is not timed.
+Device bytes are
 the process's `read_bytes` from /proc/self/io, so memory-mapped faults, readahead and O_DIRECT count alike.
 Memory columns: `ram` is what the process holds in anonymous memory for the stores, `cache` what must stay in
 the page cache for the figure to hold (warm rows only).

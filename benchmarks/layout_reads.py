@@ -65,7 +65,8 @@ def measure(ix, queries: np.ndarray, nprobe: int, k1: int, k2: int, batch: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m matryoshka.benchmarks.layout_reads", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m matryoshka.benchmarks.layout_reads",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("index")
     ap.add_argument("--queries", required=True, help=".npy of full-dim query vectors")
     ap.add_argument("--setting", help="nprobe/k1/k2 (default: the index's operating point)")

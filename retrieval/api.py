@@ -32,7 +32,8 @@ def open_index(path: str | Path, *, ray: str | None = None, **kwargs) -> Index:
 
 
 def tune_new_index(root: Path, opts: BuildOptions, queries=None) -> None:
-    """A build's last step (registered for `indexing.build` as the entry point `matryoshka.build_finish: tune`): store the default operating point of the index in `root`, unless
+    """A build's last step (registered for `indexing.build` as the entry point `matryoshka.build_finish: tune`):
+    store the default operating point of the index in `root`, unless
     it has one, `opts.tune` is off, or exact truth over the whole index would cost more than MAX_TRUTH_WORK;
     on `queries` when given (then measured again even where a point is stored)."""
     if not opts.tune:

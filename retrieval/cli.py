@@ -11,7 +11,8 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from matryoshka.core.errors import MatryoshkaError
-from matryoshka.rerank.cross_encoder import DEFAULT_RERANKER  # a constant: sentence-transformers loads only when scoring
+# a constant: sentence-transformers loads only when scoring
+from matryoshka.rerank.cross_encoder import DEFAULT_RERANKER
 
 if TYPE_CHECKING:
     import numpy as np

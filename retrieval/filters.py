@@ -327,3 +327,18 @@ class PassingCache:
             if len(self.cache) > MAX_CACHED:
                 self.cache.popitem(last=False)
         return passing
+
+
+def by_predicate(where, n: int) -> list[tuple[object, np.ndarray]]:
+    """(predicate, query rows) groups: one predicate (or None) for all n queries, or one per query."""
+    if where is None or isinstance(where, (str, pc.Expression)):
+        return [(where, np.arange(n))]
+    if not isinstance(where, (list, tuple)):
+        key(where)  # refuses it, naming what a predicate is
+    where = list(where)
+    if len(where) != n:
+        raise InputError(f"where= has {len(where)} predicates for {n} queries; give one per query, or one for all")
+    groups: dict = {}
+    for i, w in enumerate(where):
+        groups.setdefault(None if w is None else key(w), (w, []))[1].append(i)
+    return [(w, np.array(rows)) for w, rows in groups.values()]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import time
 from functools import partial
 from pathlib import Path
@@ -11,9 +10,8 @@ from typing import Callable, Sequence
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from matryoshka.core import checks, encoder, layout
+from matryoshka.core import checks, encoder
 from matryoshka.core.codec import Codec
 from matryoshka.core.device import check_faiss_install, resolve_device, set_threads
 from matryoshka.core.errors import IndexFormatError, InputError
@@ -22,7 +20,7 @@ from matryoshka.core.shared_lock import SharedLock
 from matryoshka.core.timing import StageTimer
 from matryoshka.core.vectors import as_matrix, normalize
 from matryoshka.storage.manifest import generation, live_count, moved_on, read_manifest
-from matryoshka.storage import row_reader, tiers
+from matryoshka.storage import tiers
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_shared
 from matryoshka.storage.tiers import SsdReads
@@ -33,7 +31,8 @@ from . import filters
 from .backend import Backend
 from .first_pass import FirstPass, prune_lists
 from .plan import Plan, Rules, Shape, plan
-from .results import STAGES, Hit, SearchResult
+from .describe import describe
+from .results import Hit, SearchResult
 from .shard_group import ShardGroup
 
 OPEN_ATTEMPTS = 4
@@ -66,7 +65,7 @@ class Index:
         self.root = Path(path)
         self.device = resolve_device(device)
         budget = None if memory_budget is None else tiers.parse_bytes(memory_budget)
-        ssd = _as_ssd_reads(ssd_reads)
+        ssd = SsdReads.of(ssd_reads)
         if backend is not None and (budget is not None or ssd_reads is not None):
             raise InputError("memory_budget and ssd_reads place the stores of shards opened in this process; "
                              "with Ray each worker holds its own shards: leave them out")
@@ -303,7 +302,7 @@ class Index:
         timer.lap("encode")
         rerank = self._rerank_wanted(p.rerank, texts)
         parts, order, missing = [], [], set()
-        for w, rows in _by_predicate(where, len(x)):  # queries that share a predicate are searched together
+        for w, rows in filters.by_predicate(where, len(x)):  # queries that share a predicate are searched together
             timer.mark()
             pl = self._plan(p, len(rows), w, rerank, rules, missing)
             if w is not None:
@@ -313,9 +312,9 @@ class Index:
                 parts.append(self._run(pl, x[r], None if texts is None else [texts[i] for i in r], timer, w,
                                        set(missing)))
                 order.append(r)
-        result = parts[0] if len(parts) == 1 else _concat(parts, dict(timer))
+        result = parts[0] if len(parts) == 1 else SearchResult.concat(parts, dict(timer))
         perm = np.concatenate(order)
-        return result if np.array_equal(perm, np.arange(len(x))) else _reorder(result, np.argsort(perm))
+        return result if np.array_equal(perm, np.arange(len(x))) else result.reordered(np.argsort(perm))
 
     def _within_index(self, p: SearchParams) -> SearchParams:
         """Depths no deeper than the index: a depth that reaches every document scans every list, so k at or
@@ -413,13 +412,6 @@ class Index:
         return tune(self, target_recall, queries, max_latency_ms, n_queries, save)
 
     # -- description ---------------------------------------------------------------------------------------
-    def _build_log(self) -> dict | None:
-        """Seconds per build step (`layout.BUILD_LOG`), when the folder has them."""
-        try:
-            return json.loads((self.root / layout.BUILD_LOG).read_text())
-        except (OSError, ValueError):
-            return None
-
     def drop_page_cache(self) -> None:
         """Make the stores that are not held in RAM cold, as on a machine whose memory they do not fit: their pages
         leave the page cache and this process's maps (for measuring cold searches; `benchmarks.cold`)."""
@@ -428,60 +420,11 @@ class Index:
             self.backend.drop_page_cache()
 
     def info(self) -> dict:
-        """Manifest summary with bytes per vector resident in RAM, memory-mapped, and on disk."""
+        """Manifest summary with bytes per vector resident in RAM, memory-mapped, and on disk, and each store's
+        size, tier and page-cache share (see `retrieval.describe`)."""
         with self._swap.shared():  # of one generation
             self._check_open()
-            return self._info()
-
-    def _info(self) -> dict:
-        n = max(self.count, 1)
-        ivf = faiss.extract_index_ivf(self.trained)
-        # code + faiss's int64 row id per vector, the external ids (held by the backend), one copy of the centroids
-        ram = ivf.code_size + 8 + (self.backend.id_map_bytes() + ivf.nlist * self.index_dim * 4) / n
-        shard_bytes = [sum(f["bytes"] for f in s["files"].values()) for s in self.manifest["shards"]]
-        mmapped = self.count * (self.index_dim + 2 * self.full_dim)  # int8 short + float16 full rows
-        disk = sum(shard_bytes) + self.manifest["trained"]["bytes"] + self.manifest["transform_file"]["bytes"]
-        stores = self._stores()
-        return {"path": str(self.root), "count": self.count, "live": self.live, "dead": self.count - self.live,
-                "generation": self.generation, "metric": self.metric, "full_dim": self.full_dim,
-                "index_dim": self.index_dim, "factory": self.manifest["factory"],
-                "transform": self.manifest["transform"], "model": (self.manifest["model"] or {}).get("name"),
-                "device": self.device,
-                "shards": [{"number": s["number"], "count": s["count"], "bytes": b,
-                            "dead": (s.get("dead") or {}).get("count", 0)}
-                           for s, b in zip(self.manifest["shards"], shard_bytes)],
-                "changes": self.manifest.get("changes", []), "attributes": self.manifest.get("attributes", {}),
-                "ram_bytes_per_vector": ram, "mmap_bytes_per_vector": mmapped / n,
-                "memory_budget": self.memory_budget, "stores": stores,
-                "resident_bytes": sum(s["bytes"] for s in stores.values() if s["tier"] == tiers.RAM),
-                "disk_bytes_per_vector": disk / n, "build": self.manifest["build"], "build_log": self._build_log(),
-                "operating_point": tiers.operating_point(self.manifest, self.tiers),
-                "operating_points": self.manifest.get("operating_points", {}), "defaults": self.params.to_dict()}
-
-    def _stores(self) -> dict:
-        """Per store: bytes, tier (RAM, page cache, SSD), the share of its files now in the page cache, and the
-        device reads it issued since opening (stores read from SSD)."""
-        placed, reads = self.backend.placement(), self.backend.store_reads()
-        files = {"int8": (layout.SHORT_FILE,), "full": (layout.FULL_FILE,),
-                 "texts": (layout.DOC_OFFSETS, layout.DOC_BYTES)}
-        out = {}
-        for store in tiers.STORES:
-            paths = [self.root / layout.shard_dir(s["number"]) / f for s in self.manifest["shards"]
-                     for f in files.get(store, ()) if f in s["files"]]
-            out[store] = {**placed[store], "page_cached": _cached_share(paths) if paths else None}
-            if store in reads:
-                out[store]["reads"] = reads[store]
-        return out
-
-
-def _cached_share(paths: list[Path]) -> float | None:
-    """The share of the files' bytes now in the page cache (None when they cannot be read)."""
-    try:
-        sizes = [p.stat().st_size for p in paths]
-        total = sum(sizes)
-        return sum(row_reader.cached_fraction(p) * b for p, b in zip(paths, sizes)) / total if total else 1.0
-    except OSError:
-        return None
+            return describe(self)
 
 
 def _as_params(params, default: SearchParams) -> SearchParams:
@@ -499,64 +442,3 @@ def _local_backend(device: str, budget: int | None, ssd: SsdReads, root: PinnedF
                    trained: faiss.Index, verify: bool) -> Backend:
     return ShardGroup(root, m, device=device, verify=verify, codec=codec, trained=trained, memory_budget=budget,
                       ssd=ssd)
-
-
-def _as_ssd_reads(value) -> SsdReads:
-    """`ssd_reads=`: an SsdReads, a dict of its fields, or None (the defaults); checked before any file opens."""
-    if value is None:
-        return SsdReads()
-    if isinstance(value, dict):
-        unknown = set(value) - {"method", "depth", "direct"}
-        if unknown:
-            raise InputError(f"ssd_reads has no option {sorted(unknown)[0]!r}; its options are method, depth, direct")
-        value = SsdReads(**value)
-    if not isinstance(value, SsdReads):
-        raise InputError(f"ssd_reads= takes a dict (method, depth, direct) or an SsdReads; got {type(value).__name__}")
-    if value.method not in row_reader.METHODS:
-        raise InputError(f"ssd_reads method {value.method!r} is unknown; choose one of {', '.join(row_reader.METHODS)}")
-    if value.method == "uring" and not row_reader.uring_available():
-        raise InputError("ssd_reads method 'uring' needs the liburing package: pip install liburing")
-    checks.integer("ssd_reads depth", value.depth, 1, 1024)
-    checks.flag("ssd_reads direct", value.direct)
-    if value.direct and value.method != "pread":
-        raise InputError("ssd_reads direct=True (O_DIRECT) works with method 'pread' only")
-    return value
-
-
-def _by_predicate(where, n: int) -> list[tuple[object, np.ndarray]]:
-    """(predicate, query rows) groups: one predicate (or None) for all n queries, or one per query."""
-    if where is None or isinstance(where, (str, pc.Expression)):
-        return [(where, np.arange(n))]
-    if not isinstance(where, (list, tuple)):
-        filters.key(where)  # refuses it, naming what a predicate is
-    where = list(where)
-    if len(where) != n:
-        raise InputError(f"where= has {len(where)} predicates for {n} queries; give one per query, or one for all")
-    groups: dict = {}
-    for i, w in enumerate(where):
-        groups.setdefault(None if w is None else filters.key(w), (w, []))[1].append(i)
-    return [(w, np.array(rows)) for w, rows in groups.values()]
-
-
-def _reorder(r: SearchResult, order: np.ndarray) -> SearchResult:
-    """The result's queries in `order`."""
-    return SearchResult(r.rows[order], r.scores[order], {s: v[order] for s, v in r.stage_scores.items()},
-                        [r.ids[i] for i in order], None if r.texts is None else [r.texts[i] for i in order],
-                        r.timings, r.partial, r.missing_shards)
-
-
-def _concat(parts: list[SearchResult], timings: dict) -> SearchResult:
-    k = max(p.rows.shape[1] for p in parts)
-
-    def pad(a, fill):
-        return np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=fill)
-
-    def stage(p, s):  # an exhaustive (filtered) part has only the full-vector stage
-        return p.stage_scores.get(s, np.full(p.rows.shape, -np.inf, np.float32))
-    names = [s for s in STAGES if any(s in p.stage_scores for p in parts)]
-    return SearchResult(np.vstack([pad(p.rows, -1) for p in parts]),
-                        np.vstack([pad(p.scores, -np.inf) for p in parts]),
-                        {s: np.vstack([pad(stage(p, s), -np.inf) for p in parts]) for s in names},
-                        [ids for p in parts for ids in p.ids],
-                        None if parts[0].texts is None else [t for p in parts for t in p.texts], timings,
-                        any(p.partial for p in parts), sorted({s for p in parts for s in p.missing_shards}))

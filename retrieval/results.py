@@ -31,6 +31,30 @@ class SearchResult:
     partial: bool = False  # True when some shards could not answer (only with allow_partial=True)
     missing_shards: list[int] = field(default_factory=list)  # the shard numbers whose rows are absent
 
+    def reordered(self, order: np.ndarray) -> "SearchResult":
+        """The result's queries in `order`."""
+        texts = None if self.texts is None else [self.texts[i] for i in order]
+        return SearchResult(self.rows[order], self.scores[order], {s: v[order] for s, v in self.stage_scores.items()},
+                            [self.ids[i] for i in order], texts, self.timings, self.partial, self.missing_shards)
+
+    @staticmethod
+    def concat(parts: list["SearchResult"], timings: dict) -> "SearchResult":
+        """The parts' queries one after another (depths padded with -1 / -inf to the deepest part)."""
+        k = max(p.rows.shape[1] for p in parts)
+
+        def pad(a, fill):
+            return np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=fill)
+
+        def stage(p, s):  # an exhaustive (filtered) part has only the full-vector stage
+            return p.stage_scores.get(s, np.full(p.rows.shape, -np.inf, np.float32))
+        names = [s for s in STAGES if any(s in p.stage_scores for p in parts)]
+        return SearchResult(np.vstack([pad(p.rows, -1) for p in parts]),
+                            np.vstack([pad(p.scores, -np.inf) for p in parts]),
+                            {s: np.vstack([pad(stage(p, s), -np.inf) for p in parts]) for s in names},
+                            [ids for p in parts for ids in p.ids],
+                            None if parts[0].texts is None else [t for p in parts for t in p.texts], timings,
+                            any(p.partial for p in parts), sorted({s for p in parts for s in p.missing_shards}))
+
     def __len__(self) -> int:
         return len(self.rows)
 

@@ -260,7 +260,8 @@ def store(index: "Index", point: OperatingPoint, lock: bool = True) -> None:
         with PinnedFolder(index.root) as folder:
             m = read_manifest(folder)
         if m["shards"] != index.manifest["shards"]:
-            raise InputError(f"{index.root} changed since it was opened (replaced, or a newer generation); reload it and re-run the tuning")
+            raise InputError(f"{index.root} changed since it was opened (replaced, or a newer generation); reload it "
+                             "and re-run the tuning")
         key = tiers.point_key(index.tiers)
         if key:
             m.setdefault("operating_points", {})[key] = point.to_dict()
@@ -304,7 +305,8 @@ def describe(point: dict) -> str:
     """One line: the setting, its measured recall and time, and whether it reached its target."""
     margin = point.get("probe_margin")
     probe = (f"nprobe {point['nprobe']}" if margin is None else
-             f"nprobe up to {point['nprobe']} with probe margin {margin:.3g} ({point['lists_probed']:.0f} lists on average)")
+             f"nprobe up to {point['nprobe']} with probe margin {margin:.3g} "
+             f"({point['lists_probed']:.0f} lists on average)")
     line = (f"{probe}, k1 {point['k1']}, k2 {point['k2']}: recall@10 {point['recall_at_10']:.3f} "
             f"on {point['queries']} {point['source']} queries, {point['ms_per_query']:.2f} ms/query in a batch "
             "(modelled)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from matryoshka.core import checks
 from matryoshka.core.errors import InputError
 
 STORES = ("codes", "int8", "full", "texts")
@@ -41,6 +42,34 @@ class SsdReads:
     method: str = "pread"
     depth: int = 32
     direct: bool = False
+
+    @classmethod
+    def of(cls, value) -> "SsdReads":
+        """`ssd_reads=`: an SsdReads, a dict of its fields, or None (the defaults); checked before any file
+        opens."""
+        from . import row_reader
+        if value is None:
+            return cls()
+        if isinstance(value, dict):
+            unknown = set(value) - {"method", "depth", "direct"}
+            if unknown:
+                raise InputError(f"ssd_reads has no option {sorted(unknown)[0]!r}; its options are method, depth, "
+                                 "direct")
+            value = cls(**value)
+        if not isinstance(value, cls):
+            raise InputError("ssd_reads= takes a dict (method, depth, direct) or an SsdReads; got "
+                             f"{type(value).__name__}")
+        if value.method not in row_reader.METHODS:
+            raise InputError(f"ssd_reads method {value.method!r} is unknown; choose one of "
+                             f"{', '.join(row_reader.METHODS)}")
+        if value.method == "uring" and not row_reader.uring_available():
+            raise InputError("ssd_reads method 'uring' needs io_uring: pip install liburing, on a kernel that "
+                             "allows it")
+        checks.integer("ssd_reads depth", value.depth, 1, 1024)
+        checks.flag("ssd_reads direct", value.direct)
+        if value.direct and value.method != "pread":
+            raise InputError("ssd_reads direct=True (O_DIRECT) works with method 'pread' only")
+        return value
 
 
 def choose(sizes: dict[str, int], budget: int | None) -> dict[str, str]:
