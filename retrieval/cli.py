@@ -201,10 +201,11 @@ def cmd_search(a) -> None:
     with open_index(a.index, device=a.device, model=a.model, threads=a.threads,
                     reranker=None if a.no_rerank else a.reranker, ray=a.ray, **extra,
                     **_tiers(a)) as index:  # closing stops Ray
-        params = index.params.updated(k=a.k, k3=a.k3, int8=not a.no_int8, full=not a.no_full, full_dims=a.full_dims,
-                                      rerank=False if a.no_rerank else None, **given)
+        opts = dict(k=a.k, k3=a.k3, int8=not a.no_int8, full=not a.no_full, full_dims=a.full_dims,
+                    rerank=False if a.no_rerank else None, **given)
+        params = index.params.updated(**opts)
         if a.explain:
-            _explain(index, queries, params, _where(a))
+            _explain(index, queries, opts, _where(a))
             return
         result = index.search_batch(queries, query_texts=texts, params=params, where=_where(a))
         has_text = index.manifest["has_text"]
@@ -227,7 +228,7 @@ def cmd_search(a) -> None:
             print(f"  {rank:>3}. {h.id}  score={h.score:.4f}  [{stages}]{text}")
 
 
-def _explain(index, queries, params, where) -> None:
+def _explain(index, queries, opts: dict, where) -> None:
     """The plan of each distinct predicate's queries (one plan without a per-query `where` column)."""
     groups: dict = {}
     for i, w in enumerate(where if isinstance(where, list) else [where] * len(queries)):
@@ -236,7 +237,7 @@ def _explain(index, queries, params, where) -> None:
         if len(groups) > 1:
             print(f"where {w!r}:" if w is not None else "no filter:")
         pick = [queries[i] for i in rows] if isinstance(queries, list) else queries[rows]
-        print(index.explain(pick, params=params, where=w).explain())
+        print(index.explain(pick, where=w, **opts).explain())
 
 
 def _where(a):

@@ -273,7 +273,7 @@ class Index:
                 queries = as_matrix(queries, self.full_dim, "query vectors")
             n = len(queries) if texts is None else len(texts)
             p = _as_params(params, self.params).updated(**options).checked(self.full_dim)
-            return self._plan(p, n, where, self._rerank_wanted(p.rerank, texts), rules)
+            return self._plan(p, n, where, self._rerank_wanted(p.rerank, texts), rules, options, params)
 
     def _check_open(self) -> None:
         if self.backend is None:
@@ -284,10 +284,13 @@ class Index:
         return Shape(self.live, self.assigner.nlist, faiss.extract_index_ivf(self.trained).code_size,
                      self.full_dim, self.device, self.tiers)
 
-    def _plan(self, p: SearchParams, n: int, where, rerank: bool, rules, missing: set | None = None) -> Plan:
+    def _plan(self, p: SearchParams, n: int, where, rerank: bool, rules, asked, params,
+              missing: set | None = None) -> Plan:
         passing = None if where is None else self.backend.passing(where, set() if missing is None else missing)
+        asked = set(asked) | (set(SearchParams.__dataclass_fields__) if params is not None else set())
+        measured = tiers.operating_point(self.manifest, self.tiers) is not None
         return plan(self.shape(), self._within_index(p), n, self.rules if rules is None else Rules.of(rules),
-                    passing=passing, rerank=rerank)
+                    passing=passing, rerank=rerank, asked=frozenset(asked), measured=measured)
 
     def _search_batch(self, queries, k, params, query_texts, where, options, rules) -> SearchResult:
         if k is not None:
@@ -304,7 +307,7 @@ class Index:
         parts, order, missing = [], [], set()
         for w, rows in filters.by_predicate(where, len(x)):  # queries that share a predicate are searched together
             timer.mark()
-            pl = self._plan(p, len(rows), w, rerank, rules, missing)
+            pl = self._plan(p, len(rows), w, rerank, rules, options, params, missing)
             if w is not None:
                 timer.lap("filter")
             for lo in range(0, len(rows), pl.chunk):

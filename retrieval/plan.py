@@ -117,10 +117,13 @@ def _reads(store: str, tiers: dict) -> str:
 
 
 def plan(shape: Shape, p: SearchParams, queries: int, rules: Rules, *, passing: int | None = None,
-         rerank: bool = False) -> Plan:
+         rerank: bool = False, asked: frozenset = frozenset(), measured: bool = False) -> Plan:
     """The plan for `queries` queries at checked params `p`; `passing` is the count of live rows passing the
-    filter (None: no filter), `rerank` whether the cross-encoder runs."""
+    filter (None: no filter), `rerank` whether the cross-encoder runs; `asked` names the depths the caller set,
+    `measured` says whether the others come from the index's measured operating point."""
     t, steps, notes = shape.tiers, [], []
+    origin = "as asked" if "nprobe" in asked else "the index's measured operating point" if measured \
+        else "the built-in default (no operating point measured: `matryoshka tune`)"
     last = p.k3 if rerank else p.k
     chunk = max(1, min(rules.max_batch, rules.max_candidates // p.k1))
     filtered = passing is not None
@@ -131,7 +134,7 @@ def plan(shape: Shape, p: SearchParams, queries: int, rules: Rules, *, passing: 
         steps.append(Step("exhaustive", last, _reads("full", t), f"every passing row scored exactly: {why}"))
         path = "exhaustive"
     else:
-        nprobe, why = p.nprobe, f"nprobe {p.nprobe} as asked"
+        nprobe, why = p.nprobe, f"nprobe {p.nprobe}: {origin}"
         if p.k1 >= shape.live:
             nprobe, why = shape.nlist, f"k1 {p.k1} reaches every live row ({shape.live:,}): every list"
         elif filtered:

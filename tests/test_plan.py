@@ -35,7 +35,17 @@ def test_the_plan_is_what_the_search_runs(small_index, small_data):
     assert plan.step("first_pass").nprobe == 16 and plan.params.k1 == 200
     assert plan.chunk == min(Rules().max_batch, Rules().max_candidates // 200)
     text = plan.explain()
-    assert "nprobe 16 as asked" in text and "int8 (page cache)" in text and "full (page cache)" in text
+    assert "nprobe 16: as asked" in text and "int8 (page cache)" in text and "full (page cache)" in text
+
+
+def test_the_plan_says_where_its_depths_come_from(small_index, tmp_path, small_data):
+    with retrieval.open_index(small_index) as ix:
+        assert "the index's measured operating point" in ix.explain(1).explain()
+        assert "nprobe 16: as asked" in ix.explain(1, nprobe=16).explain()
+    untuned = indexing.build(tmp_path / "u", small_data[0], index_dim=32, pq_bytes=8, quiet=True, select=False,
+                             tune=False)
+    with retrieval.open_index(untuned) as ix:
+        assert "the built-in default" in ix.explain(1).explain()
 
 
 def test_stages_switched_off_leave_the_plan(small_index):
