@@ -85,7 +85,9 @@ def _per_query(before: dict, after: dict, nq: int) -> dict:
 
 
 def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: int, singles: int,
-               settings: list[tuple[int, int, int]]) -> dict:
+               settings: list[tuple[int, int, int]], batches: list[int], device_iops: float) -> dict:
+    """Per setting: single-query latency, then each batch size's QPS over all `queries` (recall@10 on the
+    results of the largest batch size), with device reads and bytes per query."""
     from matryoshka import retrieval
     from matryoshka.storage.row_reader import evict
 
@@ -110,13 +112,17 @@ def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: int, 
         row["qps_batch_1"] = singles / sum(times)
         row["reads_per_query"] = _per_query(r0, _reads(ix), singles)
         row["device_kib_per_query"] = (_io_bytes() - b0) / singles / 1024
-        for size in (100, 1000):
-            t, found = time.perf_counter(), []
+        for size in batches:
+            r0, t, found = _reads(ix), time.perf_counter(), []
             for lo in range(0, len(queries), size):
                 found.append(ix.search_batch(queries[lo:lo + size], **setting).rows)
             row[f"qps_batch_{size}"] = len(queries) / (time.perf_counter() - t)
-            if size == 1000:
-                row["recall@10"] = recall(np.concatenate(found), truth, 10)
+            reads = sum(v["reads"] for v in _per_query(r0, _reads(ix), len(queries)).values())
+            row[f"reads_per_query_batch_{size}"] = reads
+            # what the device allows: its random-read rate over the reads a query needs in this batch size
+            row[f"device_bound_qps_batch_{size}"] = device_iops / reads if reads else None
+        row["recall@10"] = recall(np.concatenate(found), truth[:len(queries)], 10)
+        row["recall_queries"] = len(queries)
         out["settings"].append(row)
         print(json.dumps(row), flush=True)
     ix.close()
@@ -136,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-limit", default="4G",
                     help="memory cgroup of the serving process, beyond the stores its budget holds")
     ap.add_argument("--settings", default=SETTINGS, help="nprobe/k1/k2 settings, comma-separated")
+    ap.add_argument("--serve-queries", type=int, help="queries of the batch passes (default: all --queries)")
+    ap.add_argument("--batches", default="100,1000", help="batch sizes timed per setting")
     ap.add_argument("--condition", help=argparse.SUPPRESS)
     ap.add_argument("--step", choices=("build", "serve"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path)
@@ -149,10 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     truth_path = a.work / f"truth-{a.queries}.npy"
     settings = [tuple(int(v) for v in t.split("/")) for t in a.settings.split(",")]
     if a.step == "serve":
+        from matryoshka.core import layout
+
         from .cold import confine
         budget = _budget(root, CONDITIONS[a.condition])
         group = confine(budget + _bytes(a.memory_limit))
-        res = serve_step(root, queries, np.load(truth_path), budget, a.single, settings)
+        iops = random_read_rate(root / layout.shard_dir(0) / layout.FULL_FILE)
+        res = serve_step(root, queries[:a.serve_queries or len(queries)], np.load(truth_path), budget, a.single,
+                         settings, [int(b) for b in a.batches.split(",")], iops)
+        res["device_qd32_iops"] = iops
         peak = group / "memory.max_usage_in_bytes"
         res["cgroup_limit_bytes"] = budget + _bytes(a.memory_limit)
         res["cgroup_peak_bytes"] = int((peak if peak.exists() else group / "memory.peak").read_text())
@@ -168,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         report["build_s"] = time.perf_counter() - t
         report["build_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     report["disk_bytes"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    manifest = json.loads((root / "manifest.json").read_text())
+    report["factory"], report["build_log"] = manifest["factory"], json.loads((root / "build-log.json").read_text())
     if not truth_path.exists():
         t = time.perf_counter()
         np.save(truth_path, truth_step(root, queries))
@@ -184,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=1, default=float))
     print(f"wrote {out}")
     return 0
+
+
+def random_read_rate(path: Path) -> float:
+    from matryoshka.storage.row_reader import random_read_rate as rate
+    return rate(path)
 
 
 def _bytes(size: str) -> int:

@@ -9,6 +9,7 @@ from matryoshka.core.errors import IndexFormatError
 from matryoshka.storage.shard_files import Shard
 from matryoshka.storage.tombstones import live_bitmap
 
+MERGE_EVERY = 8  # shard results merged into the running top k every this many shards
 MAX_ROWS = 0xFFFFFFFE  # rows below this merge by a packed 64-bit key; larger indexes fall back to lexsort
 
 
@@ -143,6 +144,8 @@ class FirstPass:
             d, i = search_preassigned(index, xq, k, ci, cd, params)
             ds.append(self._scores(d, i))
             is_.append(i)
+            if len(ds) > MERGE_EVERY:  # bounded memory: 50 shards x 1,000 queries x k 2,000 held 1.2 GB
+                ds, is_ = (list(a) for a in zip(merge_topk(ds, is_, k)))
         return merge_topk(ds, is_, k)
 
     def _scores(self, d: np.ndarray, i: np.ndarray) -> np.ndarray:
