@@ -139,7 +139,7 @@ def run_diskann(python: str, docs: Path, queries: Path, work: Path, n_single: in
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
         raise RuntimeError(f"diskann worker failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.splitlines()[-1])
+    return json.loads(next(line for line in reversed(p.stdout.splitlines()) if line.startswith("[")))  # after its log
 
 
 def _line(r: dict) -> str:

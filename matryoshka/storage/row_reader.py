@@ -21,7 +21,7 @@ import numpy as np
 
 PAGE = mmap.PAGESIZE
 METHODS = ("pread", "uring", "willneed", "mmap")
-DEFAULT_METHOD = "pread"
+DEFAULT_METHOD = "willneed"  # measured fastest: benchmarks/results/cold-gcide-120k.json
 DEFAULT_DEPTH = 32  # reads in flight: the device's random-read rate flattens out near queue depth 32
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()

@@ -39,7 +39,7 @@ def parse_bytes(value) -> int:
 class SsdReads:
     """How stores on SSD are read: method (see `row_reader.METHODS`), reads in flight, O_DIRECT or not."""
 
-    method: str = "pread"
+    method: str = "willneed"  # the fastest on the cold benchmark (benchmarks/results/cold-gcide-120k.json)
     depth: int = 32
     direct: bool = False
 
