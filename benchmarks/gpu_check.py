@@ -14,6 +14,7 @@ import numpy as np
 
 from matryoshka import indexing
 from matryoshka import retrieval
+from matryoshka.core.vectors import recall_at
 from .synthetic import Synthetic
 
 
@@ -39,8 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
         r = index.search_batch(q)
         seconds = time.perf_counter() - t
         report[device] = {"qps": len(q) / seconds, "factory": index.manifest["factory"],
-                          "recall_at_10": float(np.mean([len(np.intersect1d(a_, b)) / 10
-                                                         for a_, b in zip(r.rows, truth)])),
+                          "recall_at_10": recall_at(r.rows, truth, 10),
                           "params": index.params.to_dict(),
                           "ms_per_query": {k: 1000 * v / len(q) for k, v in r.timings.items()}}
     report["operating_point"] = {k: v for k, v in index.manifest["operating_point"].items() if k != "tried"}

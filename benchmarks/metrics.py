@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from matryoshka.core.vectors import recall_at
+
 Qrels = dict  # query row -> {doc row: gain}
 
 
 def recall(found: np.ndarray, truth: np.ndarray, k: int = 10, depth: int | None = None) -> float:
     """Mean fraction of each query's exact top-k found among the first `depth` (default k) returned rows."""
-    depth = depth or k
-    hits = [len(np.intersect1d(f[:depth][f[:depth] >= 0], t[:k])) for f, t in zip(found, truth)]
-    return float(np.mean(hits) / k) if hits else float("nan")
+    return recall_at(found, truth, k, depth)
 
 
 def ndcg_at_10(found: np.ndarray, qrels: Qrels) -> float:

@@ -13,6 +13,7 @@ from matryoshka.indexing.stdlib_docs import stdlib_passages
 from matryoshka.indexing.text_source import TextSource
 from matryoshka.core.encoder import DEFAULT_MODEL
 from matryoshka.core.errors import RerankerUnavailable
+from matryoshka.core.vectors import recall_at
 from matryoshka.rerank.cross_encoder import DEFAULT_RERANKER, CrossEncoderReranker
 
 from .api import open_index
@@ -69,5 +70,5 @@ def _exact_recall(index, queries, result, k) -> float:
     rows = result.rows if "rerank" not in result.stage_scores else None
     if rows is None:  # with a cross-encoder the final order is its own; compare the full-dim stage instead
         rows = index.search_batch(queries, k=k, rerank=False).rows
-    return float(np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(rows, gt)]))
+    return recall_at(rows, gt, k)
 

@@ -17,6 +17,7 @@ settings.register_profile("fuzz", max_examples=1000, derandomize=False, deadline
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from matryoshka.benchmarks.synthetic import Synthetic  # noqa: E402
+from matryoshka.core import vectors  # noqa: E402
 
 # A fixed setting for tests that compare searches of indexes built with different options (each stores its own
 # measured default).
@@ -45,8 +46,7 @@ def exact_topk(docs: np.ndarray, queries: np.ndarray, k: int, metric: str = "cos
 
 
 def recall_at(rows: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(np.intersect1d(r[:k], t)) / k for r, t in zip(rows, truth)]))
+    return vectors.recall_at(rows, truth)
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ def filtered(tmp_path_factory):
     attrs = attributes(N)
     table = pa.table({k: v for k, v in attrs.items() if k != "rare"})
     out = tmp_path_factory.mktemp("filtered") / "idx"
-    indexing.build(out, docs, attributes=table, index_dim=32, pq_bytes=8, shard_size=7000, quiet=True)
+    indexing.build(out, docs, attributes=table, index_dim=32, pq_bytes=8, shard_size=7000, quiet=True, select=False)
     return out, docs, queries, {k: np.asarray(v) for k, v in attrs.items() if k != "tags"}
 
 

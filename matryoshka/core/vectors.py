@@ -77,3 +77,12 @@ def normalize(x: np.ndarray, metric: str, what: str = "vectors", rows: int | np.
         x = x / peak[:, None]
     x /= np.linalg.norm(x, axis=1)[:, None]
     return x
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray, k: int | None = None, depth: int | None = None) -> float:
+    """Mean share of each query's true top k (the first k of its `truth` row; default all of them) found among
+    its first `depth` (default k) rows of `found`; -1 marks no row. The one recall@k of the project."""
+    k = k or np.shape(truth)[1]
+    depth = depth or k
+    hits = [len(np.intersect1d(f[:depth][f[:depth] >= 0], t[:k])) for f, t in zip(found, truth)]
+    return float(np.mean(hits) / k) if hits else float("nan")
