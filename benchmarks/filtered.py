@@ -14,7 +14,9 @@ import json
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
+from faiss.contrib.exhaustive_search import knn_ground_truth
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,16 +33,11 @@ POST_DEPTH = 100  # the baseline keeps the passing rows among an unfiltered sear
 
 
 def exact(docs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int = 10, block: int = 65536) -> np.ndarray:
-    """(nq, k) exact top rows among `rows` by inner product with the stored vectors."""
-    best_s, best_r = np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.int64)
-    for lo in range(0, len(rows), block):
-        r = rows[lo:lo + block]
-        s = np.hstack([best_s, queries @ np.asarray(docs[r], np.float32).T])
-        c = np.hstack([best_r, np.broadcast_to(r, (len(queries), len(r)))])
-        kk = min(k, s.shape[1])
-        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        best_s, best_r = np.take_along_axis(s, top, 1), np.take_along_axis(c, top, 1)
-    return best_r
+    """(nq, min(k, len(rows))) exact top rows among `rows` by inner product with the stored vectors."""
+    blocks = (np.asarray(docs[rows[lo:lo + block]], np.float32) for lo in range(0, len(rows), block))
+    _, pos = knn_ground_truth(np.ascontiguousarray(queries, np.float32), blocks, k,
+                              metric_type=faiss.METRIC_INNER_PRODUCT, ngpu=0)
+    return rows[pos[:, :min(k, len(rows))]]
 
 
 def recall(found: list[list], truth: np.ndarray) -> float:

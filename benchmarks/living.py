@@ -15,7 +15,9 @@ import shutil
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
+from faiss.contrib.exhaustive_search import knn_ground_truth
 
 from matryoshka import indexing
 from matryoshka import retrieval
@@ -28,18 +30,12 @@ POOL = 200  # exact neighbours kept per query: the live top 10 is within them wh
 def exact_pool(docs: np.ndarray, added: np.ndarray, queries: np.ndarray, block: int = 65536) -> np.ndarray:
     """(nq, POOL) ids of the exact nearest documents by inner product over docs (ids = rows) and added (ids
     after them)."""
-    best_s = np.full((len(queries), 0), -np.inf, np.float32)
-    best_i = np.zeros((len(queries), 0), np.int64)
     n = len(docs)
-    for lo in range(0, n + len(added), block):
-        hi = min(lo + block, n + len(added))
-        x = np.concatenate([np.asarray(docs[lo:min(hi, n)], np.float32), added[max(lo - n, 0):max(hi - n, 0)]])
-        s = np.hstack([best_s, queries @ x.T])
-        i = np.hstack([best_i, np.broadcast_to(np.arange(lo, hi), (len(queries), hi - lo))])
-        top = np.argpartition(-s, POOL - 1, axis=1)[:, :POOL]
-        best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
-    order = np.argsort(-best_s, axis=1)
-    return np.take_along_axis(best_i, order, 1)
+    blocks = (np.concatenate([np.asarray(docs[lo:min(lo + block, n)], np.float32),
+                              np.asarray(added[max(lo - n, 0):max(lo + block - n, 0)], np.float32)])
+              for lo in range(0, n + len(added), block))
+    return knn_ground_truth(np.ascontiguousarray(queries, np.float32), blocks, POOL,
+                            metric_type=faiss.METRIC_INNER_PRODUCT, ngpu=0)[1]
 
 
 def measure(root: Path, queries: np.ndarray, pool: np.ndarray, live: np.ndarray) -> dict:
