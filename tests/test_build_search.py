@@ -90,6 +90,21 @@ def test_shard_size_does_not_change_results(tmp_path, small_data):
     np.testing.assert_array_equal(a.rows, b.rows)
 
 
+def test_more_shards_than_one_merge_holds_give_the_same_results(tmp_path, small_data):
+    """The first pass merges shard results into the running top k every MERGE_EVERY shards (bounded memory):
+    12 shards answer exactly as one."""
+    from matryoshka.retrieval.first_pass import MERGE_EVERY
+    docs, queries = small_data
+    opts = dict(index_dim=32, pq_bytes=8, fast_scan=True, quiet=True, select=False, tune=False)
+    one = retrieval.open_index(indexing.build(tmp_path / "one", docs, shard_size=10_000, **opts))
+    many = retrieval.open_index(indexing.build(tmp_path / "many", docs, shard_size=250, **opts))
+    assert len(many.backend.shards) == 12 > MERGE_EVERY + 1
+    for setting in (FIXED, dict(nprobe=64, k1=1000, k2=200)):
+        a, b = one.search_batch(queries, k=10, **setting), many.search_batch(queries, k=10, **setting)
+        np.testing.assert_array_equal(a.rows, b.rows)
+        np.testing.assert_array_equal(a.stage_scores["first_pass"], b.stage_scores["first_pass"])
+
+
 @pytest.mark.parametrize("fixed", [False, True])
 def test_build_from_parquet_files_with_list_or_fixed_size_list(tmp_path, small_data, fixed):
     docs, queries = small_data
