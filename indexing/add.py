@@ -27,7 +27,7 @@ from matryoshka.core.progress import bar, say
 from matryoshka.core.timing import StageTimer
 
 from . import drift
-from .attributes import index_attributes
+from .attributes import describe, index_attributes, widened
 from .compact import merge, shard_spec
 from .generation import Change
 from .ids import DuplicateGuard
@@ -49,7 +49,8 @@ def add(index_dir: str | os.PathLike, data, *, ids=None, texts=None, attributes=
         upsert: bool = False, quiet: bool = False, threads: int | None = None, ray: str | None = None) -> dict:
     """Add documents (any input `build` accepts) to the index in `index_dir` as a new generation; returns the
     change record (counts, seconds, drift). Integer-id indexes number documents given without ids after the
-    largest id they hold; ids already live are refused unless `upsert`. ray="auto" or a cluster address writes
+    largest id they hold; ids already live are refused unless `upsert`. Attribute columns new to the index are
+added (null for earlier rows); those the input leaves out are null for its rows. ray="auto" or a cluster address writes
     the new shards as Ray tasks (a .npy or Parquet path with embeddings; see `indexing.distributed_add`)."""
     flag("upsert", upsert)
     flag("quiet", quiet)
@@ -104,7 +105,7 @@ def _add(change: Change, source: Source, data, ids, upsert: bool, quiet: bool, t
     first = change.next_shards()
     state = BuildState({}, full_dim=m["full_dim"], index_dim=m["index_dim"])
     id_type = pa.int64() if live.kind == "int" else pa.string()
-    schema = index_attributes(root, m)
+    schema = widened(index_attributes(root, m), source.attributes)
     guard = _AddGuard(live, upsert, root, first[0])
     if ray:  # one Ray task per new shard; ids are checked once they are written
         from .distributed_add import write_shards_on_ray
@@ -121,7 +122,7 @@ def _add(change: Change, source: Source, data, ids, upsert: bool, quiet: bool, t
     if not added:
         raise InputError("the input holds no vectors; there is nothing to add")
     reference, measured = _drift(root, m, new)
-    shards = _append_to_tail(change, change.mark_dead(guard.replaced), new, opts.shard_size, id_type)
+    shards = _append_to_tail(change, change.mark_dead(guard.replaced), new, opts.shard_size, id_type, schema)
     warning = drift.verdict(measured, reference)
     if warning:
         warnings.warn(warning, stacklevel=2)
@@ -130,11 +131,11 @@ def _add(change: Change, source: Source, data, ids, upsert: bool, quiet: bool, t
               "shards": [s["number"] for s in new], "vectors_per_second": added / seconds, "drift": measured,
               "warning": warning, "engine": "ray" if ray else "local"}
     extra = {"next_id": max(guard.max_int + 1, offset or 0, m.get("next_id", 0))} if live.kind == "int" else {}
-    return change.commit(shards, record, drift_reference=reference, **extra)
+    return change.commit(shards, record, drift_reference=reference, attributes=describe(schema), **extra)
 
 
 def _append_to_tail(change: Change, old: list[dict], new: list[dict], shard_size: int,
-                    id_type: pa.DataType) -> list[dict]:
+                    id_type: pa.DataType, attributes: pa.Schema | None) -> list[dict]:
     """The shards of the next generation: the index's, then the new ones; when the add wrote one shard, the last
     shard of the index and it merge into one, if the last holds fewer than APPEND_ROWS live rows and both fit in
     a shard. Fifty adds of ten rows then leave one small tail shard, not fifty (whose per-shard scans would make
@@ -145,7 +146,7 @@ def _append_to_tail(change: Change, old: list[dict], new: list[dict], shard_size
     live = tail["count"] - (tail.get("dead") or {}).get("count", 0)
     if live >= min(APPEND_ROWS, shard_size) or live + first["count"] > shard_size:
         return old + new
-    merged = merge(change, [tail, first], shard_spec(change.manifest, change.root), first["number"] + 1,
+    merged = merge(change, [tail, first], shard_spec(change.manifest, change.root, attributes), first["number"] + 1,
                    first["id_start"] + first["count"], id_type, StageTimer())
     return old[:-1] + [merged]
 
@@ -165,10 +166,7 @@ def _open_input(m: dict, data, ids, texts, model: str | None, attributes) -> Sou
                          f"{made}; add vectors of the same model and dims")
     if m.get("attributes") and source.attributes is None:
         raise InputError(f"this index stores attributes {sorted(m['attributes'])}: give them for the documents to "
-                         "add (attributes=, or columns of a Parquet input)")
-    if source.attributes is not None and not m.get("attributes"):
-        raise InputError(f"the input has attributes {source.attributes.names} but the index stores none; leave "
-                         "them out, or rebuild the index with them")
+                         "add (attributes=, or columns of a Parquet input); columns left out are null for them")
     if m["has_text"] and not source.has_text:
         raise InputError("this index stores the documents' texts: give texts= (or a `text` column) for the "
                          "documents to add")

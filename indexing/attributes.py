@@ -2,19 +2,18 @@
 
 They come from the extra columns of a Parquet input (any column but id, embedding and text) or from
 `attributes=` (a pyarrow Table or a dict of equal-length arrays). Each shard keeps its rows' attributes in
-`attrs.parquet`; the manifest records their names and types.
+`attrs.parquet`; the manifest records their names and types. An add may bring new columns (earlier rows
+read them as null) and leave some out (null for its rows).
 """
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from matryoshka.core import layout
-from matryoshka.core.errors import InputError
+from matryoshka.core.errors import IndexFormatError, InputError
+from matryoshka.storage.attribute_schema import manifest_schema
 
 RESERVED = ("id", "embedding", "text")
 KINDS = "strings, integers, floats, booleans, timestamps, dates and lists of strings"
@@ -77,16 +76,16 @@ def as_table(value, count: int) -> pa.Table:
 
 
 def conform(table: pa.Table, schema: pa.Schema, start: int) -> pa.Table:
-    """`table` with the columns and types of `schema` (the index's), or an InputError naming the column."""
-    missing = [n for n in schema.names if n not in table.column_names]
-    if missing:
-        raise InputError(f"rows {start}..: attribute column(s) {missing} are missing; the index stores "
-                         f"{schema.names}: give every one")
+    """`table` with the columns and types of `schema` (the index's, widened by this input's: see `widened`):
+    nulls in the columns it lacks, or an InputError naming a column whose values do not fit its type."""
     extra = [n for n in table.column_names if n not in schema.names]
     if extra:
         raise InputError(f"rows {start}..: attribute column(s) {extra} are not among the index's {schema.names}")
     columns = []
     for f in schema:
+        if f.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, f.type))
+            continue
         try:
             columns.append(table.column(f.name).cast(f.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
@@ -95,24 +94,22 @@ def conform(table: pa.Table, schema: pa.Schema, start: int) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def widened(schema: pa.Schema | None, given: pa.Schema | None) -> pa.Schema | None:
+    """The index's attribute schema after an add whose input has columns `given`: the index's columns (their types
+    kept: values are cast to them), then the new ones. Earlier rows read a new column as null."""
+    if given is None:
+        return schema
+    if schema is None:
+        return given
+    return pa.schema(list(schema) + [f for f in given if f.name not in schema.names])
+
+
 def index_attributes(root: Path, m: dict) -> pa.Schema | None:
-    """The schema of the attributes the index in `root` (manifest `m`) stores, None when it stores none: a
-    shard's attrs.parquet schema, or with no shard left the manifest's description."""
-    described = m.get("attributes", {})
-    if not described:
-        return None
-    if m["shards"]:
-        return pq.read_schema(root / layout.shard_dir(m["shards"][0]["number"]) / layout.ATTR_FILE)
+    """The schema of the attributes the index in `root` (manifest `m`) stores, None when it stores none."""
     try:
-        return pa.schema([(n, pa.list_(pa.string()) if t.startswith("list<") else _type(t))
-                          for n, t in described.items()])
-    except ValueError as e:
-        raise InputError(f"cannot read the attribute types {described} of {root} ({e}); rebuild the index") from None
-
-
-def _type(name: str) -> pa.DataType:
-    tz = re.fullmatch(r"timestamp\[(\w+), tz=(.+)\]", name)
-    return pa.timestamp(tz.group(1), tz.group(2)) if tz else pa.type_for_alias(name)
+        return manifest_schema(m)
+    except IndexFormatError as e:
+        raise InputError(f"{root}: {e}") from None
 
 
 def describe(schema: pa.Schema | None) -> dict[str, str]:

@@ -102,10 +102,12 @@ def _dead_enough(meta: dict, min_dead: float) -> bool:
     return (meta.get("dead") or {}).get("count", 0) >= min_dead * max(meta["count"], 1)
 
 
-def shard_spec(m: dict, root) -> ShardSpec:
-    """How a change writes shards of the index in `root` (manifest `m`): its trained IVF and store widths."""
+def shard_spec(m: dict, root, attributes: pa.Schema | None = None) -> ShardSpec:
+    """How a change writes shards of the index in `root` (manifest `m`): its trained IVF, store widths and
+    attribute columns (default: the manifest's)."""
     return ShardSpec(root, np.frombuffer((root / layout.TRAINED).read_bytes(), np.uint8), m["full_dim"],
-                     m["index_dim"], m["has_text"], "cpu", attributes=index_attributes(root, m))
+                     m["index_dim"], m["has_text"], "cpu",
+                     attributes=attributes if attributes is not None else index_attributes(root, m))
 
 
 def merge(change: Change, metas: list[dict], spec: ShardSpec, number: int, row: int, id_type: pa.DataType,
@@ -113,7 +115,8 @@ def merge(change: Change, metas: list[dict], spec: ShardSpec, number: int, row: 
     """Write the live rows of shards `metas`, in order, as shard `number` from global row `row`: their codes
     copied, not encoded again. None when no row is live."""
     m = change.manifest
-    olds = [Shard(change.folder, meta, m["full_dim"], m["index_dim"], m["has_text"]) for meta in metas]
+    olds = [Shard(change.folder, meta, m["full_dim"], m["index_dim"], m["has_text"], attributes=spec.attributes)
+            for meta in metas]
     lives = [np.flatnonzero(~old.dead) if old.dead is not None else np.arange(old.count) for old in olds]
     if not sum(map(len, lives)):
         return None

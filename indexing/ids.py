@@ -88,6 +88,23 @@ def id_kind(ids: pa.Array) -> str:
     return "int" if pa.types.is_integer(ids.type) else "string"
 
 
+def coerce_ids(values, kind: str) -> pa.Array:
+    """Ids given by a user, as an index's id type (`kind`: "int" or "string"; integers given as text are
+    parsed)."""
+    if len(values) == 0:
+        return pa.array([], pa.int64() if kind == "int" else pa.string())
+    ids = as_ids(values, 0)
+    if id_kind(ids) == kind:
+        return ids
+    if kind == "int":
+        try:
+            return pa.array([int(v) for v in ids.to_pylist()], pa.int64())
+        except ValueError:
+            pass
+    raise InputError(f"the index's ids are {kind}s but {id_kind(ids)}s were given (first: {ids[0].as_py()!r}); "
+                     "give ids of the index's type")
+
+
 def hash_ids(ids: pa.Array) -> np.ndarray:
     """64-bit keys: the value itself for int ids, a BLAKE2b digest for strings."""
     if pa.types.is_integer(ids.type):

@@ -47,6 +47,12 @@ def open_source(data, ids=None, texts=None, model: str | None = None, device: st
         return TextSource(data, ids, model, device, attributes=attributes)
     if isinstance(data, (list, tuple)) and not data:
         raise InputError("the input holds no vectors; there is nothing to index")
+    if isinstance(data, (list, tuple)) and all(np.ndim(r) == 1 for r in data):  # rows, as embedding APIs give them
+        try:
+            matrix = np.asarray(data, dtype=np.float32)
+        except (ValueError, TypeError) as e:
+            raise InputError(f"vectors given as a list of rows must be numbers, all of one length ({e})") from None
+        return ArraySource(matrix, ids, texts, attributes=attributes)
     if hasattr(data, "__iter__"):
         if attributes is not None:
             raise InputError("attributes= goes with arrays, .npy files and texts; for an iterator input write the "

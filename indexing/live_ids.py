@@ -4,11 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from matryoshka.core.errors import InputError
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_dead
 
-from .ids import as_ids, hash_ids, id_kind
+from .ids import coerce_ids, hash_ids
 from .shard_api import shard_ids
 
 
@@ -45,16 +44,7 @@ class LiveIds:
 
     def coerce(self, values) -> pa.Array:
         """Ids given by a user, as the index's id type (integers given as text are parsed)."""
-        ids = as_ids(values, 0)
-        if id_kind(ids) == self.kind:
-            return ids
-        if self.kind == "int":
-            try:
-                return pa.array([int(v) for v in ids.to_pylist()], pa.int64())
-            except ValueError:
-                pass
-        raise InputError(f"the index's ids are {self.kind}s but {id_kind(ids)}s were given "
-                         f"(first: {ids[0].as_py()!r}); give ids of the index's type")
+        return coerce_ids(values, self.kind)
 
     def find(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(positions in `ids`, shard numbers, rows in the shard) of the given ids that are live."""

@@ -5,7 +5,7 @@ from matryoshka.core.params import SearchParams
 
 from .api import open_index
 from .index import Index
-from .results import Hit, SearchResult
+from .results import Hit, Record, SearchResult
 
-__all__ = ["Index", "open_index", "Hit", "SearchResult", "SearchParams", "MatryoshkaError", "InputError",
+__all__ = ["Index", "open_index", "Hit", "Record", "SearchResult", "SearchParams", "MatryoshkaError", "InputError",
            "IndexFormatError", "ModelMismatchError", "RerankerUnavailable", "ShardsUnavailable"]

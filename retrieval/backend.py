@@ -32,6 +32,16 @@ class Backend(Protocol):
     def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:
         """External ids (None where unknown) and, if asked, texts of a flat array of rows."""
 
+    def find(self, ids, missing: set | None = None) -> np.ndarray:
+        """The global row of each external id in `ids` (a pyarrow array of the index's id type); -1 where it is
+        not a live document."""
+
+    def attributes(self, rows: np.ndarray, missing: set | None = None) -> list[dict | None]:
+        """The attribute values of each row of a flat array (None where unknown), null columns left out."""
+
+    def select(self, where, missing: set | None = None) -> np.ndarray:
+        """The live global rows that pass `where` (None: every live row), ascending."""
+
     def live_rows(self) -> np.ndarray:
         """The global rows not deleted, ascending."""
 

@@ -147,6 +147,22 @@ class RayBackend:
                         out[p] = g_texts[p]
         return ids, out
 
+    def select(self, where, missing: set | None = None) -> np.ndarray:
+        parts = self._gather("the filter", lambda w: w.select.remote(where), missing)
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def find(self, ids, missing: set | None = None) -> np.ndarray:
+        parts = self._gather("the id search", lambda w: w.find.remote(ids), missing)
+        return np.maximum.reduce(parts) if parts else np.full(len(ids), -1, np.int64)
+
+    def attributes(self, rows: np.ndarray, missing: set | None = None) -> list[dict | None]:
+        out: list = [None] * len(rows)
+        for part in self._gather("the attributes", lambda w: w.attributes.remote(rows), missing):
+            for p, v in enumerate(part):
+                if v is not None:
+                    out[p] = v
+        return out
+
     def id_map_bytes(self) -> int:
         return sum(self._gather("the id map count", lambda w: w.id_map_bytes.remote(), set()))
 

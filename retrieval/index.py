@@ -19,6 +19,7 @@ from matryoshka.core.params import SearchParams
 from matryoshka.core.shared_lock import SharedLock
 from matryoshka.core.timing import StageTimer
 from matryoshka.core.vectors import as_matrix, normalize
+from matryoshka.indexing.ids import coerce_ids
 from matryoshka.storage.manifest import generation, live_count, moved_on, read_manifest
 from matryoshka.storage import tiers
 from matryoshka.storage.pinned import PinnedFolder
@@ -32,7 +33,7 @@ from .backend import Backend
 from .first_pass import FirstPass, prune_lists
 from .plan import Plan, Rules, Shape, plan
 from .describe import describe
-from .results import Hit, SearchResult
+from .results import Hit, Record, SearchResult
 from .shard_group import ShardGroup
 
 OPEN_ATTEMPTS = 4
@@ -405,6 +406,50 @@ class Index:
         if not texts:
             return id_rows, None
         return id_rows, [[out[i * kk + j] for j in range(kk) if cand[i, j] >= 0] for i in range(cand.shape[0])]
+
+    # -- documents -----------------------------------------------------------------------------------------
+    def get(self, ids=None, *, where=None, limit: int | None = None, vectors: bool = False) -> list[Record]:
+        """Live documents by external id, in the order given (ids not in the index are left out), or by
+        condition: those passing `where` (a filter as `search_batch` takes it; with ids, of those), in row
+        order, at most `limit`. vectors=True adds each one's full vector."""
+        if ids is None and where is None:
+            raise InputError("get takes ids, a where condition, or both; to read every document use where='true'")
+        with self._swap.shared():
+            self._check_open()
+            rows = None
+            if ids is not None:
+                rows = self.backend.find(coerce_ids(ids, "int" if self.manifest["id_type"] == "int" else "string"))
+                rows = rows[rows >= 0]
+            if where is not None:
+                passing = self.backend.select(where)
+                rows = passing if rows is None else rows[np.isin(rows, passing)]
+            if limit is not None:
+                rows = rows[:checks.integer("limit", limit, low=0)]
+            return self._records(rows, vectors)
+
+    def records(self, rows, *, vectors: bool = False) -> list[Record]:
+        """The documents at global rows (a hit's `row`), in the order given, with text, attributes and, if asked,
+        the full vector."""
+        with self._swap.shared():
+            self._check_open()
+            out = self._records(np.asarray(rows, dtype=np.int64).ravel(), vectors)
+            lost = [r.row for r in out if r.id is None]
+            if lost:
+                raise InputError(f"rows {lost[:5]} hold no document of generation {self.generation}: give rows "
+                                 "from hits of this generation")
+            return out
+
+    def _records(self, rows: np.ndarray, vectors: bool) -> list[Record]:
+        if not len(rows):
+            return []
+        ids, texts = self.backend.lookup(rows, self.manifest["has_text"])
+        attrs = self.backend.attributes(rows)
+        vecs = None
+        if vectors:
+            unique, back = np.unique(rows, return_inverse=True)
+            vecs = self.backend.full_vectors(unique)[back]
+        return [Record(ids[i], int(r), None if texts is None else texts[i], attrs[i] or {},
+                       None if vecs is None else vecs[i]) for i, r in enumerate(rows)]
 
     def tune(self, target_recall: float = 0.95, queries=None, *, max_latency_ms: float | None = None,
              n_queries: int = 300, save: bool = True):

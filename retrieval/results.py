@@ -19,6 +19,17 @@ class Hit:
 
 
 @dataclass
+class Record:
+    """A stored document, as `Index.get` and `Index.records` return it."""
+
+    id: object
+    row: int  # global row number in the index
+    text: str | None = None
+    attributes: dict = field(default_factory=dict)  # columns that are null for the row are left out
+    vector: np.ndarray | None = None  # the full float32 vector, when asked for
+
+
+@dataclass
 class SearchResult:
     """A batch's results as arrays (nq, k); rows are -1 where fewer than k hits exist."""
 

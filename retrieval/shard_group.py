@@ -14,6 +14,7 @@ import numpy as np
 from matryoshka.core.codec import Codec
 from matryoshka.core.errors import IndexFormatError
 from matryoshka.core.params import SearchParams
+from matryoshka.storage.attribute_schema import manifest_schema
 from matryoshka.storage.manifest import read_manifest
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage import tiers
@@ -51,7 +52,8 @@ class ShardGroup:
         m = manifest
         metas = [s for s in m["shards"] if numbers is None or s["number"] in set(numbers)]
         self.numbers = [s["number"] for s in metas]
-        self.shards = [Shard(folder, s, m["full_dim"], m["index_dim"], m["has_text"], deep=verify)
+        schema = manifest_schema(m)
+        self.shards = [Shard(folder, s, m["full_dim"], m["index_dim"], m["has_text"], deep=verify, attributes=schema)
                        for s in metas]
         if codec is None or trained is None:
             codec, trained = read_shared(folder, m)
@@ -116,8 +118,11 @@ class ShardGroup:
     def exhaustive(self, x: np.ndarray, k: int, where, missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The exact top k (full-vector scores, global rows) among this group's live rows passing `where`
         (None: all of them)."""
-        rows = self.live_rows() if where is None else self.filters.get(where).global_rows
-        return exact_topk(self.stores, x, rows, k)
+        return exact_topk(self.stores, x, self.select(where), k)
+
+    def select(self, where, missing: set | None = None) -> np.ndarray:
+        """This group's live global rows that pass `where` (None: all of them), ascending."""
+        return self.live_rows() if where is None else self.filters.get(where).global_rows
 
     def full_vectors(self, rows: np.ndarray) -> np.ndarray:
         """The float32 full vectors of sorted global rows; zeros for rows of other groups."""
@@ -158,6 +163,25 @@ class ShardGroup:
                 for p, v in zip(pos, self.shards[s].texts(local)):
                     out_texts[p] = v
         return ids, out_texts
+
+    def find(self, ids, missing: set | None = None) -> np.ndarray:
+        """The global row of each external id (-1 where not live here); see `Backend.find`."""
+        rows = np.full(len(ids), -1, np.int64)
+        for start, shard in zip(self.starts, self.shards):
+            pos, local = shard.find(ids)
+            rows[pos] = local + start
+        return rows
+
+    def attributes(self, rows: np.ndarray, missing: set | None = None) -> list[dict | None]:
+        """Attribute values of a flat array of rows (None where not owned)."""
+        out: list = [None] * len(rows)
+        valid = np.flatnonzero(self.owns(rows))
+        shard_of = np.searchsorted(self.starts, rows[valid], side="right") - 1
+        for s in np.unique(shard_of):
+            pos = valid[shard_of == s]
+            for p, v in zip(pos, self.shards[s].attributes(rows[pos] - self.starts[s])):
+                out[p] = v
+        return out
 
     def id_map_bytes(self) -> int:
         """Bytes of external ids held in RAM (none for shards whose ids are their row numbers)."""

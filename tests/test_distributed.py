@@ -204,6 +204,13 @@ def test_filtered_search_on_ray_equals_a_single_process(cluster, inputs, tmp_pat
         with retrieval.open_index(out, ray="auto", workers=2, worker_cpus=0.1) as index:
             got = index.search_batch(q, k=10, where=wheres, rules=rules, **FIXED)
             assert_same(got, local)
+    with retrieval.open_index(out, ray="auto", workers=2, worker_cpus=0.1) as index:  # documents read back by id
+        got, want = index.get([2999, 5, 123456, 1500], vectors=True), retrieval.open_index(out).get([2999, 5, 1500],
+                                                                                                   vectors=True)
+        assert [(r.id, r.row, r.attributes) for r in got] == [(2999, 2999, {"bucket": 99, "lang": "de"}),
+                                                               (5, 5, {"bucket": 5, "lang": "de"}),
+                                                               (1500, 1500, {"bucket": 0, "lang": "en"})]
+        np.testing.assert_array_equal(np.stack([r.vector for r in got]), np.stack([r.vector for r in want]))
 
 
 def test_searches_on_ray_during_reloads_each_see_one_generation_whole(cluster, tmp_path, small_data):

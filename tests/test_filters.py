@@ -163,12 +163,19 @@ def test_parquet_columns_are_attributes_and_changes_keep_them(tmp_path, filtered
     x = docs[n:n + 10]
     with pytest.raises(InputError, match=r"stores attributes \['bucket', 'lang'\]"):
         indexing.add(out, x, ids=[f"n{i}" for i in range(10)], quiet=True)
-    with pytest.raises(InputError, match=r"bucket.*missing"):
-        indexing.add(out, x, ids=[f"n{i}" for i in range(10)], attributes={"lang": ["en"] * 10}, quiet=True)
+    with pytest.raises(InputError, match=r"attribute 'bucket' is double, the index stores int64"):
+        indexing.add(out, x, ids=[f"n{i}" for i in range(10)], attributes={"bucket": [0.5] * 10}, quiet=True)
     indexing.add(out, x, ids=[f"n{i}" for i in range(10)], attributes={"lang": ["xx"] * 10, "bucket": [1] * 10},
                  quiet=True)
+    # a subset of the columns (the others null for these rows) and a new column (null for every earlier row)
+    indexing.add(out, docs[n + 10:n + 12], ids=["s0", "s1"], attributes={"lang": ["yy"] * 2, "tag": ["t", None]},
+                 quiet=True)
+    assert json.loads((out / "manifest.json").read_text())["attributes"] == {"lang": "string", "bucket": "int64",
+                                                                           "tag": "string"}
     index = retrieval.open_index(out)
     assert index.search_batch(x[:3], k=10, where="lang = 'xx'").ids[0][0] == "n0"
+    assert [h.id for h in index.search(docs[n + 10], k=5, where="tag = 't'")] == ["s0"]
+    assert {h.id for h in index.search(docs[n + 10], k=5, where="bucket IS NULL")} == {"s0", "s1"}
     first = index.search_batch(queries[:5], k=10, where="bucket < 100")
     gone = [i for i in first.ids[0][:3]]
     indexing.delete(out, gone, quiet=True)
@@ -177,6 +184,7 @@ def test_parquet_columns_are_attributes_and_changes_keep_them(tmp_path, filtered
     after = index.search_batch(queries[:5], k=10, where="bucket < 100")
     assert not set(gone) & set(after.ids[0]) and len([i for i in after.ids[0] if i is not None]) == 10
     assert index.search_batch(x[:3], k=10, where="lang = 'xx'").ids[0][0] == "n0"  # attributes kept by compaction
+    assert [h.id for h in index.search(docs[n + 10], k=5, where="tag = 't'")] == ["s0"]
 
 
 def test_the_exhaustive_switch_weighs_the_scan_the_first_pass_would_make(filtered):

@@ -357,3 +357,43 @@ def test_compaction_merges_small_shards_side_by_side(index, small_data):
     assert rec["rewritten"] == [0, 1] and [s["count"] for s in m["shards"]] == [1000, 600]  # 300 + 300 live
     live = np.r_[700:1000, 1700:3000]
     assert top1(retrieval.open_index(index), docs[live[::40]]) == [f"doc-{i}" for i in live[::40]]
+
+
+def test_documents_are_read_back_by_id_and_by_row_across_shards_and_changes(index, small_data):
+    """`Index.get` and `Index.records`: ids across three shards, in the order asked, missing and deleted ones left
+    out; text, attributes (a column added later reads as absent for earlier rows) and the stored vector."""
+    docs, _ = small_data
+    indexing.delete(index, ["doc-5"], quiet=True)
+    x, ids = new_docs(small_data, n=3)
+    indexing.add(index, x, ids=ids, texts=["a", "b", "c"], attributes={"lang": ["en", None, "fr"]}, quiet=True)
+    handle = retrieval.open_index(index)
+    got = handle.get(["doc-2999", "nope", "doc-5", "new-2", "doc-1000", "new-1"], vectors=True)
+    assert [r.id for r in got] == ["doc-2999", "new-2", "doc-1000", "new-1"]
+    assert [r.text for r in got] == ["text of document 2999", "c", "text of document 1000", "b"]
+    assert [r.attributes for r in got] == [{}, {"lang": "fr"}, {}, {}]
+    np.testing.assert_allclose(got[0].vector, docs[2999] / np.linalg.norm(docs[2999]), atol=2e-3)  # float16 store
+    hit = handle.search(x[2], k=1, **FIXED)[0]
+    assert handle.records([hit.row, hit.row])[0].id == "new-2"
+    assert handle.get([]) == [] and handle.get(["doc-5"]) == []
+    assert [r.id for r in handle.get(where="lang IS NOT NULL")] == ["new-0", "new-2"]  # by condition, row order
+    assert [r.id for r in handle.get(["new-2", "new-1", "doc-7"], where="lang = 'fr' OR lang IS NULL")] == \
+        ["new-2", "new-1", "doc-7"]
+    assert [r.id for r in handle.get(where="lang IS NULL", limit=2)] == ["doc-0", "doc-1"]
+    with pytest.raises(InputError, match="get takes ids, a where condition, or both"):
+        handle.get()
+    with pytest.raises(InputError, match="hold no document"):
+        handle.records([10**9])
+    with pytest.raises(InputError, match="ids are strings but ints were given"):
+        handle.get([1, 2])
+
+
+def test_vectors_given_as_a_list_of_rows_build_like_an_array(tmp_path, small_data):
+    docs, _ = small_data
+    rows = docs[:200].tolist()  # what embedding APIs return
+    a = indexing.build(tmp_path / "a", rows, quiet=True)
+    b = indexing.build(tmp_path / "b", docs[:200], quiet=True)
+    assert retrieval.open_index(a).get([7])[0].row == 7
+    from conftest import index_files
+    assert index_files(a) == index_files(b)
+    with pytest.raises(InputError, match="all of one length"):
+        indexing.build(tmp_path / "c", [[1.0, 2.0], [3.0]], quiet=True)

@@ -60,8 +60,9 @@ def _shards(m: dict) -> None:
     """Shards in increasing number and row order. Format 1: numbered 0, 1, ... over contiguous rows. Format 2
     also allows the gaps that compaction leaves (a rewritten shard takes a new number and new rows)."""
     shards = _of(m, "shards", "manifest", list)
-    want = set(STORE_FILES) | (set(TEXT_FILES) if m["has_text"] else set()) | \
-        ({layout.ATTR_FILE} if m.get("attributes") else set())
+    want = set(STORE_FILES) | (set(TEXT_FILES) if m["has_text"] else set())
+    # a shard written before the index had attributes has none: it reads every column as null
+    may = {layout.ATTR_FILE} if m.get("attributes") else set()
     v1 = m.get("format_version", layout.FORMAT_VERSION) < 2
     end, number, dead = 0, -1, 0
     for i, s in enumerate(shards):
@@ -79,8 +80,9 @@ def _shards(m: dict) -> None:
         if not isinstance(s.get("ids_are_rows", False), bool):
             raise _Bad(f"{where}.ids_are_rows is {s['ids_are_rows']!r}, expected true or false")
         files = _of(s, "files", where, dict)
-        if set(files) != want:
-            raise _Bad(f"{where}.files names {sorted(files)}, expected {sorted(want)}")
+        if not want <= set(files) <= want | may:
+            raise _Bad(f"{where}.files names {sorted(files)}, expected {sorted(want)}" +
+                       (f" and perhaps {sorted(may)}" if may else ""))
         for name, rec in files.items():
             _file_record(rec, f"{where}.files[{name!r}]")
         if s.get("dead") is not None:

@@ -10,12 +10,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from matryoshka.core import layout
 from matryoshka.core.codec import Codec
 from matryoshka.core.errors import IndexFormatError
 
+from .attribute_schema import padded
 from .pinned import PinnedFolder
 from .row_reader import FileRows, drop_cached
 from .row_store import advise_random
@@ -141,7 +143,7 @@ def _load(root: PinnedFolder, name: str, arr: np.ndarray) -> np.ndarray:
 
 class Shard:
     def __init__(self, root: PinnedFolder, meta: dict, full_dim: int, index_dim: int, has_text: bool,
-                 deep: bool = False):
+                 deep: bool = False, attributes: pa.Schema | None = None):
         self.number, self.count, self.id_start = meta["number"], meta["count"], meta["id_start"]
         folder = layout.shard_dir(self.number)
         if not root.is_dir(folder):
@@ -168,6 +170,8 @@ class Shard:
         if layout.ATTR_FILE in files:
             self.attrs = pq.read_table(pa.BufferReader(read_checked(root, f"{folder}/{layout.ATTR_FILE}",
                                                                     files[layout.ATTR_FILE])))
+        if attributes is not None:  # the index's columns: some may be newer than this shard (null here)
+            self.attrs = padded(self.attrs, attributes, self.count)
         layout.crash_point("open-stores", self.number)
         self.short = open_store(root, f"{folder}/{layout.SHORT_FILE}", self.count, index_dim, np.int8)
         self.full = open_store(root, f"{folder}/{layout.FULL_FILE}", self.count, full_dim, np.float16)
@@ -231,6 +235,28 @@ class Shard:
         if isinstance(self.ids, np.ndarray):
             return self.ids[local].tolist()
         return self.ids.take(pa.array(local)).to_pylist()
+
+    def find(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in `ids`, local rows) of the live rows whose external id is among `ids` (of the index's
+        id type)."""
+        if self.ids is None:  # integer ids that are the rows' global numbers
+            local = np.asarray(ids.to_numpy(zero_copy_only=False), np.int64) - self.id_start
+            pos = np.flatnonzero((local >= 0) & (local < self.count))
+            local = local[pos]
+        else:
+            found = pc.index_in(pa.array(self.ids) if isinstance(self.ids, np.ndarray) else self.ids, value_set=ids)
+            local = np.flatnonzero(found.is_valid().to_numpy(zero_copy_only=False))
+            pos = found.take(pa.array(local)).to_numpy(zero_copy_only=False).astype(np.int64)
+        if self.dead is not None:
+            keep = ~self.dead[local]
+            pos, local = pos[keep], local[keep]
+        return pos, local
+
+    def attributes(self, local: np.ndarray) -> list[dict]:
+        """The attribute values of local rows, one dict each, without the columns that are null for the row."""
+        if self.attrs is None:
+            return [{} for _ in local]
+        return [{k: v for k, v in row.items() if v is not None} for row in self.attrs.take(pa.array(local)).to_pylist()]
 
     def texts(self, local: np.ndarray) -> list[str]:
         out = []

@@ -1,0 +1,144 @@
+"""A LlamaIndex vector store over a matryoshka index (the `llama-index` extra).
+
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from matryoshka.integrations.llama_index import MatryoshkaLlamaStore
+    store = MatryoshkaLlamaStore("my-index")
+    index = VectorStoreIndex.from_documents(docs, storage_context=StorageContext.from_defaults(vector_store=store))
+
+Nodes keep their text, metadata and relationships (stored whole as JSON, see `integrations.documents`); their
+scalar metadata and `ref_doc_id` are filterable. Queries run the engine's cascade.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional, Sequence
+
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.schema import BaseNode, MetadataMode
+from llama_index.core.vector_stores.types import (BasePydanticVectorStore, FilterCondition, FilterOperator,
+                                                  MetadataFilter, MetadataFilters, VectorStoreQuery,
+                                                  VectorStoreQueryMode, VectorStoreQueryResult)
+from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
+
+from matryoshka.core.errors import InputError
+
+from .documents import Doc, DocumentStore, column, identifier, literal
+
+_OPS = {FilterOperator.EQ: "=", FilterOperator.NE: "<>", FilterOperator.GT: ">", FilterOperator.GTE: ">=",
+        FilterOperator.LT: "<", FilterOperator.LTE: "<="}
+
+
+class MatryoshkaLlamaStore(BasePydanticVectorStore):
+    """LlamaIndex nodes in the index folder `path` (created by the first add). The keyword options are
+    `DocumentStore`'s (build_options, open_options, search_options)."""
+
+    stores_text: bool = True
+    flat_metadata: bool = False
+    _docs: DocumentStore = PrivateAttr()
+
+    def __init__(self, path: str | os.PathLike, **options: Any):
+        super().__init__()
+        self._docs = DocumentStore(path, **options)
+
+    @property
+    def client(self) -> Any:
+        """The open `retrieval.Index` (None while the store is empty)."""
+        return self._docs.index
+
+    def close(self) -> None:
+        self._docs.close()
+
+    def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> List[str]:
+        """Add nodes with their embeddings (a node id already stored is replaced)."""
+        if not nodes:
+            return []
+        missing = [n.node_id for n in nodes if n.embedding is None]
+        if missing:
+            raise InputError(f"nodes {missing[:3]} have no embedding; embed them first (an index's embed_model)")
+        return self._docs.upsert([n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes],
+                                 [n.get_embedding() for n in nodes],
+                                 [node_to_metadata_dict(n, remove_text=True, flat_metadata=False) for n in nodes],
+                                 [n.node_id for n in nodes])
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        """Delete every node of the source document `ref_doc_id`."""
+        self.delete_nodes(filters=MetadataFilters(filters=[MetadataFilter(key="ref_doc_id", value=ref_doc_id)]))
+
+    def delete_nodes(self, node_ids: Optional[List[str]] = None, filters: Optional[MetadataFilters] = None,
+                     **delete_kwargs: Any) -> None:
+        self._docs.delete([n.node_id for n in self.get_nodes(node_ids, filters)])
+
+    def clear(self) -> None:
+        self._docs.delete([d.id for d in self._docs.select(None)])
+
+    def get_nodes(self, node_ids: Optional[List[str]] = None, filters: Optional[MetadataFilters] = None
+                  ) -> List[BaseNode]:
+        """Nodes by id and / or filter (all of them when neither is given)."""
+        where = filters_sql(filters)
+        if node_ids is not None:
+            docs = self._docs.get(node_ids)
+            if where is not None:
+                keep = {d.id for d in self._docs.select(where)}
+                docs = [d for d in docs if d.id in keep]
+        else:
+            docs = self._docs.select(where)
+        return [_node(d) for d in docs]
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """The top `similarity_top_k` nodes for the query embedding (or, with none, the query text encoded by the
+        index's own model), among those passing `filters` and, when not empty, of `doc_ids` and `node_ids`."""
+        if query.mode != VectorStoreQueryMode.DEFAULT:
+            raise InputError(f"query mode {query.mode.value!r} is not supported; use the default (dense) mode")
+        q = query.query_embedding if query.query_embedding is not None else query.query_str
+        if q is None:
+            raise InputError("the query has neither an embedding nor a text")
+        conds = [filters_sql(query.filters)]
+        if query.doc_ids:  # empty or None: no restriction, as LlamaIndex's own stores read it
+            conds.append(f"ref_doc_id IN ({', '.join(map(literal, query.doc_ids))})")
+        where = " AND ".join(f"({c})" for c in conds if c) or None
+        if query.node_ids:  # a given set of nodes: scored exactly, without the index
+            found = self._docs.rank(q, query.node_ids, query.similarity_top_k, where)
+        else:
+            found = self._docs.search(q, query.similarity_top_k, where, **kwargs)
+        return VectorStoreQueryResult(nodes=[_node(d) for d in found], similarities=[d.score for d in found],
+                                      ids=[d.id for d in found])
+
+
+def _node(d: Doc) -> BaseNode:
+    node = metadata_dict_to_node(d.metadata, text=d.text)
+    node.node_id = d.id
+    return node
+
+
+def filters_sql(filters: MetadataFilters | None) -> str | None:
+    """LlamaIndex metadata filters as the engine's SQL `where` (None: no filter)."""
+    if filters is None or not filters.filters:
+        return None
+    parts = [filters_sql(f) if isinstance(f, MetadataFilters) else _one(f) for f in filters.filters]
+    parts = [f"({p})" for p in parts if p]
+    if filters.condition == FilterCondition.NOT:
+        return f"NOT ({' AND '.join(parts)})"
+    return f" {(filters.condition or FilterCondition.AND).value.upper()} ".join(parts)
+
+
+def _one(f: MetadataFilter) -> str:
+    col, op, v = identifier(column(f.key)), f.operator, f.value
+    if op in _OPS:
+        return f"{col} {_OPS[op]} {literal(v)}"
+    if op in (FilterOperator.IN, FilterOperator.NIN):
+        values = v if isinstance(v, list) else [v]
+        neg = "NOT " if op == FilterOperator.NIN else ""
+        return f"{col} {neg}IN ({', '.join(literal(x) for x in values)})" if values else \
+            ("TRUE" if neg else "FALSE")
+    if op == FilterOperator.CONTAINS:
+        return f"list_contains({col}, {literal(v)})"
+    if op in (FilterOperator.ANY, FilterOperator.ALL):
+        join = " OR " if op == FilterOperator.ANY else " AND "
+        return "(" + join.join(f"list_contains({col}, {literal(x)})" for x in v) + ")"
+    if op == FilterOperator.TEXT_MATCH:
+        return f"contains({col}, {literal(v)})"
+    if op == FilterOperator.TEXT_MATCH_INSENSITIVE:
+        return f"contains(lower({col}), lower({literal(v)}))"
+    if op == FilterOperator.IS_EMPTY:
+        return f"{col} IS NULL"
+    raise InputError(f"filter operator {op.value!r} is not supported")
