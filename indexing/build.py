@@ -75,6 +75,9 @@ def build_index(out: str | os.PathLike, source: Source, options: BuildOptions | 
     set_threads(opts.threads)
     if source.count == 0:
         raise InputError("the input holds no vectors; there is nothing to index")
+    if opts.lexical and not source.has_text:
+        raise InputError("lexical=True indexes the documents' texts, and this input has none: give texts= (or a "
+                         "`text` column), or leave lexical out")
     if not opts.select or device == "gpu":  # otherwise training measures the code (indexing.selection)
         opts = opts.for_device(device, min(opts.index_dim, source.dim))
     root = Path(out)

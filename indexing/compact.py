@@ -107,7 +107,8 @@ def shard_spec(m: dict, root, attributes: pa.Schema | None = None) -> ShardSpec:
     attribute columns (default: the manifest's)."""
     return ShardSpec(root, np.frombuffer((root / layout.TRAINED).read_bytes(), np.uint8), m["full_dim"],
                      m["index_dim"], m["has_text"], "cpu",
-                     attributes=attributes if attributes is not None else index_attributes(root, m))
+                     attributes=attributes if attributes is not None else index_attributes(root, m),
+                     lexical=bool(m.get("lexical")))
 
 
 def merge(change: Change, metas: list[dict], spec: ShardSpec, number: int, row: int, id_type: pa.DataType,

@@ -37,6 +37,7 @@ class BuildOptions:
     select: bool = True  # choose nlist, code and rotation by measurement on the sample (indexing.selection)
     target_recall: float = 0.95  # recall@10 the plan and the default operating point are measured for
     rotation: str | None = None  # "opq" or "random" fixes the rotation; None: measured (select) or random
+    lexical: bool = False  # a BM25 index of the texts in every shard, for mode="lexical" / "hybrid" searches
 
     @classmethod
     def of(cls, **options) -> "BuildOptions":
@@ -53,7 +54,7 @@ class BuildOptions:
                                     ("shard_size", 1, False), ("train_size", 1, True), ("seed", 0, False),
                                     ("batch_rows", 1, False), ("threads", 1, True)):
             integer(name, getattr(self, name), low, optional=optional)
-        for name in ("fast_scan", "quiet", "overwrite", "tune", "select"):
+        for name in ("fast_scan", "quiet", "overwrite", "tune", "select", "lexical"):
             flag(name, getattr(self, name), optional=name == "fast_scan")
         number("target_recall", self.target_recall, 0, 1, low_open=True)
         for name in ("transform", "metric", "device"):
@@ -80,7 +81,7 @@ class BuildOptions:
 
 
 IDENTITY = ("index_dim", "transform", "metric", "pq_bytes", "fast_scan", "nlist", "shard_size", "train_size", "seed",
-            "select", "target_recall", "rotation")
+            "select", "target_recall", "rotation", "lexical")
 ROTATIONS = ("random", "opq")
 
 

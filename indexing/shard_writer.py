@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 from matryoshka.core import layout
 from matryoshka.core.device import to_gpu
 from matryoshka.core.timing import StageTimer
+from matryoshka.storage import lexical
+from matryoshka.storage.lexical import LexicalWriter
 from matryoshka.storage.npy_writer import NpyAppender
 
 from .ivf import clone_empty
@@ -32,6 +34,7 @@ class ShardSpec:
     device: str
     reserve: int = 0  # vectors to reserve GPU memory for
     attributes: pa.Schema | None = None  # attribute columns stored per shard (indexing.attributes)
+    lexical: bool = False  # a BM25 index of the texts per shard (matryoshka.storage.lexical)
 
 
 class ShardWriter:
@@ -58,6 +61,7 @@ class ShardWriter:
         self.doc_bytes = open(self.tmp / layout.DOC_BYTES, "wb") if spec.has_text else None
         self.doc_offsets = [np.zeros(1, np.int64)] if spec.has_text else None
         self._doc_end = 0
+        self.lexical = LexicalWriter(self.tmp / lexical.FOLDER) if spec.lexical else None
 
     def add(self, ids: pa.Array, full: np.ndarray, short: np.ndarray, codes: np.ndarray,
             texts: list[str] | None, attrs: pa.Table | None = None) -> None:
@@ -83,6 +87,8 @@ class ShardWriter:
             ends = self._doc_end + np.cumsum([len(e) for e in encoded], dtype=np.int64)
             self._doc_end = int(ends[-1]) if n else self._doc_end
             self.doc_offsets.append(ends)
+        if self.lexical is not None:
+            self.lexical.add(texts)
         self.count += n
         self.timer.lap("write")
 
@@ -107,13 +113,17 @@ class ShardWriter:
         if self.doc_bytes is not None:
             self.doc_bytes.close()
             np.save(self.tmp / layout.DOC_OFFSETS, np.concatenate(self.doc_offsets))
-        files = {p.name: layout.file_record(p) for p in sorted(self.tmp.iterdir())}
+        if self.lexical is not None:
+            self.lexical.finish()
+        files = {p.relative_to(self.tmp).as_posix(): layout.file_record(p) for p in _files(self.tmp)}
         meta = {"number": self.number, "count": self.count, "id_start": self.id_start, "files": files,
                 "ids_are_rows": self._ids_are_rows(ids)}
         layout.write_json_atomic(self.tmp / layout.SHARD_META, meta)
-        for p in self.tmp.iterdir():  # data must be on disk before the rename makes the shard visible
+        for p in _files(self.tmp) + [self.tmp / layout.SHARD_META]:  # on disk before the rename shows the shard
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+        if self.lexical is not None:
+            layout.fsync_dir(self.tmp / lexical.FOLDER)
         self.tmp.rename(self.final)
         layout.fsync_dir(self.final.parent)
         return meta
@@ -134,3 +144,9 @@ class ShardWriter:
                 except OSError:  # a full disk cannot take the buffered tail; the folder goes anyway
                     pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _files(folder: Path) -> list[Path]:
+    """The files of a shard being written, its lexical folder's included (tantivy's lock files left out)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".tantivy-")
+                  and p.name != layout.SHARD_META)

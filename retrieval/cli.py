@@ -70,6 +70,8 @@ def _build_args(p: argparse.ArgumentParser) -> None:
                    help="where to train and encode: auto takes the GPU when faiss has one")
     p.add_argument("--threads", type=positive_int, help="CPU threads for faiss, torch and BLAS (default: every core)")
     p.add_argument("--overwrite", action="store_true", help="replace an index built with other settings")
+    p.add_argument("--lexical", action="store_true", help="also index the texts for BM25 (search --mode lexical / "
+                                                          "hybrid)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     p.add_argument("--ray", metavar="ADDRESS", help="build the shards as Ray tasks on the cluster at ADDRESS "
                                                     "(or auto); input and --out on storage every node sees")
@@ -87,7 +89,7 @@ def cmd_build(a) -> None:
     given = dict(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
                  fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
                  train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet, overwrite=a.overwrite,
-                 tune=a.tune, select=a.select, target_recall=a.target_recall)
+                 tune=a.tune, select=a.select, target_recall=a.target_recall, lexical=a.lexical)
     if a.plan_from:  # the other index's plan replaces the flags it covers
         given.update(plan_options(a.plan_from))
     opts = BuildOptions(**given)
@@ -156,6 +158,13 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-int8", action="store_true", help="skip the int8 re-scoring stage")
     p.add_argument("--no-full", action="store_true", help="skip the float16 full-vector re-scoring stage")
     p.add_argument("--full-dims", type=int, help="re-score with only the first dims (a cheaper tier)")
+    p.add_argument("--mode", choices=("dense", "lexical", "hybrid"), default="dense",
+                   help="dense: the vector cascade; lexical: BM25 over the texts; hybrid: both, fused (needs an "
+                        "index built with --lexical)")
+    p.add_argument("--k-lexical", type=int, default=100, help="hybrid: BM25 candidates joined to the first pass")
+    p.add_argument("--fusion", choices=("rrf", "weighted"), default="weighted",
+                   help="hybrid: reciprocal-rank fusion or a weighted sum of min-max normalized scores")
+    p.add_argument("--lexical-weight", type=float, default=0.5, help="hybrid: weight of the BM25 side")
     p.add_argument("--reranker", help="cross-encoder name or path (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)")
     p.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder stage")
     p.add_argument("--model", help="query model (default: the model recorded in the index)")
@@ -203,7 +212,8 @@ def cmd_search(a) -> None:
                     reranker=None if a.no_rerank else a.reranker, ray=a.ray, **extra,
                     **_tiers(a)) as index:  # closing stops Ray
         opts = dict(k=a.k, k3=a.k3, int8=not a.no_int8, full=not a.no_full, full_dims=a.full_dims,
-                    rerank=False if a.no_rerank else None, **given)
+                    rerank=False if a.no_rerank else None, mode=a.mode, k_lexical=a.k_lexical, fusion=a.fusion,
+                    lexical_weight=a.lexical_weight, **given)
         params = index.params.updated(**opts)
         if a.explain:
             _explain(index, queries, opts, _where(a))

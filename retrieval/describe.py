@@ -9,6 +9,7 @@ import faiss
 
 from matryoshka.core import layout
 from matryoshka.storage import row_reader, tiers
+from matryoshka.storage.manifest import LEXICAL_DIR
 
 if TYPE_CHECKING:
     from .index import Index
@@ -54,6 +55,11 @@ def stores(ix: "Index") -> dict:
         out[store] = {**placed[store], "page_cached": cached_share(paths) if paths else None}
         if store in reads:
             out[store]["reads"] = reads[store]
+    if ix.manifest.get("lexical"):  # BM25 per shard: memory-mapped by tantivy, read as queries need it
+        paths = [ix.root / layout.shard_dir(s["number"]) / f for s in ix.manifest["shards"] for f in s["files"]
+                 if f.startswith(LEXICAL_DIR + "/")]
+        out["lexical"] = {"tier": tiers.CACHE, "bytes": sum(p.stat().st_size for p in paths if p.exists()),
+                          "page_cached": cached_share(paths) if paths else None}
     return out
 
 

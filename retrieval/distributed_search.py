@@ -147,6 +147,13 @@ class RayBackend:
                         out[p] = g_texts[p]
         return ids, out
 
+    def lexical(self, texts: list[str], k: int, where=None, missing: set | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        parts = self._gather("the lexical search", lambda w: w.lexical.remote(texts, k, where), missing)
+        if not parts:
+            return np.full((len(texts), k), -np.inf, np.float32), np.full((len(texts), k), -1, np.int64)
+        return merge_topk([p[0] for p in parts], [p[1] for p in parts], k)
+
     def select(self, where, missing: set | None = None) -> np.ndarray:
         parts = self._gather("the filter", lambda w: w.select.remote(where), missing)
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)

@@ -26,6 +26,7 @@ from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_shared
 from matryoshka.storage.tiers import SsdReads
 from matryoshka.rerank.cross_encoder import CrossEncoderReranker
+from matryoshka.rerank import fusion
 from matryoshka.rerank.rescore import keep
 
 from . import filters
@@ -215,7 +216,7 @@ class Index:
         """(normalized full-dim query vectors, the query texts or None) for texts (encoded) or vectors."""
         if isinstance(queries, str):
             queries = [queries]
-        if isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries):
+        if _texts(queries):
             x = self.encode(queries)
             texts = list(queries)
         else:
@@ -298,7 +299,11 @@ class Index:
             options["k"] = k
         p = _as_params(params, self.params).updated(**options).checked(self.full_dim)
         timer = StageTimer()
-        x, texts = self.query_vectors(queries)
+        if p.mode == "lexical" and _texts(queries):  # BM25 alone needs no query vectors: none are encoded
+            texts = [queries] if isinstance(queries, str) else list(queries)
+            x = np.zeros((len(texts), self.full_dim), np.float32)
+        else:
+            x, texts = self.query_vectors(queries)
         if query_texts is not None:
             texts = list(query_texts)
             if len(texts) != len(x):
@@ -324,7 +329,7 @@ class Index:
         """Depths no deeper than the index: a depth that reaches every document scans every list, so k at or
         beyond the corpus size returns every document once."""
         n = max(self.live, 1)
-        p = p.updated(k=min(p.k, n), k1=min(p.k1, n), k2=min(p.k2, n), k3=min(p.k3, n))
+        p = p.updated(k=min(p.k, n), k1=min(p.k1, n), k2=min(p.k2, n), k3=min(p.k3, n), k_lexical=min(p.k_lexical, n))
         return p.updated(nprobe=self.assigner.nlist) if p.k1 >= self.live else p
 
     def _rerank_wanted(self, rerank: bool | None, texts) -> bool:
@@ -345,7 +350,7 @@ class Index:
         p = pl.params
         timer.mark()
         short = self.codec.transform.apply(x)
-        cand, stages = None, {}
+        cand, stages, last = None, {}, None  # last: the stage whose scores order the candidates
         for step in pl.steps:
             if step.name == "exhaustive":
                 _, cand = self.backend.exhaustive(x, step.keep, where, missing)
@@ -353,8 +358,23 @@ class Index:
                 stages = self.backend.rescore(x, short, cand, p.updated(int8=False, full=True, full_dims=None),
                                               missing)
                 cand, stages = keep(cand, stages, "full", cand.shape[1])
+                last = "full"
             elif step.name == "first_pass":
                 cand, stages = self._first_pass(short, p, step.nprobe, pl.passing, where, missing)
+                last = "first_pass"
+            elif step.name == "lexical":
+                if texts is None:
+                    raise InputError(f"mode={p.mode!r} searches the texts: give the queries as texts, or "
+                                     "query_texts= beside the vectors")
+                s, rows = self.backend.lexical(texts, step.keep, where, missing)
+                if cand is None:  # lexical alone
+                    cand, stages, last = rows, {"lexical": s}, "lexical"
+                else:
+                    cand, stages = fusion.union(cand, stages, rows, s)
+            elif step.name == "fuse":
+                stages["hybrid"] = fusion.fuse(stages[last], stages["lexical"], p.fusion, p.lexical_weight)
+                last = "hybrid"
+                cand, stages = keep(cand, stages, last, step.keep)
             elif step.name == "rerank":
                 _, docs = self._lookup(cand, True, missing)
                 scores = self.reranker.score(texts, docs)
@@ -363,12 +383,18 @@ class Index:
                     s[i, : len(row)] = row
                 stages["rerank"] = s
                 cand, stages = keep(cand, stages, "rerank", step.keep)
+                last = "rerank"
             else:  # int8 or full re-scoring
                 only = p.updated(int8=step.name == "int8", full=step.name == "full")
                 stages.update(self.backend.rescore(x, short, cand, only, missing))
-                cand, stages = keep(cand, stages, step.name, step.keep)
+                last = step.name
+                if "lexical" in stages:  # hybrid: the cut keeps the best by fusion
+                    stages["hybrid"] = fusion.fuse(stages[last], stages["lexical"], p.fusion, p.lexical_weight)
+                    last = "hybrid"
+                cand, stages = keep(cand, stages, last, step.keep)
             timer.lap(step.name)
-        last = list(stages)[-1]
+        if last != list(stages)[-1]:  # the ordering stage last, as SearchResult reads it
+            stages[last] = stages.pop(last)
         cand, stages = keep(cand, stages, last, p.k)
         ids, out_texts = self._lookup(cand, self.manifest["has_text"], missing)
         if missing:  # rows of a group that stopped answering after the first pass cannot be returned
@@ -473,6 +499,12 @@ class Index:
         with self._swap.shared():  # of one generation
             self._check_open()
             return describe(self)
+
+
+def _texts(queries) -> bool:
+    """Whether queries are texts (one, or a non-empty list of them) rather than vectors."""
+    return isinstance(queries, str) or (isinstance(queries, (list, tuple)) and bool(queries) and
+                                        all(isinstance(q, str) for q in queries))
 
 
 def _as_params(params, default: SearchParams) -> SearchParams:

@@ -72,7 +72,7 @@ class Shape:
 class Step:
     """One stage: what it does, the candidates per query it keeps, the store it reads and why it runs so."""
 
-    name: str  # "exhaustive", "first_pass", "int8", "full" or "rerank"
+    name: str  # "exhaustive", "first_pass", "lexical", "int8", "full", "fuse" or "rerank"
     keep: int
     reads: str
     why: str
@@ -84,7 +84,8 @@ class Plan:
     params: SearchParams  # the depths as run: checked and clamped to the index
     queries: int
     chunk: int  # queries scored at once
-    path: str  # "cascade" (first pass, then re-scoring) or "exhaustive" (every passing row scored)
+    path: str  # "cascade" (first pass, then re-scoring), "exhaustive" (every passing row scored), "lexical",
+    # or either of the first two + "+lexical" (hybrid)
     steps: tuple[Step, ...]
     passing: int | None = None  # live rows passing the filter (None: no filter)
     notes: tuple[str, ...] = field(default=())
@@ -155,12 +156,32 @@ def plan(shape: Shape, p: SearchParams, queries: int, rules: Rules, *, passing: 
             dims = f"the first {p.full_dims} dims" if p.full_dims else f"all {shape.full_dim} dims"
             steps.append(Step("full", last, _reads("full", t), f"exact scores over {dims} of the best "
                               f"{p.k2 if p.int8 else p.k1}"))
+    if p.mode == "lexical":
+        steps, path = [Step("lexical", last, _reads("lexical", t), "BM25 over the stored texts (mode lexical)")], \
+            "lexical"
+        notes = [n for n in notes if not n.startswith("queries that find")]
+    elif p.mode == "hybrid":
+        steps, path = _hybrid(steps, p, t, last), path + "+lexical"
     if rerank:
         steps.append(Step("rerank", p.k, _reads("texts", t), f"the cross-encoder reads the query and the {last} texts"))
     if t.get("int8") == "ssd" or t.get("full") == "ssd":
         notes.append("stores on SSD: each stage gathers its rows for the chunk and reads them with many reads in "
                      "flight (matryoshka.storage.row_reader)")
     return Plan(p, queries, chunk, path, tuple(steps), passing, tuple(notes))
+
+
+def _hybrid(dense: list[Step], p: SearchParams, t: dict, last: int) -> list[Step]:
+    """The dense steps with the lexical list joined after the first (dense) one; each later cut keeps the best by
+    fusion, and the lexical rows a dense stage has not scored yet are scored by the next one."""
+    fused = f"kept by {p.fusion} fusion with the BM25 ranks (lexical weight {p.lexical_weight:g})"
+    steps = [dense[0], Step("lexical", p.k_lexical, _reads("lexical", t),
+                            f"BM25 top {p.k_lexical} over the stored texts join the candidates")]
+    steps += [Step(s.name, s.keep, s.reads, f"{s.why}; {fused}") for s in dense[1:]]
+    if dense[0].name == "exhaustive":
+        steps.append(Step("full", last, _reads("full", t), f"exact scores of the lexical candidates too; {fused}"))
+    elif len(steps) == 2:
+        steps.append(Step("fuse", last, "nothing", f"first-pass ranks {fused}"))
+    return steps
 
 
 def exhaustive_cheaper(shape: Shape, p: SearchParams, passing: int, rules: Rules) -> bool:

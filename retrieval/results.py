@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-STAGES = ("first_pass", "int8", "full", "rerank")
+STAGES = ("first_pass", "lexical", "int8", "full", "hybrid", "rerank")
 
 
 @dataclass

@@ -6,6 +6,8 @@ every shard; the Ray backend puts one group in each worker and merges their answ
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faiss
@@ -24,7 +26,7 @@ from matryoshka.storage.tiers import SsdReads
 from matryoshka.rerank.rescore import Stores, exact_topk, rescore
 
 from .filters import PassingCache
-from .first_pass import FirstPass
+from .first_pass import FirstPass, merge_topk
 
 
 def _pin_same(root: Path, manifest: dict) -> PinnedFolder:
@@ -163,6 +165,28 @@ class ShardGroup:
                 for p, v in zip(pos, self.shards[s].texts(local)):
                     out_texts[p] = v
         return ids, out_texts
+
+    def lexical(self, texts: list[str], k: int, where=None, missing: set | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The BM25 top k (scores, global rows) of each query text over this group's live rows passing `where`;
+        -inf / -1 where fewer match."""
+        passing = None if where is None else self.filters.get(where).rows  # per shard: local passing rows
+        scores = np.full((len(self.shards), len(texts), k), -np.inf, np.float32)
+        rows = np.full((len(self.shards), len(texts), k), -1, np.int64)
+
+        def one(task):
+            i, q = task
+            hs, hr = self.shards[i].lexical(texts[q], k, None if passing is None else passing[i])
+            scores[i, q, :len(hs)], rows[i, q, :len(hr)] = hs, hr + self.starts[i]
+        tasks = [(i, q) for i in range(len(self.shards)) for q in range(len(texts))]
+        if len(tasks) > 1:  # tantivy releases the GIL while it searches: one query per core at once
+            with ThreadPoolExecutor(min(len(tasks), os.cpu_count() or 1)) as pool:
+                list(pool.map(one, tasks))
+        elif tasks:
+            one(tasks[0])
+        if not len(self.shards):
+            return np.full((len(texts), k), -np.inf, np.float32), np.full((len(texts), k), -1, np.int64)
+        return merge_topk(list(scores), list(rows), k)
 
     def find(self, ids, missing: set | None = None) -> np.ndarray:
         """The global row of each external id (-1 where not live here); see `Backend.find`."""

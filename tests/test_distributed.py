@@ -228,3 +228,18 @@ def test_searches_on_ray_during_reloads_each_see_one_generation_whole(cluster, t
         index.close()
     assert len(results) > 8
     assert_each_is_one_of(results, expected)
+
+
+def test_lexical_and_hybrid_search_on_ray_equal_a_single_process(cluster, inputs, tmp_path, small_data):
+    """The shard workers carry the lexical indexes: BM25 and fused results as in one process, filters applied."""
+    docs, queries = small_data
+    words = ["apple", "river", "stone", "cloud", "violin", "harbor"]
+    texts = [f"{words[i % 6]} {words[(i // 6) % 6]} document {i}" for i in range(len(docs))]
+    out = indexing.build(tmp_path / "lex", docs, ids=[f"d{i}" for i in range(len(docs))], texts=texts, lexical=True,
+                         attributes={"bucket": np.arange(len(docs)) % 10}, **OPTS)
+    q, qt = queries[:6], ["violin harbor", "apple", "stone cloud", "river", "document 7", "harbor apple"]
+    local = retrieval.open_index(out)
+    with retrieval.open_index(out, ray="auto", workers=2, worker_cpus=0.1) as index:
+        for opts in (dict(mode="lexical"), dict(mode="hybrid"), dict(mode="hybrid", where="bucket < 3")):
+            assert_same(index.search_batch(q, k=10, query_texts=qt, **FIXED, **opts),
+                        local.search_batch(q, k=10, query_texts=qt, **FIXED, **opts))

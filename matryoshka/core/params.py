@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from .checks import flag, integer, number
 from .errors import InputError, UnknownOption
 
-DEPTHS = ("k", "nprobe", "k1", "k2", "k3")
+DEPTHS = ("k", "nprobe", "k1", "k2", "k3", "k_lexical")
+MODES = ("dense", "lexical", "hybrid")
+FUSIONS = ("rrf", "weighted")
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,12 @@ class SearchParams:
     it when a reranker is configured and texts exist); full_dims re-scores with only the first dims (a
     cheaper tier). probe_margin makes nprobe a cap: a query skips the lists whose centroid scores trail its
     nearest centroid's by more than the margin (CPU first pass; the tuner measures it).
+
+    mode: "dense" (the cascade), "lexical" (BM25 over the stored texts alone) or "hybrid" (the BM25 top
+    k_lexical join the first pass's candidates; each later cut orders them by `fusion` of the dense stage's
+    ranks and the BM25 ranks: "rrf", reciprocal ranks, or "weighted", per-query min-max normalized scores,
+    the BM25 side weighted by lexical_weight). Lexical and hybrid need an index built with lexical=True and
+    query texts.
     """
 
     k: int = 10
@@ -31,6 +39,10 @@ class SearchParams:
     rerank: bool | None = None
     full_dims: int | None = None
     probe_margin: float | None = None
+    mode: str = "dense"
+    k_lexical: int = 100
+    fusion: str = "weighted"  # with lexical_weight 0.5: the best of those measured on two tasks (benchmarks.hybrid)
+    lexical_weight: float = 0.5
 
     def updated(self, **changes) -> "SearchParams":
         """A copy with some fields changed; an unknown name is an InputError listing the known ones. A new nprobe
@@ -55,6 +67,10 @@ class SearchParams:
         flag("int8", self.int8)
         flag("full", self.full)
         flag("rerank", self.rerank, optional=True)
+        for name, value, allowed in (("mode", self.mode, MODES), ("fusion", self.fusion, FUSIONS)):
+            if value not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        number("lexical_weight", self.lexical_weight, 0, float("inf"))
         k1 = max(self.k1, self.k)
         k2 = min(max(self.k2, self.k), k1)
         return replace(self, k1=k1, k2=k2, k3=min(max(self.k3, self.k), k2))

@@ -18,6 +18,8 @@ from .pinned import PinnedFolder
 METRICS = ("cosine", "ip", "l2")
 STORE_FILES = (layout.INDEX_FILE, layout.IDS_FILE, layout.SHORT_FILE, layout.FULL_FILE)
 TEXT_FILES = (layout.DOC_OFFSETS, layout.DOC_BYTES)
+LEXICAL_DIR = "lexical"  # a shard's BM25 index (storage.lexical), when the manifest says "lexical": true
+LEXICAL_META = f"{LEXICAL_DIR}/meta.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -80,9 +82,11 @@ def _shards(m: dict) -> None:
         if not isinstance(s.get("ids_are_rows", False), bool):
             raise _Bad(f"{where}.ids_are_rows is {s['ids_are_rows']!r}, expected true or false")
         files = _of(s, "files", where, dict)
-        if not want <= set(files) <= want | may:
+        lexical = {n for n in files if m.get("lexical") and n.startswith(LEXICAL_DIR + "/")}
+        if not want <= set(files) - lexical <= want | may or (m.get("lexical") and LEXICAL_META not in lexical):
             raise _Bad(f"{where}.files names {sorted(files)}, expected {sorted(want)}" +
-                       (f" and perhaps {sorted(may)}" if may else ""))
+                       (f" and perhaps {sorted(may)}" if may else "") +
+                       (f" and the lexical index ({LEXICAL_META}, ...)" if m.get("lexical") else ""))
         for name, rec in files.items():
             _file_record(rec, f"{where}.files[{name!r}]")
         if s.get("dead") is not None:
@@ -225,6 +229,7 @@ def new_manifest(root: Path, *, metric: str, full_dim: int, index_dim: int, fact
         "model": model,
         "has_text": bool(shards and layout.DOC_BYTES in shards[0]["files"]),
         "attributes": attributes or {},
+        "lexical": bool(shards and LEXICAL_META in shards[0]["files"]),
         "shards": shard_records(shards),
         "build": build,
         "generation": 1,

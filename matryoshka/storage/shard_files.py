@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 
 from matryoshka.core import layout
 from matryoshka.core.codec import Codec
-from matryoshka.core.errors import IndexFormatError
+from matryoshka.core.errors import IndexFormatError, InputError
 
 from .attribute_schema import padded
+from .manifest import LEXICAL_DIR, LEXICAL_META
 from .pinned import PinnedFolder
 from .row_reader import FileRows, drop_cached
 from .row_store import advise_random
@@ -187,6 +188,8 @@ class Shard:
             with f:
                 size = os.fstat(f.fileno()).st_size
                 self.doc_bytes = np.memmap(f, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        self._lexical_dir = root.path(f"{folder}/{LEXICAL_DIR}") if LEXICAL_META in files else None
+        self._lexical = None
         self.readers: dict = {}  # store -> row_reader.FileRows, for stores read from SSD
         self._paths = {n: root.path(f"{folder}/{n}") for n in (layout.SHORT_FILE, layout.FULL_FILE,
                                                                 layout.DOC_OFFSETS, layout.DOC_BYTES)}
@@ -235,6 +238,18 @@ class Shard:
         if isinstance(self.ids, np.ndarray):
             return self.ids[local].tolist()
         return self.ids.take(pa.array(local)).to_pylist()
+
+    def lexical(self, text: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(BM25 scores, local rows) of this shard's k best live rows for `text` (only `allowed` rows, when
+        given: rows passing a filter); opened on first use."""
+        if self._lexical_dir is None:
+            raise InputError("this index has no lexical index; build it with lexical=True (--lexical) to search "
+                             "with mode='lexical' or 'hybrid'")
+        if self._lexical is None:
+            from .lexical import LexicalIndex
+            self._lexical = LexicalIndex(self._lexical_dir)
+        excluded = np.flatnonzero(self.dead) if self.dead is not None and allowed is None else None
+        return self._lexical.search(text, k, allowed, excluded)
 
     def find(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(positions in `ids`, local rows) of the live rows whose external id is among `ids` (of the index's

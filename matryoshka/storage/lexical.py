@@ -1,0 +1,89 @@
+"""A shard's lexical index: BM25 over its texts, in a tantivy index in the shard's `lexical/` folder.
+
+tantivy was chosen by measurement on the full GCIDE corpus (245k senses, `benchmarks.lexical_libraries`):
+it built in 1.1 s against bm25s's 5.5 s, takes 14 MB on disk against 25 MB, holds almost nothing resident (its
+files are memory-mapped) and answers a top-100 query in 2.9 ms against 35 ms. Each shard scores with its own
+statistics (document frequencies, lengths), as every sharded BM25 engine does.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from matryoshka.core.errors import InputError
+
+from .manifest import LEXICAL_DIR
+
+FOLDER = LEXICAL_DIR
+_PUNCT = re.compile(r"[^\w\s]+")
+_HEAP = 64 * 2**20  # the writer's memory
+
+
+def _tantivy():
+    try:
+        import tantivy
+    except ImportError:
+        raise InputError("lexical search needs tantivy: pip install 'matryoshka-retrieval[lexical]' "
+                         "(or pip install tantivy)") from None
+    return tantivy
+
+
+def _schema():
+    tantivy = _tantivy()
+    return (tantivy.SchemaBuilder().add_text_field("body", stored=False, tokenizer_name="en_stem")
+            .add_integer_field("row", stored=False, indexed=True, fast=True).build())
+
+
+class LexicalWriter:
+    """Collects a shard's texts, row by row, into a new lexical index in `folder`."""
+
+    def __init__(self, folder: Path):
+        tantivy = _tantivy()
+        folder.mkdir()
+        self.index = tantivy.Index(_schema(), path=str(folder))
+        self.writer = self.index.writer(heap_size=_HEAP, num_threads=1)
+        self.rows = 0
+        self._doc = tantivy.Document
+
+    def add(self, texts: list[str]) -> None:
+        for t in texts:
+            self.writer.add_document(self._doc(body=t, row=self.rows))
+            self.rows += 1
+
+    def finish(self) -> None:
+        self.writer.commit()
+        self.writer.wait_merging_threads()
+        self.writer = None
+
+
+class LexicalIndex:
+    """A shard's lexical index, opened for search (its files are memory-mapped by tantivy)."""
+
+    def __init__(self, folder: Path):
+        tantivy = _tantivy()
+        self.index = tantivy.Index.open(str(folder))
+        self.searcher = self.index.searcher()
+        self._query, self._schema = tantivy.Query, self.index.schema
+
+    def search(self, text: str, k: int, allowed: np.ndarray | None = None,
+               excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(BM25 scores, local rows) of the k best rows for `text`, best first; only `allowed` rows when given,
+        never `excluded` ones."""
+        words = _PUNCT.sub(" ", text).strip()
+        if not words or k <= 0 or (allowed is not None and not len(allowed)):
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        q = self.index.parse_query(words, ["body"])
+        if allowed is not None:  # a filter that adds nothing to the score
+            q = q.and_must_match(self._query.const_score_query(self._rows(allowed), 0.0))
+        if excluded is not None and len(excluded):
+            q = q.and_must_not_match(self._rows(excluded))
+        hits = self.searcher.search(q, k, count=False).hits
+        if not hits:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        rows = self.searcher.fast_field_values("row", [a for _, a in hits])
+        return np.array([s for s, _ in hits], np.float32), np.array(rows, np.int64)
+
+    def _rows(self, rows: np.ndarray):
+        return self._query.term_set_query(self._schema, "row", rows.tolist())
