@@ -43,7 +43,7 @@ def build_step(root: Path, n: int, dim: int) -> None:
     syn = corpus(dim)
     batches = ((None, syn.rows(lo, min(n, lo + CHUNK))) for lo in range(0, n, CHUNK))
     # select/tune off: measuring half and twice the lists, or exact truth, over 50M rows costs hours on 2 cores
-    indexing.build(root, batches, select=False, tune=False, threads=2)
+    indexing.build(root, batches, select=False, tune=False, threads=2, expected_count=n)
 
 
 def truth_step(root: Path, queries: np.ndarray, k: int = 10, block: int = 1 << 18) -> np.ndarray:

@@ -11,6 +11,7 @@ from matryoshka.core.device import DEVICES
 from matryoshka.core.checks import flag, integer, number
 from matryoshka.core.errors import IndexFormatError, InputError
 from matryoshka.core.vectors import check_metric
+from matryoshka.storage import tiers
 
 TRANSFORMS = ("prefix", "pca", "auto")
 
@@ -38,6 +39,8 @@ class BuildOptions:
     target_recall: float = 0.95  # recall@10 the plan and the default operating point are measured for
     rotation: str | None = None  # "opq" or "random" fixes the rotation; None: measured (select) or random
     lexical: bool = False  # a BM25 index of the texts in every shard, for mode="lexical" / "hybrid" searches
+    expected_count: int | None = None  # an iterator input's size, for planning (its length is unknown up front)
+    memory_budget: int | str | None = None  # RAM the index will be served with: its operating point is measured so
 
     @classmethod
     def of(cls, **options) -> "BuildOptions":
@@ -52,11 +55,14 @@ class BuildOptions:
         """Refuse values no build can use, naming the option, before anything is written."""
         for name, low, optional in (("index_dim", 1, False), ("pq_bytes", 1, False), ("nlist", 1, True),
                                     ("shard_size", 1, False), ("train_size", 1, True), ("seed", 0, False),
-                                    ("batch_rows", 1, False), ("threads", 1, True)):
+                                    ("batch_rows", 1, False), ("threads", 1, True),
+                                    ("expected_count", 1, True)):
             integer(name, getattr(self, name), low, optional=optional)
         for name in ("fast_scan", "quiet", "overwrite", "tune", "select", "lexical"):
             flag(name, getattr(self, name), optional=name == "fast_scan")
         number("target_recall", self.target_recall, 0, 1, low_open=True)
+        if self.memory_budget is not None:
+            tiers.parse_bytes(self.memory_budget)
         for name in ("transform", "metric", "device"):
             if not isinstance(getattr(self, name), str):
                 raise InputError(f"{name} must be a string; got {getattr(self, name)!r}")

@@ -82,14 +82,18 @@ def train(root: Path, source: Source, opts: BuildOptions, device: str, state: Bu
     t0 = time.perf_counter()
     dim = min(opts.index_dim, source.dim)
     fast_scan = opts.for_device(device, dim).fast_scan  # the rule, where selection measures nothing
-    if source.count is None:  # an iterator: its size is unknown, so plan from the rows the sample holds
+    count = source.count if source.count is not None else opts.expected_count
+    if count is None:  # an iterator of unknown size: plan from the rows the sample holds
         rows, sample = _sample_rows(source, opts.train_size or ITERATOR_TRAIN_ROWS, opts.seed)
         factory, notes = ivf.plan_factory(len(sample), dim, opts.pq_bytes, fast_scan, opts.nlist)
-    else:
-        factory, notes = ivf.plan_factory(source.count, dim, opts.pq_bytes, fast_scan, opts.nlist)
+        if opts.nlist is None:
+            notes = notes + [f"the input is an iterator of unknown size: the partition was planned for the "
+                             f"{len(sample):,} rows read ahead; give expected_count= (or nlist=) for a larger one"]
+    else:  # an iterator with expected_count= is planned for that size, and trained on its first rows
+        factory, notes = ivf.plan_factory(count, dim, opts.pq_bytes, fast_scan, opts.nlist)
         nlist, code = layout.parse_factory(factory)
-        rows, sample = _sample_rows(source, min(source.count, opts.train_size or ivf.train_size(
-            source.count, nlist, code, selecting=opts.select and opts.nlist is None)), opts.seed)
+        rows, sample = _sample_rows(source, min(count, opts.train_size or ivf.train_size(
+            count, nlist, code, selecting=opts.select and opts.nlist is None)), opts.seed)
         if nlist > 1 and len(sample) < nlist * ivf.MIN_POINTS_PER_LIST or len(sample) < ivf.min_train_points(code):
             factory, more = ivf.plan_factory(len(sample), dim, opts.pq_bytes, fast_scan, opts.nlist)
             notes = [f"a training sample of {len(sample)} vectors is too small for the plan above"] + more
@@ -100,7 +104,7 @@ def train(root: Path, source: Source, opts: BuildOptions, device: str, state: Bu
     chosen = None
     if opts.select and not factory.endswith(",Flat"):
         say(f"measuring partitions and codes on {len(sample):,} sample vectors", opts.quiet)
-        chosen = selection.select(sample, short, source.count or len(sample), opts.metric, opts.pq_bytes, device,
+        chosen = selection.select(sample, short, count or len(sample), opts.metric, opts.pq_bytes, device,
                                   opts.nlist, opts.fast_scan, opts.seed, opts.target_recall, opts.rotation)
     if chosen is not None:
         factory = chosen.factory

@@ -33,14 +33,20 @@ def open_index(path: str | Path, *, ray: str | None = None, **kwargs) -> Index:
 
 def tune_new_index(root: Path, opts: BuildOptions, queries=None) -> None:
     """A build's last step (registered for `indexing.build` as the entry point `matryoshka.build_finish: tune`):
-    store the default operating point of the index in `root`, unless
+    store the default operating point of the index in `root` (under `opts.memory_budget`, the point for the
+    placement that budget gives), unless
     it has one, `opts.tune` is off, or exact truth over the whole index would cost more than MAX_TRUTH_WORK;
     on `queries` when given (then measured again even where a point is stored)."""
     if not opts.tune:
         return
+    from matryoshka.storage import tiers
+
     from .tuning import MAX_TRUTH_WORK, MIN_VECTORS, SAMPLE_QUERIES, describe, truth_work, tune
-    with Index(root, device="cpu", threads=opts.threads) as index:
-        if index.count < MIN_VECTORS or ("operating_point" in index.manifest and queries is None):
+    # under a memory budget, measured for the stores' placement it gives (stored per placement)
+    with Index(root, device="cpu", threads=opts.threads, memory_budget=opts.memory_budget) as index:
+        key = tiers.point_key(index.tiers)  # "" when every store is in RAM or the page cache
+        measured = key in index.manifest.get("operating_points", {}) if key else "operating_point" in index.manifest
+        if index.count < MIN_VECTORS or (measured and queries is None):
             return  # tiny (every search is exhaustive), or measured already
         if truth_work(index) > MAX_TRUTH_WORK:
             say(f"note: the default operating point was not measured: exact truth over {index.count:,} vectors "

@@ -72,6 +72,8 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an index built with other settings")
     p.add_argument("--lexical", action="store_true", help="also index the texts for BM25 (search --mode lexical / "
                                                           "hybrid)")
+    p.add_argument("--memory-budget", metavar="SIZE", help="RAM the index will be served with (e.g. 8G): the default "
+                                                         "operating point is measured for the stores it leaves on SSD")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     p.add_argument("--ray", metavar="ADDRESS", help="build the shards as Ray tasks on the cluster at ADDRESS "
                                                     "(or auto); input and --out on storage every node sees")
@@ -89,7 +91,8 @@ def cmd_build(a) -> None:
     given = dict(index_dim=a.index_dim, transform=a.transform, metric=a.metric, pq_bytes=a.pq_bytes,
                  fast_scan=a.fast_scan, nlist=a.nlist, shard_size=a.shard_size, batch_rows=a.batch_rows,
                  train_size=a.train_size, device=a.device, threads=a.threads, quiet=a.quiet, overwrite=a.overwrite,
-                 tune=a.tune, select=a.select, target_recall=a.target_recall, lexical=a.lexical)
+                 tune=a.tune, select=a.select, target_recall=a.target_recall, lexical=a.lexical,
+                 memory_budget=a.memory_budget)
     if a.plan_from:  # the other index's plan replaces the flags it covers
         given.update(plan_options(a.plan_from))
     opts = BuildOptions(**given)

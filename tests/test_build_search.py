@@ -196,3 +196,22 @@ def test_row_number_ids_hold_no_id_map_in_ram(tmp_path, small_data):
     # the same setting on both (each build measured its own default, a timing that may differ)
     assert shifted.search_batch(queries, k=5, params=index.params).ids == (r.rows + 1).tolist()
     assert shifted.info()["ram_bytes_per_vector"] == pytest.approx(index.info()["ram_bytes_per_vector"] + 8)
+
+
+def test_an_iterator_of_unknown_size_is_planned_for_the_size_it_is_given(tmp_path):
+    """Planned from its first rows, an iterator of 30,000 gets the partition of 4,000 (and a note saying so);
+    with expected_count= it gets the plan an array of 30,000 gets."""
+    import json
+    from matryoshka.benchmarks.synthetic import Synthetic
+    docs = Synthetic(dim=96, clusters=64, seed=1).documents(30000)
+
+    def stream():
+        return ((None, docs[lo:lo + 5000]) for lo in range(0, 30000, 5000))
+    plans = {}
+    opts = dict(index_dim=32, pq_bytes=8, fast_scan=True, quiet=True, tune=False, select=False)
+    for name, data, extra in (("array", docs, {}), ("unknown", stream(), dict(train_size=4000)),
+                              ("hinted", stream(), dict(expected_count=30000))):
+        m = json.loads((indexing.build(tmp_path / name, data, **opts, **extra) / "manifest.json").read_text())
+        plans[name] = (m["factory"], m["build"]["notes"])
+    assert plans["hinted"] == plans["array"] and plans["array"][0].startswith("IVF512,")
+    assert plans["unknown"][0].startswith("IVF64,") and "give expected_count=" in plans["unknown"][1][-1]

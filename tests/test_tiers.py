@@ -184,3 +184,10 @@ def test_a_point_tuned_with_stores_on_ssd_prices_reads_and_is_kept_for_that_plac
         assert set(info["operating_points"]) == {"int8=ssd,full=ssd"}
     with open_index(root) as warm:
         assert warm.params == default  # the default point is the page-cached one, untouched
+    # a build given the budget measures that placement's point itself (and no page-cached default)
+    again = indexing.build(tmp_path / "budgeted", docs, index_dim=32, pq_bytes=8, shard_size=1000, quiet=True,
+                           select=False, memory_budget=budget)
+    with open_index(again, memory_budget=budget) as built:
+        assert set(built.manifest["operating_points"]) == {"int8=ssd,full=ssd"}
+        assert "operating_point" not in built.manifest
+        assert built.params.k1 == built.manifest["operating_points"]["int8=ssd,full=ssd"]["k1"]
