@@ -14,7 +14,7 @@ import os
 from typing import Any, List, Optional, Sequence
 
 from llama_index.core.bridge.pydantic import PrivateAttr
-from llama_index.core.schema import BaseNode, MetadataMode
+from llama_index.core.schema import BaseNode, MetadataMode, TextNode
 from llama_index.core.vector_stores.types import (BasePydanticVectorStore, FilterCondition, FilterOperator,
                                                   MetadataFilter, MetadataFilters, VectorStoreQuery,
                                                   VectorStoreQueryMode, VectorStoreQueryResult)
@@ -105,6 +105,9 @@ class MatryoshkaLlamaStore(BasePydanticVectorStore):
 
 
 def _node(d: Doc) -> BaseNode:
+    """The node a document was added as; a document added otherwise (a build, LangChain) as a TextNode."""
+    if "_node_content" not in d.metadata:
+        return TextNode(id_=d.id, text=d.text, metadata=d.metadata)
     node = metadata_dict_to_node(d.metadata, text=d.text)
     node.node_id = d.id
     return node

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -350,7 +352,38 @@ class Index:
         p = pl.params
         timer.mark()
         short = self.codec.transform.apply(x)
-        cand, stages, last = None, {}, None  # last: the stage whose scores order the candidates
+        lexical = None
+        lex = pl.step("lexical")
+        if lex is not None:
+            if texts is None:
+                raise InputError(f"mode={p.mode!r} searches the texts: give the queries as texts, or "
+                                 "query_texts= beside the vectors")
+            # BM25 runs beside the dense first pass (both release the GIL), not after it
+            lexical = _background().submit(self.backend.lexical, texts, lex.keep, where, missing)
+        try:
+            cand, stages, last = self._stages(pl, x, short, texts, where, missing, lexical, timer)
+        finally:  # a search never leaves a stage running behind it (a reload may close the backend next)
+            if lexical is not None:
+                wait([lexical])
+        if last != list(stages)[-1]:  # the ordering stage last, as SearchResult reads it
+            stages[last] = stages.pop(last)
+        cand, stages = keep(cand, stages, last, p.k)
+        ids, out_texts = self._lookup(cand, self.manifest["has_text"], missing)
+        if missing:  # rows of a group that stopped answering after the first pass cannot be returned
+            lost = np.array([[v is None for v in row] for row in ids], dtype=bool).reshape(cand.shape) & (cand >= 0)
+            if lost.any():
+                stages = {n: np.where(lost, -np.inf, v).astype(np.float32) for n, v in stages.items()}
+                cand, stages = keep(cand, stages, last, p.k)
+                ids, out_texts = self._lookup(cand, self.manifest["has_text"], missing)
+        timer.lap("ids_and_texts")
+        return SearchResult(cand, stages[last].copy(), stages, ids, out_texts, dict(timer), bool(missing),
+                            sorted(missing))
+
+    def _stages(self, pl: Plan, x: np.ndarray, short: np.ndarray, texts: list[str] | None, where, missing: set,
+                lexical: Future | None, timer: StageTimer) -> tuple[np.ndarray, dict, str]:
+        """The plan's steps in order: (candidates, scores per stage, the stage whose scores order them)."""
+        p = pl.params
+        cand, stages, last = None, {}, None
         for step in pl.steps:
             if step.name == "exhaustive":
                 _, cand = self.backend.exhaustive(x, step.keep, where, missing)
@@ -363,10 +396,7 @@ class Index:
                 cand, stages = self._first_pass(short, p, step.nprobe, pl.passing, where, missing)
                 last = "first_pass"
             elif step.name == "lexical":
-                if texts is None:
-                    raise InputError(f"mode={p.mode!r} searches the texts: give the queries as texts, or "
-                                     "query_texts= beside the vectors")
-                s, rows = self.backend.lexical(texts, step.keep, where, missing)
+                s, rows = lexical.result()
                 if cand is None:  # lexical alone
                     cand, stages, last = rows, {"lexical": s}, "lexical"
                 else:
@@ -393,19 +423,7 @@ class Index:
                     last = "hybrid"
                 cand, stages = keep(cand, stages, last, step.keep)
             timer.lap(step.name)
-        if last != list(stages)[-1]:  # the ordering stage last, as SearchResult reads it
-            stages[last] = stages.pop(last)
-        cand, stages = keep(cand, stages, last, p.k)
-        ids, out_texts = self._lookup(cand, self.manifest["has_text"], missing)
-        if missing:  # rows of a group that stopped answering after the first pass cannot be returned
-            lost = np.array([[v is None for v in row] for row in ids], dtype=bool).reshape(cand.shape) & (cand >= 0)
-            if lost.any():
-                stages = {n: np.where(lost, -np.inf, v).astype(np.float32) for n, v in stages.items()}
-                cand, stages = keep(cand, stages, last, p.k)
-                ids, out_texts = self._lookup(cand, self.manifest["has_text"], missing)
-        timer.lap("ids_and_texts")
-        return SearchResult(cand, stages[last].copy(), stages, ids, out_texts, dict(timer), bool(missing),
-                            sorted(missing))
+        return cand, stages, last
 
     def _first_pass(self, short: np.ndarray, p: SearchParams, nprobe: int, passing: int | None, where,
                     missing: set) -> tuple[np.ndarray, dict]:
@@ -499,6 +517,16 @@ class Index:
         with self._swap.shared():  # of one generation
             self._check_open()
             return describe(self)
+
+
+_BACKGROUND: list = []
+
+
+def _background() -> ThreadPoolExecutor:
+    """The threads a search runs a stage on beside another (one per core; made on first use)."""
+    if not _BACKGROUND:
+        _BACKGROUND.append(ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="matryoshka-stage"))
+    return _BACKGROUND[0]
 
 
 def _texts(queries) -> bool:

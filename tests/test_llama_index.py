@@ -93,6 +93,17 @@ def test_get_delete_by_document_and_node_and_clear(store):
     assert store.query(VectorStoreQuery(query_embedding=embed("x"), similarity_top_k=2)).ids == []
 
 
+def test_documents_of_an_index_built_otherwise_come_back_as_text_nodes(tmp_path):
+    from matryoshka import indexing
+    texts = ["cats purr", "dogs bark"]
+    indexing.build(tmp_path / "idx", [embed(t) for t in texts], ids=["a", "b"], texts=texts,
+                   attributes={"kind": ["cat", "dog"]}, quiet=True)
+    store = MatryoshkaLlamaStore(tmp_path / "idx")
+    r = store.query(VectorStoreQuery(query_embedding=embed("dogs bark"), similarity_top_k=1))
+    assert isinstance(r.nodes[0], TextNode) and (r.nodes[0].node_id, r.nodes[0].text) == ("b", "dogs bark")
+    assert r.nodes[0].metadata == {"kind": "dog"}
+
+
 def test_a_vector_store_index_builds_queries_and_deletes_through_it(tmp_path):
     store = MatryoshkaLlamaStore(tmp_path / "idx")
     docs = [Document(text="The cat sat on the mat.", doc_id="d1", metadata={"lang": "en"}),

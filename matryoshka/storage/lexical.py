@@ -30,10 +30,23 @@ def _tantivy():
     return tantivy
 
 
+ANALYZER = "matryoshka_en"  # words, lower-cased, English stop words dropped, stemmed
+
+
 def _schema():
     tantivy = _tantivy()
-    return (tantivy.SchemaBuilder().add_text_field("body", stored=False, tokenizer_name="en_stem")
+    return (tantivy.SchemaBuilder().add_text_field("body", stored=False, tokenizer_name=ANALYZER)
             .add_integer_field("row", stored=False, indexed=True, fast=True).build())
+
+
+def _registered(index):
+    """`index` with the analyzer its text field names (a tantivy index stores the name, not the analyzer)."""
+    tantivy = _tantivy()
+    analyzer = (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.remove_long(40))
+                .filter(tantivy.Filter.lowercase()).filter(tantivy.Filter.stopword("english"))
+                .filter(tantivy.Filter.stemmer("english")).build())
+    index.register_tokenizer(ANALYZER, analyzer)
+    return index
 
 
 class LexicalWriter:
@@ -42,7 +55,7 @@ class LexicalWriter:
     def __init__(self, folder: Path):
         tantivy = _tantivy()
         folder.mkdir()
-        self.index = tantivy.Index(_schema(), path=str(folder))
+        self.index = _registered(tantivy.Index(_schema(), path=str(folder)))
         self.writer = self.index.writer(heap_size=_HEAP, num_threads=1)
         self.rows = 0
         self._doc = tantivy.Document
@@ -63,7 +76,7 @@ class LexicalIndex:
 
     def __init__(self, folder: Path):
         tantivy = _tantivy()
-        self.index = tantivy.Index.open(str(folder))
+        self.index = _registered(tantivy.Index.open(str(folder)))
         self.searcher = self.index.searcher()
         self._query, self._schema = tantivy.Query, self.index.schema
 
