@@ -13,7 +13,8 @@
    and the cgroup's peak (the working set the run needed).
 
 Conditions: the budget holds the codes only (int8 and full read from SSD), or the codes and the int8 store
-(full read from SSD); the cgroup's limit is that budget plus `--memory-limit`. The results go to
+(full read from SSD); the cgroup's limit is that budget plus `--memory-limit`. `warm` is the reference: no
+budget, no cgroup, every file read into the page cache first. The results go to
 `benchmarks/results/beyond-ram-<n>.json`.
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ import numpy as np
 from .synthetic import CHUNK, Synthetic
 
 SETTINGS = "32/400/50,64/1000/100,128/2000/200"  # nprobe/k1/k2 measured in each condition
-CONDITIONS = {"codes": (), "codes+int8": ("int8",)}  # what the memory budget holds in RAM
+CONDITIONS = {"codes": (), "codes+int8": ("int8",), "warm": None}  # what the memory budget holds in RAM (warm: no
+# budget, every store in the page cache, read there first; no cgroup)
 
 
 def corpus(dim: int) -> Synthetic:
@@ -84,7 +86,7 @@ def _per_query(before: dict, after: dict, nq: int) -> dict:
             for s in after}
 
 
-def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: int, singles: int,
+def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: int | None, singles: int,
                settings: list[tuple[int, int, int]], batches: list[int], device_iops: float) -> dict:
     """Per setting: single-query latency, then each batch size's QPS over all `queries` (recall@10 on the
     results of the largest batch size), with device reads and bytes per query."""
@@ -93,7 +95,11 @@ def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: int, 
 
     from .metrics import percentiles_ms, recall
     for p in root.rglob("*"):
-        if p.is_file():
+        if p.is_file() and budget is None:  # warm: every file read into the page cache first
+            with open(p, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+        elif p.is_file():
             evict(p)
     t = time.perf_counter()
     ix = retrieval.open_index(root, memory_budget=budget, threads=2, device="cpu")
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="folder for the index and the truth (about 1.1 KB a "
                                                             "vector at 384 dims)")
     ap.add_argument("--conditions", default="codes,codes+int8",
-                    help="what the memory budget holds in RAM, per condition: codes, codes+int8")
+                    help="what the memory budget holds in RAM, per condition: codes, codes+int8, warm (no budget)")
     ap.add_argument("--memory-limit", default="4G",
                     help="memory cgroup of the serving process, beyond the stores its budget holds")
     ap.add_argument("--settings", default=SETTINGS, help="nprobe/k1/k2 settings, comma-separated")
@@ -160,15 +166,18 @@ def main(argv: list[str] | None = None) -> int:
         from matryoshka.core import layout
 
         from .cold import confine
-        budget = _budget(root, CONDITIONS[a.condition])
-        group = confine(budget + _bytes(a.memory_limit))
+        warm = CONDITIONS[a.condition] is None
+        budget = None if warm else _budget(root, CONDITIONS[a.condition])
+        group = None if warm else confine(budget + _bytes(a.memory_limit))
         iops = random_read_rate(root / layout.shard_dir(0) / layout.FULL_FILE)
         res = serve_step(root, queries[:a.serve_queries or len(queries)], np.load(truth_path), budget, a.single,
                          settings, [int(b) for b in a.batches.split(",")], iops)
         res["device_qd32_iops"] = iops
-        peak = group / "memory.max_usage_in_bytes"
-        res["cgroup_limit_bytes"] = budget + _bytes(a.memory_limit)
-        res["cgroup_peak_bytes"] = int((peak if peak.exists() else group / "memory.peak").read_text())
+        res["cache"] = "warm: every store in the page cache" if warm else "cold: files evicted, then in a cgroup"
+        if group is not None:
+            peak = group / "memory.max_usage_in_bytes"
+            res["cgroup_limit_bytes"] = budget + _bytes(a.memory_limit)
+            res["cgroup_peak_bytes"] = int((peak if peak.exists() else group / "memory.peak").read_text())
         print(json.dumps(res, default=float))
         return 0
     report: dict = {"n": a.n, "dim": a.dim, "queries": a.queries, "memory_limit": a.memory_limit,
