@@ -10,6 +10,7 @@ from functools import partial
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from matryoshka.core.cli_help import HelpFormatter
 from matryoshka.core.errors import MatryoshkaError
 # a constant: sentence-transformers loads only when scoring
 from matryoshka.rerank.cross_encoder import DEFAULT_RERANKER
@@ -21,15 +22,6 @@ PLUGIN_GROUP = "matryoshka.commands"
 FAST_SCAN_HELP = ("4-bit fast-scan PQ codes (--fast-scan) or 8-bit PQ (--no-fast-scan); default: measured on a CPU "
                   "build (fast-scan without --select), 8-bit on a GPU build")
 QUERIES_FORMAT = "a Parquet file with a `qid` column and an `embedding` or a `text` column"
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except for flags and options whose default the help text describes."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def positive_int(text: str) -> int:

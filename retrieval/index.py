@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
@@ -81,6 +82,7 @@ class Index:
         self._backend = backend or partial(_local_backend, self.device, budget, ssd)
         self.backend = None
         self._swap = SharedLock()  # searches share it; a reload swaps generations between them
+        self._reloading = threading.Lock()
         self._open_newest()
         self._model_arg, self._model = model, None
         if model is not None:
@@ -165,9 +167,10 @@ class Index:
         generation whole: the new one is opened beside the old (by the Ray workers too), and the switch waits
         for searches in flight and holds new ones off while it happens."""
         self._check_open()
-        before = self.generation
-        self._open_newest()
-        return self.generation != before
+        with self._reloading:  # one at a time: two reloads could otherwise install their generations out of order
+            before = self.generation
+            self._open_newest()
+            return self.generation != before
 
     def close(self) -> None:
         """Release everything the handle holds, at once: the memory maps and file handles of every store, the

@@ -1,0 +1,230 @@
+"""The index behind the server: opened once, searched by many threads at once, changed one change at a time,
+and reloaded when another process changes it on disk.
+
+Searches run in FastAPI's thread pool on one `retrieval.Index` (thread-safe: a reload opens the new generation
+beside the old, and searches in flight finish on the one they began). Changes hold a lock in this process and
+one in the system's temp folder, so that the workers of `serve --workers N` take turns instead of refusing each
+other (the engine's own lock refuses, it does not wait).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import math
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from matryoshka import indexing, retrieval
+from matryoshka.core import layout
+from matryoshka.core.errors import InputError, MatryoshkaError
+from matryoshka.core.vectors import as_matrix
+from matryoshka.retrieval import SearchResult
+from matryoshka.storage.attribute_schema import manifest_schema
+
+from .schemas import Document
+from .watch import ManifestWatch, stamp
+
+log = logging.getLogger("matryoshka.server")
+
+
+class IndexService:
+    """The index at `path`, opened for search (`open_options` go to `retrieval.open_index`). Before each call
+    the manifest is checked (at most every `reload_interval` seconds) and the index reloaded when another process
+    made a new generation."""
+
+    def __init__(self, path: str | Path, *, reload_interval: float = 0.5, preload_model: bool = True,
+                 **open_options):
+        self.path = Path(path)
+        self.index = retrieval.open_index(self.path, **open_options)
+        self.reload_error: str | None = None  # why the newest generation on disk could not be opened
+        self._watch = ManifestWatch(self.path / layout.MANIFEST, reload_interval)
+        self._reloading = threading.Lock()  # one reload at a time: two could install generations out of order
+        self._changing = threading.Lock()
+        digest = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        self._change_file = Path(tempfile.gettempdir()) / f"matryoshka-serve-{digest}.lock"
+        self._warm_up()
+        if preload_model and self.index.manifest["model"] is not None:
+            self._load_model()
+
+    def _warm_up(self) -> None:
+        """One search now, so that the first request does not pay for the imports and page faults of the first
+        search (a second on a small index: the re-scoring stages load torch)."""
+        try:
+            self.index.search_batch(np.ones((1, self.index.full_dim), np.float32), k=1)
+        except MatryoshkaError as e:
+            log.warning("the warm-up search failed (%s)", e)
+
+    def _load_model(self) -> None:
+        """Load the query model now rather than in the first text query (seconds); vector queries work without."""
+        try:
+            self.index.encode(["warm-up"])
+        except (MatryoshkaError, OSError) as e:
+            log.warning("the index's model could not be loaded (%s); text queries will fail until it can", e)
+
+    def close(self) -> None:
+        self.index.close()
+
+    # -- generations ---------------------------------------------------------------------------------------
+    def refresh(self) -> retrieval.Index:
+        """The index, reloaded first if another process changed it since the last look. While one thread
+        reloads, the others go on with the generation they hold: no request waits for a reload it did not start."""
+        if self._reloading.acquire(blocking=False):
+            try:
+                if self._watch.changed():
+                    self._reload_if_changed()
+            finally:
+                self._reloading.release()
+        return self.index
+
+    def _reload_if_changed(self) -> None:
+        seen = self._watch.latest  # taken before reading: a change after it is seen at the next look
+        try:
+            on_disk = layout.read_json(self._watch.path, "manifest")
+            if on_disk != self.index.manifest:  # a stat change alone (a touch, a copy) costs no reload
+                before = self.index.generation
+                self.index.reload()
+                log.info("reloaded %s: generation %d -> %d", self.path, before, self.index.generation)
+            self._watch.seen, self.reload_error = seen, None
+        except (MatryoshkaError, OSError) as e:  # keep serving the generation held; try again at the next look
+            self.reload_error = str(e)
+            log.warning("could not reload %s (%s); still serving generation %d", self.path, e, self.index.generation)
+
+    def _reload_now(self) -> None:
+        with self._reloading:
+            seen = stamp(self._watch.path)
+            self.index.reload()
+            self._watch.seen, self.reload_error = seen, None
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    def search(self, queries: Sequence, k: int, where, options: dict[str, Any],
+               query_texts: list[str] | None = None) -> tuple[SearchResult, int]:
+        """(the result, the generation searched) for query texts or vectors (lists of floats)."""
+        index = self.refresh()
+        generation = index.generation
+        if query_texts is not None:
+            options = {**options, "query_texts": query_texts}
+        return index.search_batch(_queries(queries), k, where=where, **options), generation
+
+    def explain(self, queries: Sequence, k: int, where, options: dict[str, Any]) -> tuple[dict, str, int]:
+        """(the plan as a dict, as text, the generation) of the search these arguments would run."""
+        index = self.refresh()
+        generation = index.generation
+        plan = index.explain(_queries(queries), k, where=where, **options)
+        return jsonable(plan.to_dict()), plan.explain(), generation
+
+    def info(self) -> dict:
+        return jsonable(self.refresh().info())
+
+    # -- changes -------------------------------------------------------------------------------------------
+    @contextmanager
+    def change(self) -> Iterator[None]:
+        """One change at a time (across this server's worker processes too), then the new generation served."""
+        with self._changing, open(self._change_file, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+            yield
+            self._reload_now()
+
+    def add(self, documents: Sequence[Document], upsert: bool = False) -> dict:
+        """Add (or upsert) documents: vectors, or texts the index's model encodes; returns the change record."""
+        first = documents[0]
+        texts = [d.text for d in documents] if first.text is not None else None
+        if first.vector is not None:
+            data = _matrix([d.vector for d in documents], "document vectors")
+        elif self.index.manifest["model"] is None:  # the engine would ask for model=, which a client cannot give
+            raise InputError("this index was built from vectors without a model, so it cannot encode texts: give "
+                             "each document's vector")
+        else:
+            data, texts = texts, None  # texts as the input: encoded by the index's model, and stored
+        ids = [d.id for d in documents] if first.id is not None else None
+        with self.change():
+            # the columns of the newest generation: another process may have added some since the last reload
+            stored = manifest_schema(layout.read_json(self._watch.path, "manifest"))
+            attributes = attribute_table(documents, stored)
+            record = indexing.add(self.path, data, ids=ids, texts=texts, attributes=attributes, upsert=upsert,
+                                  quiet=True)
+        return change_record(record)
+
+    def delete(self, ids: list, missing_ok: bool = True) -> dict:
+        with self.change():
+            record = indexing.delete(self.path, ids, missing_ok=missing_ok, quiet=True)
+        return change_record(record)
+
+
+def _queries(queries: Sequence):
+    """Texts as given; vectors as a float32 matrix (the engine checks their dims against the index's)."""
+    if queries and isinstance(queries[0], str):
+        return list(queries)
+    return _matrix(queries, "query vectors")
+
+
+def _matrix(rows: Sequence[Sequence[float]], what: str) -> np.ndarray:
+    """Rows of numbers as a float32 matrix; rows of another length than the first are refused by position."""
+    bad = next((i for i, r in enumerate(rows) if len(r) != len(rows[0])), None)
+    if bad is not None:
+        raise InputError(f"{what}: vector {bad} has {len(rows[bad])} numbers but vector 0 has {len(rows[0])}; "
+                         "every vector must have the index's dims")
+    return as_matrix(rows, None, what)
+
+
+def attribute_table(documents: Sequence[Document], stored: pa.Schema | None) -> pa.Table | None:
+    """The documents' attributes as columns, of the type the index stores (`stored`) where it has the column;
+    null where a document leaves one out. None when neither the documents nor the index have any."""
+    columns = {}
+    for name in sorted({name for d in documents for name in d.attributes}):
+        values = [d.attributes.get(name) for d in documents]
+        known = stored.field(name).type if stored is not None and name in stored.names else None
+        if known is None and all(v is None for v in values):
+            continue  # a new column of nulls has no type: left out, the engine stores null for these rows
+        try:  # inferred, then cast safely: pa.array(type=) would truncate 2020.5 to an int64 2020 silently
+            column = pa.array(values)
+            columns[name] = column if known is None or column.type == known else column.cast(known)
+        except (pa.ArrowException, TypeError, ValueError) as e:
+            want = f"values of the index's type {known}" if known is not None else "one kind of value per attribute"
+            raise InputError(f"attribute {name!r}: {e}; give {want}") from None
+    if not columns and stored is not None:  # the engine wants the index's attributes given: null for these rows
+        columns[stored[0].name] = pa.nulls(len(documents), stored[0].type)
+    return pa.table(columns) if columns else None
+
+
+def change_record(record: dict) -> dict:
+    """The engine's change record without its input fingerprint (hashes of no use to a client), JSON-safe."""
+    return jsonable({k: v for k, v in record.items() if k != "fingerprint"})
+
+
+def hits(result: SearchResult) -> list[list[dict]]:
+    """Each query's hits as JSON objects; scores that are not finite (a stage that did not score a row) are None."""
+    return [[{"id": plain(h.id), "score": finite(h.score), "row": h.row, "text": h.text,
+              "scores": {s: finite(v) for s, v in h.scores.items()}} for h in result.hits(i)]
+            for i in range(len(result))]
+
+
+def finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def plain(v):
+    """A numpy scalar as the Python value JSON takes."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def jsonable(obj):
+    """`obj` with numpy values, paths and tuples made JSON values, and NaN / infinity as None (JSON has neither)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    obj = plain(obj)
+    if isinstance(obj, float):
+        return finite(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)  # paths, dates, dtypes: their text
