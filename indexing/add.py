@@ -154,6 +154,10 @@ def _append_to_tail(change: Change, old: list[dict], new: list[dict], shard_size
 def _open_input(m: dict, data, ids, texts, model: str | None, attributes) -> Source:
     """The input as a source of the index's kind: same dims, texts if it stores them, the index's model."""
     recorded = m["model"]
+    if recorded is None and model is None and isinstance(data, (list, tuple)) and data and \
+            all(isinstance(t, str) for t in data):
+        raise InputError("this index was built from vectors without a model, so it cannot encode texts; add the "
+                         "documents' vectors (their texts go in texts=)")
     source = open_source(data, ids, texts, model or (recorded or {}).get("name"), "cpu", attributes)
     if source.model_name:  # the input is texts, encoded here: with the model that made the index
         if recorded is None:

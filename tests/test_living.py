@@ -397,3 +397,5 @@ def test_vectors_given_as_a_list_of_rows_build_like_an_array(tmp_path, small_dat
     assert index_files(a) == index_files(b)
     with pytest.raises(InputError, match="all of one length"):
         indexing.build(tmp_path / "c", [[1.0, 2.0], [3.0]], quiet=True)
+    with pytest.raises(InputError, match="built from vectors without a model, so it cannot encode texts"):
+        indexing.add(a, ["a text to encode"], ids=[10**6], quiet=True)
