@@ -87,6 +87,31 @@ def over_http(url: str, bodies: list[bytes]) -> tuple[list[float], list[list]]:
     return seconds, ids
 
 
+def over_http_lean(url: str, bodies: list[bytes]) -> list[float]:
+    """Seconds per POST /search through the standard library's keep-alive HTTPConnection: the server's share
+    of the overhead, with little of a Python client's own (httpx takes a few hundred microseconds a request)."""
+    import http.client
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    headers = {"content-type": "application/json"}
+    seconds = []
+    try:
+        for i, body in enumerate(bodies[:20] + bodies):
+            t = time.perf_counter()
+            conn.request("POST", "/search", body, headers)
+            r = conn.getresponse()
+            data = r.read()
+            if r.status != 200:
+                raise RuntimeError(f"POST /search answered {r.status}: {data[:200]!r}")
+            json.loads(data)
+            if i >= 20:
+                seconds.append(time.perf_counter() - t)
+    finally:
+        conn.close()
+    return seconds
+
+
 def load(url: str, bodies: list[bytes], clients: int, max_requests: int, max_seconds: float) -> dict:
     """`clients` threads sending the bodies in turn until `max_requests` are sent or `max_seconds` pass."""
     counter = itertools.count()  # next() on it is atomic under the GIL: one request number per call
@@ -139,13 +164,14 @@ def run(index_path: Path, k: int, n_queries: int, levels: list[int], max_request
     local_s, local_ids = in_process(index, queries, k)
     described = {key: index.info()[key] for key in ("count", "live", "full_dim", "index_dim", "factory", "model")}
     index.close()
-    levels_out, http_s, http_ids = [], None, None
+    levels_out, http_s, http_ids, lean_s = [], None, None, []
     for w in workers:
         args = ["--workers", str(w)] + (["--threads", str(threads)] if threads else [])
         proc, url, log = start_server(index_path, *args)
         try:
             if http_s is None:  # the overhead on the first server (one worker, by default)
                 http_s, http_ids = over_http(url, bodies)
+                lean_s = over_http_lean(url, bodies)
             levels_out += [{"workers": w, **load(url, bodies, c, max_requests, max_seconds)} for c in levels]
         finally:
             proc.terminate()
@@ -159,6 +185,8 @@ def run(index_path: Path, k: int, n_queries: int, levels: list[int], max_request
             "in_process": {"p50_ms": round(local_p50, 3), "p99_ms": round(local_p99, 3)},
             "http_one_client": {"workers": workers[0], "p50_ms": round(http_p50, 3), "p99_ms": round(http_p99, 3)},
             "http_overhead_p50_ms": round(http_p50 - local_p50, 3),
+            "http_stdlib_client": {"p50_ms": round(percentiles_ms(lean_s)[0], 3)},
+            "http_overhead_p50_ms_stdlib_client": round(percentiles_ms(lean_s)[0] - local_p50, 3),
             "same_ids": sum(a == b for a, b in zip(local_ids, http_ids)) / n_queries,
             "load": levels_out}
 
