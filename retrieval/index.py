@@ -137,6 +137,7 @@ class Index:
         point = tiers.operating_point(m, placed)  # measured for this index and placement (see retrieval.tuning)
         params = SearchParams(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")}) if point \
             else SearchParams()
+        params = _hybrid_defaults(params, m)
         assigner = FirstPass(trained, [], m["metric"], "cpu")  # one coarse assignment per batch
         with self._swap.exclusive():
             if switch is not None:
@@ -160,6 +161,7 @@ class Index:
             self.manifest = manifest
             if point:
                 self.params = self.params.updated(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")})
+            self.params = _hybrid_defaults(self.params, manifest)
 
     def reload(self) -> bool:
         """Open the newest generation of the index (after `indexing.add`, `delete` or `compact`); True when it
@@ -506,6 +508,14 @@ class Index:
         from .tuning import tune
         return tune(self, target_recall, queries, max_latency_ms, n_queries, save)
 
+    def tune_fusion(self, queries: Sequence[str], relevant: Sequence, *, vectors=None, save: bool = True,
+                    **options) -> dict:
+        """Measure the hybrid fusion and lexical weight with the best nDCG@10 on labelled queries (texts, their
+        vectors for an index without a model, and the relevant ids of each) and make it the index's hybrid
+        default (see `retrieval.fusion_tuning`)."""
+        from .fusion_tuning import tune_fusion
+        return tune_fusion(self, queries, relevant, vectors=vectors, save=save, **options)
+
     # -- description ---------------------------------------------------------------------------------------
     def drop_page_cache(self) -> None:
         """Make the stores that are not held in RAM cold, as on a machine whose memory they do not fit: their pages
@@ -530,6 +540,12 @@ def _background() -> ThreadPoolExecutor:
     if not _BACKGROUND:
         _BACKGROUND.append(ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="matryoshka-stage"))
     return _BACKGROUND[0]
+
+
+def _hybrid_defaults(params: SearchParams, m: dict) -> SearchParams:
+    """`params` with the fusion measured for the index (`retrieval.fusion_tuning`), when one was."""
+    hybrid = m.get("hybrid")
+    return params.updated(fusion=hybrid["fusion"], lexical_weight=hybrid["lexical_weight"]) if hybrid else params
 
 
 def _texts(queries) -> bool:

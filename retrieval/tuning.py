@@ -255,6 +255,19 @@ def truth_work(index: "Index", queries: int = SAMPLE_QUERIES) -> float:
 def store(index: "Index", point: OperatingPoint, lock: bool = True) -> None:
     """Record `point` in the index's manifest (atomically, under the build lock unless the caller holds it) and
     make it this handle's default."""
+    key = tiers.point_key(index.tiers)
+
+    def put(m: dict) -> None:
+        if key:
+            m.setdefault("operating_points", {})[key] = point.to_dict()
+        else:
+            m["operating_point"] = point.to_dict()
+    update_manifest(index, put, lock)
+
+
+def update_manifest(index: "Index", change, lock: bool = True) -> None:
+    """Apply `change(manifest)` to the index's manifest of this generation and write it atomically (under the build
+    lock unless the caller holds it); the handle adopts the result."""
     held = BuildLock(index.root) if lock else None
     try:
         with PinnedFolder(index.root) as folder:
@@ -262,11 +275,7 @@ def store(index: "Index", point: OperatingPoint, lock: bool = True) -> None:
         if m["shards"] != index.manifest["shards"]:
             raise InputError(f"{index.root} changed since it was opened (replaced, or a newer generation); reload it "
                              "and re-run the tuning")
-        key = tiers.point_key(index.tiers)
-        if key:
-            m.setdefault("operating_points", {})[key] = point.to_dict()
-        else:
-            m["operating_point"] = point.to_dict()
+        change(m)
         write_manifest(index.root, m)
     finally:
         if held is not None:

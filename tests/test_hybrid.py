@@ -130,3 +130,24 @@ def test_fusion():
     assert cand.tolist() == [[4, 7, -1, -1, 9]]
     assert stages["lexical"].tolist() == [[-np.inf, 3.0, -np.inf, -np.inf, 1.0]]
     assert stages["first_pass"].shape == (1, 5)
+
+
+def test_the_fusion_measured_on_labelled_queries_becomes_the_index_default(index, corpus):
+    x, texts = corpus
+    handle = retrieval.open_index(index)
+    queries = ["zymurgy", "violin harbor", "apple river", "cloud lantern"]
+    relevant = [{"d777"}] + [{f"d{i}" for i, t in enumerate(texts) if set(q.split()) <= set(t.split())}
+                             for q in queries[1:]]
+    trial = handle.tune_fusion(queries, relevant, vectors=x[:4], save=False)
+    assert len(trial["measured"]) == 5 and "hybrid" not in json.loads((index / "manifest.json").read_text())
+    best = max(trial["measured"], key=lambda r: r["ndcg_at_10"])
+    assert (trial["fusion"], trial["lexical_weight"]) == (best["fusion"], best["lexical_weight"])
+    record = handle.tune_fusion(queries, relevant, vectors=x[:4])
+    assert json.loads((index / "manifest.json").read_text())["hybrid"] == json.loads(json.dumps(record))
+    again = retrieval.open_index(index)
+    assert (again.params.fusion, again.params.lexical_weight) == (record["fusion"], record["lexical_weight"])
+    indexing.delete(index, ["d1"], quiet=True)  # a change keeps the measured fusion
+    again.reload()
+    assert again.params.fusion == record["fusion"]
+    with pytest.raises(InputError, match="one set per query"):
+        handle.tune_fusion(queries, relevant[:2], vectors=x[:4])
