@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cold-gcide.json"))
     ap.add_argument("--diskann-python", help="a Python with diskannpy (it pins numpy 1.25), e.g. /tmp/dann/bin/python")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--row-order", choices=("input", "lists"), default="input",
+                    help="lists: the int8 and full stores in IVF-list order (the plan of the row-order index repeated)")
     a = ap.parse_args(argv)
     set_threads(a.threads)
     ds = text_dataset(a.work, "gcide", limit=a.limit, n_queries=500)
@@ -170,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     root = a.work / f"index-{ds.n}"
     if not (root / "manifest.json").exists():
         indexing.build(root, ds.docs, queries=warmup, quiet=True)
+    if a.row_order == "lists":  # the same plan and operating point, the stores in IVF-list order
+        ordered = a.work / f"index-{ds.n}-lists"
+        if not (ordered / "manifest.json").exists():
+            indexing.build(ordered, ds.docs, queries=warmup, quiet=True, plan_from=root, row_order="lists")
+        root = ordered
     with retrieval.open_index(root) as ix:
         params, info = ix.params, ix.info()
     setting = dict(k=10, rerank=False)

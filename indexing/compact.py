@@ -108,7 +108,8 @@ def shard_spec(m: dict, root, attributes: pa.Schema | None = None) -> ShardSpec:
     return ShardSpec(root, np.frombuffer((root / layout.TRAINED).read_bytes(), np.uint8), m["full_dim"],
                      m["index_dim"], m["has_text"], "cpu",
                      attributes=attributes if attributes is not None else index_attributes(root, m),
-                     lexical=bool(m.get("lexical")))
+                     lexical=bool(m.get("lexical")),
+                     row_order=m["build"]["options"].get("row_order", "input"))
 
 
 def merge(change: Change, metas: list[dict], spec: ShardSpec, number: int, row: int, id_type: pa.DataType,
@@ -135,7 +136,7 @@ def merge(change: Change, metas: list[dict], spec: ShardSpec, number: int, row: 
                 rows = live[lo:lo + CHUNK]
                 ids = pa.array(rows + old.id_start, pa.int64()) if old.ids is None else \
                     pa.array(old.ids[rows]) if isinstance(old.ids, np.ndarray) else old.ids.take(pa.array(rows))
-                writer.append_rows(ids, np.asarray(old.full[rows]), np.asarray(old.short[rows]),
+                writer.append_rows(ids, old.vectors("full", rows), old.vectors("short", rows),
                                    old.texts(rows) if old.doc_offsets is not None else None,
                                    old.attrs.take(pa.array(rows)) if old.attrs is not None else None)
         return writer.finish(id_type)

@@ -31,7 +31,8 @@ class Pipeline:
         self.codec = Codec.load(root / layout.TRANSFORM)
         trained = np.frombuffer((root / layout.TRAINED).read_bytes(), dtype=np.uint8)
         self.spec = ShardSpec(root, trained, state.full_dim, state.index_dim, has_text, device, opts.shard_size,
-                              attributes=attributes, lexical=opts.lexical)
+                              attributes=attributes, lexical=opts.lexical,
+                              row_order=opts.row_order)
         self.state, self.opts, self.timer, self.id_type = state, opts, timer, id_type
 
     def prepare(self, batch: Batch, guard: DuplicateGuard):

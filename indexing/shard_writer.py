@@ -22,6 +22,9 @@ from matryoshka.storage.npy_writer import NpyAppender
 from .ivf import clone_empty
 
 
+REORDER_ROWS = 65536  # rows moved at a time when a shard's stores are put in IVF-list order
+
+
 @dataclass
 class ShardSpec:
     """What every shard of a build shares: the folder, the trained empty IVF (serialized), the widths."""
@@ -35,6 +38,7 @@ class ShardSpec:
     reserve: int = 0  # vectors to reserve GPU memory for
     attributes: pa.Schema | None = None  # attribute columns stored per shard (indexing.attributes)
     lexical: bool = False  # a BM25 index of the texts per shard (matryoshka.storage.lexical)
+    row_order: str = "input"  # "lists": the int8 and full stores in IVF-list order, with a slot per row
 
 
 class ShardWriter:
@@ -62,6 +66,7 @@ class ShardWriter:
         self.doc_offsets = [np.zeros(1, np.int64)] if spec.has_text else None
         self._doc_end = 0
         self.lexical = LexicalWriter(self.tmp / lexical.FOLDER) if spec.lexical else None
+        self.row_order = spec.row_order
 
     def add(self, ids: pa.Array, full: np.ndarray, short: np.ndarray, codes: np.ndarray,
             texts: list[str] | None, attrs: pa.Table | None = None) -> None:
@@ -105,6 +110,8 @@ class ShardWriter:
             if "No space left" in str(e):
                 raise OSError(errno.ENOSPC, "No space left on device", str(self.tmp)) from None
             raise
+        if self.row_order == "lists" and self.count:
+            self._order_by_lists(index)
         ids = pa.concat_arrays([a.cast(id_type) for a in self.ids]) if self.ids else pa.array([], id_type)
         pq.write_table(pa.table({"id": ids}), self.tmp / layout.IDS_FILE)
         if self.attributes is not None:
@@ -127,6 +134,29 @@ class ShardWriter:
         self.tmp.rename(self.final)
         layout.fsync_dir(self.final.parent)
         return meta
+
+    def _order_by_lists(self, index) -> None:
+        """Rewrite the int8 and full stores with the rows of each IVF list next to each other (stable within a
+        list) and save each row's slot: the candidates of a probed list then share pages."""
+        ivf = faiss.extract_index_ivf(index)
+        list_of = np.empty(self.count, np.int64)
+        for lst in range(ivf.nlist):
+            n = ivf.invlists.list_size(lst)
+            if n:
+                list_of[faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), n) - self.id_start] = lst
+        order = np.argsort(list_of, kind="stable")
+        slots = np.empty(self.count, np.uint32)
+        slots[order] = np.arange(self.count, dtype=np.uint32)
+        for name in (layout.SHORT_FILE, layout.FULL_FILE):
+            path = self.tmp / name
+            src = np.load(path, mmap_mode="r")
+            out = NpyAppender(self.tmp / f".{name}", src.shape[1], src.dtype)
+            for lo in range(0, self.count, REORDER_ROWS):
+                out.append(np.asarray(src[order[lo:lo + REORDER_ROWS]]))
+            out.close()
+            del src
+            os.replace(self.tmp / f".{name}", path)
+        np.save(self.tmp / layout.SLOTS_FILE, slots)
 
     def _ids_are_rows(self, ids: pa.Array) -> bool:
         """Whether the external ids are the global row numbers (the default): then no id map is held in RAM."""

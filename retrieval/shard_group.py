@@ -75,7 +75,8 @@ class ShardGroup:
 
     def _store(self, store: str, attr: str, width: int, dtype) -> RowStore:
         readers = [s.readers[store] for s in self.shards] if self.tiers[store] == tiers.SSD else None
-        return RowStore(self.starts, [getattr(s, attr) for s in self.shards], width, dtype, readers)
+        return RowStore(self.starts, [getattr(s, attr) for s in self.shards], width, dtype, readers,
+                        [s.slots for s in self.shards])
 
     def placement(self) -> dict:
         """Each store's tier and bytes (`storage.tiers`): {store: {"tier", "bytes"}}."""

@@ -191,3 +191,42 @@ def test_a_point_tuned_with_stores_on_ssd_prices_reads_and_is_kept_for_that_plac
         assert set(built.manifest["operating_points"]) == {"int8=ssd,full=ssd"}
         assert "operating_point" not in built.manifest
         assert built.params.k1 == built.manifest["operating_points"]["int8=ssd,full=ssd"]["k1"]
+
+
+def test_stores_in_ivf_list_order_answer_the_same_with_fewer_device_reads(tmp_path):
+    """row_order="lists": the int8 and full stores hold each IVF list's rows together. Searches (warm, from SSD)
+    and changes (delete, compact, add) answer exactly as with row order; a single query from SSD reads fewer
+    pages, since the candidates of one probed list share them."""
+    from matryoshka import indexing
+    from matryoshka.benchmarks.synthetic import Synthetic
+    syn = Synthetic(dim=96, clusters=64, seed=1)
+    docs, queries = syn.documents(12000), syn.queries(20)
+    opts = dict(index_dim=32, pq_bytes=8, shard_size=5000, quiet=True, tune=False, select=False, nlist=128)
+    roots = {order: indexing.build(tmp_path / order, docs, ids=[f"d{i}" for i in range(12000)],
+                                   texts=[f"t{i}" for i in range(12000)], row_order=order, **opts)
+             for order in ("input", "lists")}
+    p = dict(k=10, nprobe=4, k1=200, k2=50)
+
+    def same(a, b):
+        assert a.ids == b.ids and np.array_equal(a.scores, b.scores)
+    with open_index(roots["input"]) as rows, open_index(roots["lists"]) as lists:
+        same(rows.search_batch(queries, **p), lists.search_batch(queries, **p))
+        assert lists.info()["stores"]["codes"]["bytes"] > rows.info()["stores"]["codes"]["bytes"]  # + 4 B per row
+    budget = _budget(roots["lists"], ())
+    reads = {}
+    for order, root in roots.items():
+        with open_index(root, memory_budget=budget) as ix:
+            before = ix.info()["stores"]["int8"]["reads"]["pages"]
+            for q in queries:
+                got = ix.search_batch(q[None, :], **p)
+            reads[order] = ix.info()["stores"]["int8"]["reads"]["pages"] - before
+            with open_index(roots["input"]) as warm:
+                same(got, warm.search_batch(queries[-1:], **p))
+    assert reads["lists"] < 0.5 * reads["input"], reads  # pages read from SSD
+    for root in roots.values():  # changes keep the order and the answers
+        indexing.delete(root, [f"d{i}" for i in range(0, 6000, 3)], quiet=True)
+        indexing.compact(root, min_dead=0.1, quiet=True)
+        indexing.add(root, docs[:5] + 0.01, ids=[f"n{i}" for i in range(5)], texts=["x"] * 5, quiet=True)
+    with open_index(roots["input"]) as rows, open_index(roots["lists"], verify=True) as lists:
+        same(rows.search_batch(queries, **p), lists.search_batch(queries, **p))
+        assert all(s.slots is not None for s in lists.backend.shards)

@@ -38,6 +38,7 @@ INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
 SHORT_FILE = "short.i8.npy"
 FULL_FILE = "full.f16.npy"
+SLOTS_FILE = "slots.u32.npy"  # where each row's int8 and full vectors sit, when they are stored in IVF-list order
 DOC_OFFSETS = "docs.offsets.npy"
 DOC_BYTES = "docs.utf8.bin"
 ATTR_FILE = "attrs.parquet"  # attribute columns of the shard's rows, when the index has any

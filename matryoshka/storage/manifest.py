@@ -64,7 +64,7 @@ def _shards(m: dict) -> None:
     shards = _of(m, "shards", "manifest", list)
     want = set(STORE_FILES) | (set(TEXT_FILES) if m["has_text"] else set())
     # a shard written before the index had attributes has none: it reads every column as null
-    may = {layout.ATTR_FILE} if m.get("attributes") else set()
+    may = ({layout.ATTR_FILE} if m.get("attributes") else set()) | {layout.SLOTS_FILE}  # slots: IVF-list order
     v1 = m.get("format_version", layout.FORMAT_VERSION) < 2
     end, number, dead = 0, -1, 0
     for i, s in enumerate(shards):

@@ -24,20 +24,25 @@ def read_stats(store: "RowStore") -> dict | None:
 class RowStore:
     """One logical (N, w) matrix made of shards; shard s holds global rows starts[s] .. starts[s] + len - 1."""
 
-    def __init__(self, starts: np.ndarray, arrays: list[np.ndarray], width: int, dtype, readers: list | None = None):
+    def __init__(self, starts: np.ndarray, arrays: list[np.ndarray], width: int, dtype, readers: list | None = None,
+                 slots: list | None = None):
         self.starts = np.asarray(starts, dtype=np.int64)
         self.arrays = arrays
         self.width, self.dtype = width, np.dtype(dtype)
         self.readers = readers  # row_reader.FileRows per shard when the store is read from SSD, not mapped
+        # per shard, the slot of each row when the shard stores its rows in IVF-list order (None: row order)
+        self.slots = slots if slots is not None and any(s is not None for s in slots) else None
 
     def take(self, gids: np.ndarray) -> np.ndarray:
         """Rows for global ids given in ascending order, read shard by shard (so the reads go forward)."""
         cuts = np.searchsorted(gids, self.starts[1:])
+        slots = self.slots or [None] * len(self.starts)
         if self.readers is not None:
-            parts = [r.read(rows - s) for r, s, rows in zip(self.readers, self.starts, np.split(gids, cuts))
-                     if len(rows)]
+            parts = [_read(r, rows - s, sl) for r, s, rows, sl in zip(self.readers, self.starts, np.split(gids, cuts),
+                                                                       slots) if len(rows)]
         else:
-            parts = [a[rows - s] for a, s, rows in zip(self.arrays, self.starts, np.split(gids, cuts)) if len(rows)]
+            parts = [a[rows - s if sl is None else sl[rows - s]] for a, s, rows, sl
+                     in zip(self.arrays, self.starts, np.split(gids, cuts), slots) if len(rows)]
         if not parts:  # no rows asked for, or an index with no shards (every document deleted and compacted)
             return np.zeros((len(gids), self.width), self.dtype)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -53,7 +58,7 @@ class RowStore:
             # every distinct row read once, all of a batch's reads in flight together
             rows, inverse = np.unique(flat, return_inverse=True)
             out = self.take(rows)[inverse]
-        elif in_order:
+        elif in_order or self.slots is not None:
             order = np.argsort(flat, kind="stable")
             out = np.empty((len(flat), self.width), dtype=self.dtype)
             out[order] = self.take(flat[order])
@@ -67,3 +72,15 @@ class RowStore:
                 if len(at):
                     out[at] = np.take(np.asarray(a), flat[at] - self.starts[s], axis=0)
         return out.reshape(*cand.shape, self.width)
+
+
+def _read(reader, local: np.ndarray, slots: np.ndarray | None) -> np.ndarray:
+    """Rows of one shard read from SSD: their slots in ascending order (forward reads), back in row order."""
+    if slots is None:
+        return reader.read(local)
+    where = slots[local].astype(np.int64)
+    order = np.argsort(where, kind="stable")
+    got = reader.read(where[order])
+    out = np.empty_like(got)
+    out[order] = got
+    return out

@@ -174,6 +174,12 @@ class Shard:
         if attributes is not None:  # the index's columns: some may be newer than this shard (null here)
             self.attrs = padded(self.attrs, attributes, self.count)
         layout.crash_point("open-stores", self.number)
+        self.slots = None  # with the stores in IVF-list order: the slot of each row in them
+        if layout.SLOTS_FILE in files:
+            self.slots = np.load(io.BytesIO(read_checked(root, f"{folder}/{layout.SLOTS_FILE}",
+                                                         files[layout.SLOTS_FILE])))
+            if self.slots.shape != (self.count,):
+                raise _damaged(root.path(folder), f"holds {self.slots.shape} slots, expected {self.count}")
         self.short = open_store(root, f"{folder}/{layout.SHORT_FILE}", self.count, index_dim, np.int8)
         self.full = open_store(root, f"{folder}/{layout.FULL_FILE}", self.count, full_dim, np.float16)
         advise_random(self.short)
@@ -195,8 +201,14 @@ class Shard:
                                                                 layout.DOC_OFFSETS, layout.DOC_BYTES)}
 
     def held_bytes(self) -> int:
-        """Bytes this shard holds in RAM beside its codes: external ids, attribute columns, the deleted-row mask."""
-        return sum(int(getattr(a, "nbytes", 0)) for a in (self.ids, self.attrs, self.dead) if a is not None)
+        """Bytes this shard holds in RAM beside its codes: external ids, attribute columns, the deleted-row mask, the
+        slots of a list-ordered shard."""
+        return sum(int(getattr(a, "nbytes", 0)) for a in (self.ids, self.attrs, self.dead, self.slots)
+                   if a is not None)
+
+    def vectors(self, attr: str, local: np.ndarray) -> np.ndarray:
+        """Rows of the "short" (int8) or "full" store by local row, wherever the store's order put them."""
+        return np.asarray(getattr(self, attr)[local if self.slots is None else self.slots[local]])
 
     def place(self, root: PinnedFolder, tiers: dict, ssd: SsdReads) -> None:
         """Read the stores whose tier is RAM into memory; open readers for the stores on SSD (`storage.tiers`)."""
