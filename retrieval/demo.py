@@ -65,8 +65,9 @@ def run_demo(out: str = "matryoshka-demo-index", limit: int | None = None, reran
 def _exact_recall(index, queries, result, k) -> float:
     q = index.encode(queries)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    full = np.concatenate([np.asarray(s.full, dtype=np.float32) for s in index.backend.shards])
-    _, gt = faiss.knn(q, full, k, metric=faiss.METRIC_INNER_PRODUCT)
+    live = index.backend.live_rows()
+    _, gt = faiss.knn(q, index.backend.full_vectors(live), k, metric=faiss.METRIC_INNER_PRODUCT)
+    gt = live[gt]
     rows = result.rows if "rerank" not in result.stage_scores else None
     if rows is None:  # with a cross-encoder the final order is its own; compare the full-dim stage instead
         rows = index.search_batch(queries, k=k, rerank=False).rows
