@@ -10,7 +10,7 @@ from functools import partial
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from matryoshka.core.cli_help import HelpFormatter
+from matryoshka.core.cli_help import HelpFormatter, positive_int
 from matryoshka.core.errors import MatryoshkaError
 # a constant: sentence-transformers loads only when scoring
 from matryoshka.rerank.cross_encoder import DEFAULT_RERANKER
@@ -22,17 +22,6 @@ PLUGIN_GROUP = "matryoshka.commands"
 FAST_SCAN_HELP = ("4-bit fast-scan PQ codes (--fast-scan) or 8-bit PQ (--no-fast-scan); default: measured on a CPU "
                   "build (fast-scan without --select), 8-bit on a GPU build")
 QUERIES_FORMAT = "a Parquet file with a `qid` column and an `embedding` or a `text` column"
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return value
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from matryoshka.core.cli_help import HelpFormatter
+from matryoshka.core.cli_help import HelpFormatter, positive_int
 from matryoshka.core.errors import InputError
 
 TOKEN_ENV = "MATRYOSHKA_TOKEN"
@@ -22,35 +22,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("index", help="index folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
-    p.add_argument("--workers", type=_positive, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="worker processes, each with the index open (its memory-mapped stores are shared)")
     p.add_argument("--token",
                    help=f"require 'Authorization: Bearer TOKEN' on every endpoint but /health (default: ${TOKEN_ENV}; "
                         "the variable keeps it out of the process list)")
-    p.add_argument("--max-batch", type=_positive, default=1024, help="queries per search request")
-    p.add_argument("--max-docs", type=_positive, default=10_000, help="documents per add / upsert, ids per delete")
-    p.add_argument("--max-k", type=_positive, default=1000, help="hits per query")
+    p.add_argument("--max-batch", type=positive_int, default=1024, help="queries per search request")
+    p.add_argument("--max-docs", type=positive_int, default=10_000, help="documents per add / upsert, ids per delete")
+    p.add_argument("--max-k", type=positive_int, default=1000, help="hits per query")
     p.add_argument("--max-body-bytes", type=_size, default="64M", help="request body size, e.g. 64M or 1000000")
     p.add_argument("--reload-interval", type=_seconds, default=0.5,
                    help="seconds between checks for a new generation written by another process")
     p.add_argument("--reranker", help="cross-encoder name or path for the last stage (text queries)")
     p.add_argument("--model", help="query model (default: the model recorded in the index)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the first pass runs")
-    p.add_argument("--threads", type=_positive, help="CPU threads for faiss, torch and BLAS per process "
+    p.add_argument("--threads", type=positive_int, help="CPU threads for faiss, torch and BLAS per process "
                                                      "(default: every core)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
     return p
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return value
 
 
 def _size(text: str) -> int:

@@ -1,4 +1,4 @@
-"""The help format of the engine's commands (`matryoshka ...`, `matryoshka serve`)."""
+"""What the engine's commands (`matryoshka ...`, `matryoshka serve`) share: the help format, argument types."""
 from __future__ import annotations
 
 import argparse
@@ -11,3 +11,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
