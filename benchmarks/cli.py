@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.settings = [s for b in sizes for s in default_settings(ds.dim, args.index_dim, b, codes,
                                                                    args.target_recall)]
         runs.append(run_dataset(ds, cfg))
-    doc = report.write(out, runs, "python -m matryoshka.benchmarks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
+    command = " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    doc = report.write(out, runs, "python -m matryoshka.benchmarks " + command)
     print(f"wrote {out / 'report.json'} and {out / 'report.md'} ({len(doc['rows'])} rows)")
     for run in runs:
         for t in run["targets"]:

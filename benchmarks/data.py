@@ -44,7 +44,8 @@ class Dataset:
         """The first n documents (labels restricted to them)."""
         if n >= self.n:
             return self
-        qrels = None if self.qrels is None else {q: {d: g for d, g in r.items() if d < n} for q, r in self.qrels.items()}
+        qrels = None if self.qrels is None else \
+            {q: {d: g for d, g in r.items() if d < n} for q, r in self.qrels.items()}
         return Dataset(f"{self.name}[:{n}]", self.docs[:n], self.queries, qrels, None, dict(self.meta, subset=n))
 
 

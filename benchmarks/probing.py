@@ -1,7 +1,8 @@
 """Query-adaptive probing against a fixed nprobe on one index and real queries: recall@10 of the cascade at
 equal mean lists probed, and the time per query of each, measured in one run.
 
-    python -m matryoshka.benchmarks.probing --index IDX --docs DOCS.npy --queries Q.npy --out DIR [--lists 64,96,128,192]
+    python -m matryoshka.benchmarks.probing --index IDX --docs DOCS.npy --queries Q.npy --out DIR \
+        [--lists 64,96,128,192]
 
 DOCS.npy holds the vectors the index was built from, in its row order (the exact truth is computed over them);
 k1 and k2 are the index's stored operating point.
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(index, queries, truth, [int(x) for x in a.lists.split(",")], a.cap)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"command": "python -m matryoshka.benchmarks.probing " + " ".join(sys.argv[1:] if argv is None else argv), "index": index.manifest["factory"],
-           "queries": len(queries), "threads": a.threads, "rows": rows}
+    command = "python -m matryoshka.benchmarks.probing " + " ".join(sys.argv[1:] if argv is None else argv)
+    doc = {"command": command, "index": index.manifest["factory"], "queries": len(queries), "threads": a.threads,
+           "rows": rows}
     (out / "results.json").write_text(json.dumps(doc, indent=1))
     for r in rows:
         print(f"{r['kind']:>8} {r['mean_lists']:6.1f} lists (cap {r['cap']}): recall@10 {r['recall_at_10']:.4f}, "

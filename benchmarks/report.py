@@ -73,7 +73,8 @@ def _markdown(doc: dict, runs: list[dict], plots: list[str]) -> str:
             md += _table(["target", "goal", "measured", "met", "short by / note"],
                          [[t["target"], _f(t.get("goal")), _f(t.get("measured")),
                            {True: "yes", False: "**no**", None: "n/a"}[t["met"]],
-                           " ".join(s for s in (_f(t["shortfall"]) if t.get("shortfall") else "", t.get("note", "")) if s)]
+                           " ".join(s for s in (_f(t["shortfall"]) if t.get("shortfall") else "",
+                                                t.get("note", "")) if s)]
                           for t in run["targets"]]) + [""]
         md += ["### Systems", "", "recall@10 is against the exact full-dim top-10; stage columns give recall@10 "
                "after the first pass / int8 re-scoring, and in brackets the recall of the true top-10 within the "

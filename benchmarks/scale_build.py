@@ -24,8 +24,8 @@ def run(n: int, dim: int, data: Path, out: Path, extra: list[str], results: Path
     if not data.exists():
         from .synthetic import Synthetic
         Synthetic(dim=dim, matryoshka=False, clusters=4096, seed=10).write_npy(data, n)
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "matryoshka.retrieval.cli", "build", str(data), "--out", str(out),
-           "--quiet", *extra]
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "matryoshka.retrieval.cli", "build", str(data),
+           "--out", str(out), "--quiet", *extra]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0

@@ -9,4 +9,5 @@ from .delete import delete
 from .inputs import open_source
 from .options import BuildOptions
 
-__all__ = ["build", "add", "delete", "compact", "build_index", "BuildOptions", "open_source", "MatryoshkaError", "InputError", "BuildRefused"]
+__all__ = ["build", "add", "delete", "compact", "build_index", "BuildOptions", "open_source", "MatryoshkaError",
+           "InputError", "BuildRefused"]

@@ -25,8 +25,8 @@ MARKER = "unpickled-marker"  # created by the pickled ids file if anything ever 
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=300)
+    return subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", *map(str, args)], capture_output=True,
+                          text=True, env=ENV, timeout=300)
 
 
 def vectors(n=N, seed=0):

@@ -126,8 +126,8 @@ def test_cli_refuses_a_bad_ids_file_by_name_in_every_command(small_index, bad_fi
     args = {"build": ["build", str(bad_files / "v.npy"), "--out", str(tmp_path / "new"), "--ids", ids],
             "add": ["add", str(index), str(bad_files / "v.npy"), "--ids", ids],
             "delete": ["delete", str(index), "--ids", ids]}[command]
-    p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", *args, "--quiet"], capture_output=True, text=True,
-                       timeout=300)
+    p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", *args, "--quiet"], capture_output=True,
+                       text=True, timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert name in p.stderr and says in p.stderr
     assert (index / layout.MANIFEST).read_bytes() == before

@@ -15,8 +15,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def run(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", *map(str, args)], capture_output=True, text=True,
-                       env=ENV, timeout=600)
+    p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", *map(str, args)], capture_output=True,
+                       text=True, env=ENV, timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
@@ -122,8 +122,8 @@ def test_output_into_a_closed_pipe_ends_quietly(built, small_data):
     read, write = os.pipe()
     os.close(read)  # no reader left, as after `| head` has read its fill and exited
     try:
-        p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "info", "--json", str(built / "idx")], stdout=write,
-                           stderr=subprocess.PIPE, text=True, env=ENV, timeout=600)
+        p = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "info", "--json", str(built / "idx")],
+                           stdout=write, stderr=subprocess.PIPE, text=True, env=ENV, timeout=600)
     finally:
         os.close(write)
     assert "Traceback" not in p.stderr and "BrokenPipeError" not in p.stderr, p.stderr

@@ -127,8 +127,9 @@ print(json.dumps(_answer(retrieval.open_index(sys.argv[1]), np.load(sys.argv[2])
 
 @pytest.mark.slow
 def test_a_handle_opened_during_a_swap_is_one_generation_whole(tmp_path, small_data):
-    """A reader stopped (SIGSTOP) in the middle of opening, with every shard read but the last one's stores, while an overwrite swaps in an index of the same shape: it answers as one of the
-    two indexes, whole. A handle opened before a swap keeps answering as its index after the folder is gone."""
+    """A reader stopped (SIGSTOP) in the middle of opening, with every shard read but the last one's stores,
+    while an overwrite swaps in an index of the same shape: it answers as one of the two indexes, whole. A handle
+    opened before a swap keeps answering as its index after the folder is gone."""
     docs, queries = small_data
     refs = _refs(tmp_path, docs, queries)
     target = tmp_path / "idx"

@@ -121,7 +121,8 @@ def test_fusion():
     assert fuse(dense, lexical, "rrf", weight=0.0)[0].argmax() == 0  # weight 0: dense order
     w = fuse(dense, lexical, "weighted", 1.0)[0]
     np.testing.assert_allclose(w, [1.0, 0.5, 1.0, 0.0], atol=1e-6)
-    np.testing.assert_allclose(fuse(dense, np.array([[-np.inf, -np.inf, 4.0, -np.inf]], np.float32), "weighted", 0.5)[0],
+    one_hit = np.array([[-np.inf, -np.inf, 4.0, -np.inf]], np.float32)
+    np.testing.assert_allclose(fuse(dense, one_hit, "weighted", 0.5)[0],
                                [1.0, 0.5, 0.5, 0.0], atol=1e-6)  # one BM25 hit is that list's best
     none = fuse(np.full((1, 2), -np.inf, np.float32), np.full((1, 2), -np.inf, np.float32))
     assert np.isneginf(none).all()

@@ -50,7 +50,8 @@ def test_every_package_sets_openmps_wait_policy_before_faiss_and_torch_load():
            "import faiss, torch\n"
            "print(json.dumps(seen))\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    for pkg, policy in [(p, None) for p in PACKAGES] + [("matryoshka.retrieval", "ACTIVE")]:  # a user's own choice is kept
+    # a user's own choice is kept
+    for pkg, policy in [(p, None) for p in PACKAGES] + [("matryoshka.retrieval", "ACTIVE")]:
         run = subprocess.run([sys.executable, "-c", spy.format(pkg=pkg)], cwd=ROOT, capture_output=True, text=True,
                              env=env if policy is None else {**env, "OMP_WAIT_POLICY": policy})
         assert run.returncode == 0, run.stderr[-2000:]

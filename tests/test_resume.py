@@ -158,8 +158,8 @@ def test_text_encoding_killed_midway_resumes_from_its_checkpoint(tmp_path):
     env.pop(layout.CRASH_ENV, None)
 
     def build(out, crash_at=None):
-        cmd = [sys.executable, "-m", "matryoshka.retrieval.cli", "build", str(tmp_path / "t.parquet"), "--out", str(out),
-               "--model", DEFAULT_MODEL, "--quiet"]
+        cmd = [sys.executable, "-m", "matryoshka.retrieval.cli", "build", str(tmp_path / "t.parquet"),
+               "--out", str(out), "--model", DEFAULT_MODEL, "--quiet"]
         return subprocess.run(cmd, env={**env, **({layout.CRASH_ENV: crash_at} if crash_at else {})},
                               capture_output=True, text=True, timeout=300)
 

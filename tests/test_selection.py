@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from matryoshka.indexing import build
-from matryoshka.indexing.selection import Candidate, _better, _fewest_lists_within_noise, code_candidates, nlist_candidates
+from matryoshka.indexing.selection import (Candidate, _better, _fewest_lists_within_noise, code_candidates,
+                                          nlist_candidates)
 from matryoshka.indexing.transform import fit_pca, random_rotation
 from matryoshka.retrieval import open_index
 
@@ -86,7 +87,8 @@ def test_the_build_measures_its_plan_stores_why_and_info_shows_it(tmp_path):
     with open_index(out) as index:  # the stored plan searches: a vector finds itself
         ids = index.search_batch(x[:20], k=1, rerank=False).ids
         assert np.mean([row[0] == i for i, row in enumerate(ids)]) >= 0.95
-    info = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "info", str(out)], capture_output=True, text=True)
+    info = subprocess.run([sys.executable, "-m", "matryoshka.retrieval.cli", "info", str(out)], capture_output=True,
+                          text=True)
     assert info.returncode == 0, info.stderr
     assert "partition and code measured on" in info.stdout and f"IVF{auto // 2},PQ16x4fs" in info.stdout
 

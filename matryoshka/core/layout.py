@@ -134,7 +134,8 @@ def parse_json(data: bytes, path: Path, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IndexFormatError(f"{what} {path} is not valid JSON ({e}); the file is damaged: rebuild the index") from None
+        raise IndexFormatError(f"{what} {path} is not valid JSON ({e}); the file is damaged: rebuild the "
+                               "index") from None
     if not isinstance(obj, dict):
         raise IndexFormatError(f"{what} {path} does not hold a JSON object; the file is damaged: rebuild the index")
     return obj
