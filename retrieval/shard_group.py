@@ -175,9 +175,13 @@ class ShardGroup:
         scores = np.full((len(self.shards), len(texts), k), -np.inf, np.float32)
         rows = np.full((len(self.shards), len(texts), k), -1, np.int64)
 
+        indexes = [s.lexical_index() for s in self.shards]
+        # a filter's rows per shard, turned into a BM25 filter once for every query of the batch
+        only = [ix.only(rows) for ix, rows in zip(indexes, passing)] if passing is not None else [None] * len(indexes)
+
         def one(task):
             i, q = task
-            hs, hr = self.shards[i].lexical(texts[q], k, None if passing is None else passing[i])
+            hs, hr = indexes[i].search(texts[q], k, only[i])
             scores[i, q, :len(hs)], rows[i, q, :len(hr)] = hs, hr + self.starts[i]
         tasks = [(i, q) for i in range(len(self.shards)) for q in range(len(texts))]
         if len(tasks) > 1:  # tantivy releases the GIL while it searches: one query per core at once

@@ -74,24 +74,31 @@ class LexicalWriter:
 class LexicalIndex:
     """A shard's lexical index, opened for search (its files are memory-mapped by tantivy)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, deleted: np.ndarray | None = None):
+        """`deleted`: the shard's deleted rows, never returned (their filter is built once, here)."""
         tantivy = _tantivy()
         self.index = _registered(tantivy.Index.open(str(folder)))
         self.searcher = self.index.searcher()
         self._query, self._schema = tantivy.Query, self.index.schema
+        self._deleted = self._rows(deleted) if deleted is not None and len(deleted) else None
 
-    def search(self, text: str, k: int, allowed: np.ndarray | None = None,
-               excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(BM25 scores, local rows) of the k best rows for `text`, best first; only `allowed` rows when given,
-        never `excluded` ones."""
+    def only(self, rows: np.ndarray):
+        """A filter to `search` within `rows` (live ones), adding nothing to the score: built once per filter."""
+        if not len(rows):
+            return self._query.empty_query()
+        return self._query.const_score_query(self._rows(rows), 0.0)
+
+    def search(self, text: str, k: int, only=None) -> tuple[np.ndarray, np.ndarray]:
+        """(BM25 scores, local rows) of the k best live rows for `text`, best first; within the rows of `only`
+        (a filter from `only()`) when given."""
         words = _PUNCT.sub(" ", text).strip()
-        if not words or k <= 0 or (allowed is not None and not len(allowed)):
+        if not words or k <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         q = self.index.parse_query(words, ["body"])
-        if allowed is not None:  # a filter that adds nothing to the score
-            q = q.and_must_match(self._query.const_score_query(self._rows(allowed), 0.0))
-        if excluded is not None and len(excluded):
-            q = q.and_must_not_match(self._rows(excluded))
+        if only is not None:
+            q = q.and_must_match(only)
+        elif self._deleted is not None:
+            q = q.and_must_not_match(self._deleted)
         hits = self.searcher.search(q, k, count=False).hits
         if not hits:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)

@@ -251,17 +251,15 @@ class Shard:
             return self.ids[local].tolist()
         return self.ids.take(pa.array(local)).to_pylist()
 
-    def lexical(self, text: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(BM25 scores, local rows) of this shard's k best live rows for `text` (only `allowed` rows, when
-        given: rows passing a filter); opened on first use."""
+    def lexical_index(self):
+        """The shard's BM25 index (`storage.lexical.LexicalIndex`), opened on first use."""
         if self._lexical_dir is None:
             raise InputError("this index has no lexical index; build it with lexical=True (--lexical) to search "
                              "with mode='lexical' or 'hybrid'")
         if self._lexical is None:
             from .lexical import LexicalIndex
-            self._lexical = LexicalIndex(self._lexical_dir)
-        excluded = np.flatnonzero(self.dead) if self.dead is not None and allowed is None else None
-        return self._lexical.search(text, k, allowed, excluded)
+            self._lexical = LexicalIndex(self._lexical_dir, None if self.dead is None else np.flatnonzero(self.dead))
+        return self._lexical
 
     def find(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(positions in `ids`, local rows) of the live rows whose external id is among `ids` (of the index's
