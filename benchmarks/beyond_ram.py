@@ -40,12 +40,12 @@ def corpus(dim: int) -> Synthetic:
     return Synthetic(dim=dim, matryoshka=False, clusters=8192, seed=22)
 
 
-def build_step(root: Path, n: int, dim: int) -> None:
+def build_step(root: Path, n: int, dim: int, row_order: str) -> None:
     from matryoshka import indexing
     syn = corpus(dim)
     batches = ((None, syn.rows(lo, min(n, lo + CHUNK))) for lo in range(0, n, CHUNK))
     # select/tune off: measuring half and twice the lists, or exact truth, over 50M rows costs hours on 2 cores
-    indexing.build(root, batches, select=False, tune=False, threads=2, expected_count=n)
+    indexing.build(root, batches, select=False, tune=False, threads=2, expected_count=n, row_order=row_order)
 
 
 def truth_step(root: Path, queries: np.ndarray, k: int = 10, block: int = 1 << 18) -> np.ndarray:
@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", default=SETTINGS, help="nprobe/k1/k2 settings, comma-separated")
     ap.add_argument("--serve-queries", type=int, help="queries of the batch passes (default: all --queries)")
     ap.add_argument("--batches", default="100,1000", help="batch sizes timed per setting")
+    ap.add_argument("--row-order", choices=("lists", "input"), default="lists",
+                    help="int8 and full rows in IVF-list order (fewer device reads a query) or in input order")
     ap.add_argument("--condition", help=argparse.SUPPRESS)
     ap.add_argument("--step", choices=("build", "serve"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path)
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = corpus(a.dim).rows(0, a.queries, stream=2)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     if a.step == "build":
-        build_step(root, a.n, a.dim)
+        build_step(root, a.n, a.dim, a.row_order)
         return 0
     truth_path = a.work / f"truth-{a.queries}.npy"
     settings = [tuple(int(v) for v in t.split("/")) for t in a.settings.split(",")]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -35,20 +37,34 @@ def _pool(depth: int) -> ThreadPoolExecutor:
 
 
 _uring_ok: bool | None = None
+# One read through a ring, the calls `RowFile._uring` makes, checked against a plain read of the same bytes.
+_URING_PROBE = """
+import os, sys
+import liburing as L
+fd = os.open(sys.executable, os.O_RDONLY)
+ring, cqe, b = L.Ring(), L.Cqe(), bytearray(4096)
+L.io_uring_queue_init(2, ring)
+sqe = L.io_uring_get_sqe(ring)
+L.io_uring_prep_read(sqe, fd, b, 0)
+L.io_uring_submit(ring)
+L.io_uring_wait_cqe(ring, cqe)
+res = cqe[0].res
+L.io_uring_cqe_seen(ring, cqe[0])
+L.io_uring_queue_exit(ring)
+sys.exit(0 if res > 0 and bytes(b[:res]) == os.pread(fd, res, 0) else 1)
+"""
 
 
 def uring_available() -> bool:
-    """Whether io_uring can be used here: the `liburing` binding imports and the kernel lets a ring be made
-    (a sysctl or a seccomp filter can forbid it)."""
+    """Whether io_uring can be used here: the `liburing` binding imports, the kernel lets a ring be made (a sysctl
+    or a seccomp filter can forbid it) and a read through it returns the file's bytes. Checked once, in a child
+    process: a binding built for another CPU dies of an illegal instruction, which must not take this one."""
     global _uring_ok
     if _uring_ok is None:
         try:
-            import liburing as L
-            ring = L.Ring()
-            L.io_uring_queue_init(2, ring)
-            L.io_uring_queue_exit(ring)
-            _uring_ok = True
-        except Exception:  # noqa: BLE001 - ImportError, OSError from the kernel, an older binding's API
+            probe = subprocess.run([sys.executable, "-c", _URING_PROBE], capture_output=True, timeout=60)
+            _uring_ok = probe.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
             _uring_ok = False
     return _uring_ok
 
@@ -101,7 +117,8 @@ class FileRows:
         if direct and method != "pread":
             raise ValueError("direct (O_DIRECT) reads need method='pread'")
         if method == "uring" and not uring_available():
-            raise ValueError("method='uring' needs the liburing package (pip install liburing)")
+            raise ValueError("method='uring' cannot read here: it needs the liburing package built for this CPU, on "
+                             "a kernel that allows io_uring; use method='willneed' or 'pread'")
         self.offset, self.count, self.width, self.dtype = offset, rows, width, np.dtype(dtype)
         self.row_bytes = width * self.dtype.itemsize
         self.method, self.depth, self.direct = method, depth, direct

@@ -63,8 +63,9 @@ class SsdReads:
             raise InputError(f"ssd_reads method {value.method!r} is unknown; choose one of "
                              f"{', '.join(row_reader.METHODS)}")
         if value.method == "uring" and not row_reader.uring_available():
-            raise InputError("ssd_reads method 'uring' needs io_uring: pip install liburing, on a kernel that "
-                             "allows it")
+            raise InputError("ssd_reads method 'uring' cannot read here: it needs the liburing package (pip "
+                             "install liburing) built for this CPU, on a kernel that allows io_uring; use "
+                             "method 'willneed' (the default) or 'pread'")
         checks.integer("ssd_reads depth", value.depth, 1, 1024)
         checks.flag("ssd_reads direct", value.direct)
         if value.direct and value.method != "pread":
