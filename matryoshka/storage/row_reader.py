@@ -62,7 +62,7 @@ def uring_available() -> bool:
     global _uring_ok
     if _uring_ok is None:
         try:
-            probe = subprocess.run([sys.executable, "-c", _URING_PROBE], capture_output=True, timeout=60)
+            probe = subprocess.run([sys.executable, "-c", _URING_PROBE], capture_output=True, timeout=60, check=False)
             _uring_ok = probe.returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             _uring_ok = False
