@@ -7,6 +7,7 @@ int8 per-dimension scales are folded into the query instead of de-quantizing eve
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ from matryoshka.core.params import SearchParams
 from matryoshka.storage.row_store import RowStore
 
 CHUNK_BYTES = 8 << 20  # float32 candidates scored at once: small blocks stay in cache and reuse memory
+# `_f32` hands torch read-only maps only to convert them into new tensors: nothing writes to the shared memory
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 
 @dataclass
