@@ -58,16 +58,34 @@ def truth_step(root: Path, queries: np.ndarray, k: int = 10, block: int = 1 << 1
     from matryoshka.rerank.rescore import _f32
     manifest = json.loads((root / "manifest.json").read_text())
 
+    shards = sorted(manifest["shards"], key=lambda s: s["id_start"])
+
     def blocks():
-        for s in sorted(manifest["shards"], key=lambda s: s["id_start"]):
+        for s in shards:
             path = root / layout.shard_dir(s["number"]) / layout.FULL_FILE
             full = np.load(path, mmap_mode="r")
             for lo in range(0, len(full), block):
                 yield _f32(full[lo:lo + block])
             del full
             evict(path)  # the truth pass leaves no store in the page cache
-    _, rows = knn_ground_truth(np.ascontiguousarray(queries, np.float32), blocks(), k,
-                               metric_type=faiss.METRIC_INNER_PRODUCT, ngpu=0)
+    _, at = knn_ground_truth(np.ascontiguousarray(queries, np.float32), blocks(), k,
+                             metric_type=faiss.METRIC_INNER_PRODUCT, ngpu=0)
+    return rows_of_positions(root, shards, at)
+
+
+def rows_of_positions(root: Path, shards: list[dict], at: np.ndarray) -> np.ndarray:
+    """Global rows of positions in the shards' full stores read back to back: a list-ordered shard stores row r
+    at its slot (`slots[r]`), so position p of such a shard holds the row whose slot is p."""
+    from matryoshka.core import layout
+    rows, start = at.copy(), 0
+    for s in shards:
+        inside = (at >= start) & (at < start + s["count"])
+        if layout.SLOTS_FILE in s["files"]:
+            row_at_slot = np.argsort(np.load(root / layout.shard_dir(s["number"]) / layout.SLOTS_FILE))
+            rows[inside] = s["id_start"] + row_at_slot[at[inside] - start]
+        else:
+            rows[inside] = s["id_start"] + at[inside] - start
+        start += s["count"]
     return rows
 
 

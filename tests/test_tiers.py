@@ -3,6 +3,7 @@ maps, read from files evicted from the page cache, and every store's cost shown 
 import gc
 import json
 
+import faiss
 import numpy as np
 import pytest
 
@@ -206,6 +207,14 @@ def test_stores_in_ivf_list_order_answer_the_same_with_fewer_device_reads(tmp_pa
                                    texts=[f"t{i}" for i in range(12000)], row_order=order, **opts)
              for order in ("input", "lists")}
     p = dict(k=10, nprobe=4, k1=200, k2=50)
+    estimate = {}  # before opening, a budget's codes count the slots a list-ordered shard holds in RAM
+    for order, root in roots.items():
+        manifest = json.loads((root / "manifest.json").read_text())
+        estimate[order] = tiers.store_sizes(manifest, faiss.read_index(str(root / "trained.faiss")))["codes"]
+    slot_files = sum((f.stat().st_size for f in roots["lists"].rglob("slots.u32.npy")))
+    assert estimate["lists"] - estimate["input"] == slot_files > 4 * 12000
+    from matryoshka.benchmarks.beyond_ram import truth_step  # positions in list-ordered stores map back to rows
+    assert np.array_equal(truth_step(roots["lists"], queries), truth_step(roots["input"], queries))
 
     def same(a, b):
         assert a.ids == b.ids and np.array_equal(a.scores, b.scores)

@@ -93,8 +93,8 @@ def choose(sizes: dict[str, int], budget: int | None) -> dict[str, str]:
 def store_sizes(manifest: dict, trained, shards: list[dict] | None = None, held: int | None = None) -> dict[str, int]:
     """Bytes of each store (`STORES`) of the shards `shards` (default: all) of an index. The codes count faiss's
     code and int64 row id per vector, one copy of the centroids, and `held`: the external ids, attribute
-    columns and deleted-row masks the opened shards hold in RAM (default: the id files' sizes, an estimate
-    before opening). The other stores are their files."""
+    columns, deleted-row masks and slots the opened shards hold in RAM (default: the id and slot files' sizes,
+    an estimate before opening). The other stores are their files."""
     import faiss
 
     from matryoshka.core import layout
@@ -104,8 +104,9 @@ def store_sizes(manifest: dict, trained, shards: list[dict] | None = None, held:
 
     def files(*names):
         return sum(s["files"][n]["bytes"] for s in shards for n in names if n in s["files"])
-    if held is None:
-        held = sum(s["files"][layout.IDS_FILE]["bytes"] for s in shards if not s.get("ids_are_rows"))
+    if held is None:  # the id maps, and the slots of list-ordered shards (4 bytes a row)
+        held = sum(s["files"][layout.IDS_FILE]["bytes"] for s in shards if not s.get("ids_are_rows")) + \
+            files(layout.SLOTS_FILE)
     return {"codes": count * (ivf.code_size + 8) + ivf.nlist * manifest["index_dim"] * 4 + held,
             "int8": files(layout.SHORT_FILE), "full": files(layout.FULL_FILE),
             "texts": files(layout.DOC_OFFSETS, layout.DOC_BYTES)}
