@@ -39,10 +39,11 @@ class Backend(Protocol):
     def attributes(self, rows: np.ndarray, missing: set | None = None) -> list[dict | None]:
         """The attribute values of each row of a flat array (None where unknown), null columns left out."""
 
-    def lexical(self, texts: list[str], k: int, where=None, missing: set | None = None
+    def lexical(self, texts: list[str], k: int, where=None, missing: set | None = None, syntax: bool = False
                 ) -> tuple[np.ndarray, np.ndarray]:
         """The BM25 top k (scores, global rows) of each query text among the live rows passing `where`, best
-        first; -inf / -1 where fewer match."""
+        first, scored with index-wide statistics; -inf / -1 where fewer match. Texts are plain words, or
+        tantivy's query language when `syntax`."""
 
     def select(self, where, missing: set | None = None) -> np.ndarray:
         """The live global rows that pass `where` (None: every live row), ascending."""

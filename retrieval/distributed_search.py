@@ -23,6 +23,7 @@ from matryoshka.indexing.distributed_build import connect
 from matryoshka.core.errors import IndexFormatError, MatryoshkaError, ShardsUnavailable
 from matryoshka.core.params import SearchParams
 from matryoshka.storage import tiers
+from matryoshka.storage.lexical import query_terms
 
 from .first_pass import merge_topk
 from .shard_group import ShardGroup
@@ -147,9 +148,15 @@ class RayBackend:
                         out[p] = g_texts[p]
         return ids, out
 
-    def lexical(self, texts: list[str], k: int, where=None, missing: set | None = None
+    def lexical(self, texts: list[str], k: int, where=None, missing: set | None = None, syntax: bool = False
                 ) -> tuple[np.ndarray, np.ndarray]:
-        parts = self._gather("the lexical search", lambda w: w.lexical.remote(texts, k, where), missing)
+        stats = None
+        if not syntax:  # index-wide BM25 statistics: every worker's counts, summed, then one search with them
+            terms = sorted({t for text in texts for t in query_terms(text)})
+            parts = self._gather("the lexical statistics", lambda w: w.lexical_stats.remote(terms), missing)
+            stats = (sum(p[0] for p in parts), {t: sum(p[1][t] for p in parts) for t in terms})
+        parts = self._gather("the lexical search", lambda w: w.lexical.remote(texts, k, where, None, syntax, stats),
+                             missing)
         if not parts:
             return np.full((len(texts), k), -np.inf, np.float32), np.full((len(texts), k), -1, np.int64)
         return merge_topk([p[0] for p in parts], [p[1] for p in parts], k)

@@ -315,6 +315,8 @@ class Index:
             texts = list(query_texts)
             if len(texts) != len(x):
                 raise InputError(f"{len(texts)} query texts for {len(x)} query vectors")
+        if texts is not None:
+            _check_texts(texts)
         timer.lap("encode")
         rerank = self._rerank_wanted(p.rerank, texts)
         parts, order, missing = [], [], set()
@@ -364,7 +366,7 @@ class Index:
                 raise InputError(f"mode={p.mode!r} searches the texts: give the queries as texts, or "
                                  "query_texts= beside the vectors")
             # BM25 runs beside the dense first pass (both release the GIL), not after it
-            lexical = _background().submit(self.backend.lexical, texts, lex.keep, where, missing)
+            lexical = _background().submit(self.backend.lexical, texts, lex.keep, where, missing, p.lexical_syntax)
         try:
             cand, stages, last = self._stages(pl, x, short, texts, where, missing, lexical, timer)
         finally:  # a search never leaves a stage running behind it (a reload may close the backend next)
@@ -552,6 +554,18 @@ def _texts(queries) -> bool:
     """Whether queries are texts (one, or a non-empty list of them) rather than vectors."""
     return isinstance(queries, str) or (isinstance(queries, (list, tuple)) and bool(queries) and
                                         all(isinstance(q, str) for q in queries))
+
+
+def _check_texts(texts: list) -> None:
+    """Query texts are strings that encode as UTF-8 (the lexical index and the cross-encoder read them)."""
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"query text {i} is {type(t).__name__} {t!r}; query texts are strings (one per query)")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError(f"query text {i} holds {t[e.start:e.end]!r}, which is not valid Unicode (a lone "
+                             "surrogate); give valid text") from None
 
 
 def _as_params(params, default: SearchParams) -> SearchParams:

@@ -17,6 +17,7 @@ from matryoshka.core.codec import Codec
 from matryoshka.core.errors import IndexFormatError
 from matryoshka.core.params import SearchParams
 from matryoshka.storage.attribute_schema import manifest_schema
+from matryoshka.storage.lexical import idf, query_terms
 from matryoshka.storage.manifest import read_manifest
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage import tiers
@@ -38,6 +39,9 @@ def _pin_same(root: Path, manifest: dict) -> PinnedFolder:
         raise IndexFormatError(f"{root} was replaced by another index while its shards were being opened; open "
                                "it again")
     return folder
+
+
+LEXICAL_DECIMALS = 5  # BM25 scores are a few units: float32 noise from a shard's weighting sits far below this
 
 
 class ShardGroup:
@@ -167,10 +171,24 @@ class ShardGroup:
                     out_texts[p] = v
         return ids, out_texts
 
-    def lexical(self, texts: list[str], k: int, where=None, missing: set | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def lexical_stats(self, terms: list[str], missing: set | None = None) -> tuple[int, dict[str, int]]:
+        """(live rows, live rows holding each term) over this group's shards: its part of the index-wide BM25
+        statistics."""
+        docs, freq = 0, dict.fromkeys(terms, 0)
+        for s in self.shards:
+            n, f = s.lexical_index().stats(terms)
+            docs += n
+            for t, c in f.items():
+                freq[t] += c
+        return docs, freq
+
+    def lexical(self, texts: list[str], k: int, where=None, missing: set | None = None, syntax: bool = False,
+                stats: tuple[int, dict[str, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The BM25 top k (scores, global rows) of each query text over this group's live rows passing `where`;
-        -inf / -1 where fewer match."""
+        -inf / -1 where fewer match. Texts are plain words (`syntax`: tantivy's query language), weighted by
+        index-wide `stats` (`lexical_stats` summed over every group; this group's own when None)."""
+        if not len(self.shards):
+            return np.full((len(texts), k), -np.inf, np.float32), np.full((len(texts), k), -1, np.int64)
         passing = None if where is None else self.filters.get(where).rows  # per shard: local passing rows
         scores = np.full((len(self.shards), len(texts), k), -np.inf, np.float32)
         rows = np.full((len(self.shards), len(texts), k), -1, np.int64)
@@ -178,19 +196,23 @@ class ShardGroup:
         indexes = [s.lexical_index() for s in self.shards]
         # a filter's rows per shard, turned into a BM25 filter once for every query of the batch
         only = [ix.only(rows) for ix, rows in zip(indexes, passing)] if passing is not None else [None] * len(indexes)
+        terms = [query_terms(t) for t in texts] if not syntax else None
+        if terms is not None:
+            docs, freq = stats or self.lexical_stats(sorted({t for q in terms for t in q}))
+            weights = {t: idf(docs, f) if f else 0.0 for t, f in freq.items()}
 
         def one(task):
             i, q = task
-            hs, hr = indexes[i].search(texts[q], k, only[i])
-            scores[i, q, :len(hs)], rows[i, q, :len(hr)] = hs, hr + self.starts[i]
+            hs, hr = (indexes[i].search_syntax(texts[q], k, only[i]) if syntax else
+                      indexes[i].search(terms[q], k, only[i], weights))
+            # rounded: equal BM25 scores from differently weighted shards tie exactly, and break by the lower row
+            scores[i, q, :len(hs)], rows[i, q, :len(hr)] = np.round(hs, LEXICAL_DECIMALS), hr + self.starts[i]
         tasks = [(i, q) for i in range(len(self.shards)) for q in range(len(texts))]
         if len(tasks) > 1:  # tantivy releases the GIL while it searches: one query per core at once
             with ThreadPoolExecutor(min(len(tasks), os.cpu_count() or 1)) as pool:
                 list(pool.map(one, tasks))
         elif tasks:
             one(tasks[0])
-        if not len(self.shards):
-            return np.full((len(texts), k), -np.inf, np.float32), np.full((len(texts), k), -1, np.int64)
         return merge_topk(list(scores), list(rows), k)
 
     def find(self, ids, missing: set | None = None) -> np.ndarray:

@@ -13,6 +13,11 @@ class IndexFormatError(MatryoshkaError):
     """An index folder is missing, incomplete, damaged or of an unknown format."""
 
 
+class StoreDamaged(IndexFormatError):
+    """A store file of an open index no longer holds the bytes it held when it was opened (truncated or
+    rewritten under the process): the search that needed it is refused, never answered from zeros."""
+
+
 class ModelMismatchError(MatryoshkaError):
     """The query model is not the model the index was built with."""
 

@@ -26,7 +26,8 @@ class SearchParams:
     k_lexical join the first pass's candidates; each later cut orders them by `fusion` of the dense stage's
     ranks and the BM25 ranks: "rrf", reciprocal ranks, or "weighted", per-query min-max normalized scores,
     the BM25 side weighted by lexical_weight). Lexical and hybrid need an index built with lexical=True and
-    query texts.
+    query texts. A query text is plain words; lexical_syntax=True reads it in tantivy's query language instead
+    (AND, OR, NOT, "phrases", field:value), scored with each shard's own statistics.
     """
 
     k: int = 10
@@ -43,6 +44,7 @@ class SearchParams:
     k_lexical: int = 100
     fusion: str = "weighted"  # with lexical_weight 0.5: the best of those measured on two tasks (benchmarks.hybrid)
     lexical_weight: float = 0.5
+    lexical_syntax: bool = False
 
     def updated(self, **changes) -> "SearchParams":
         """A copy with some fields changed; an unknown name is an InputError listing the known ones. A new nprobe
@@ -60,13 +62,14 @@ class SearchParams:
         """Validated, with the depths made consistent: k <= k3 <= k2 <= k1."""
         for name in DEPTHS:
             integer(name, getattr(self, name))
-        number("probe_margin", self.probe_margin, 0, float("inf"), optional=True)
-        if self.probe_margin is not None and self.probe_margin == float("inf"):
+        if isinstance(self.probe_margin, float) and self.probe_margin == float("inf"):
             raise InputError("probe_margin must be finite; leave it out (None) to probe every list asked for")
+        number("probe_margin", self.probe_margin, 0, float("inf"), optional=True)
         integer("full_dims", self.full_dims, 1, full_dim, optional=True)
         flag("int8", self.int8)
         flag("full", self.full)
         flag("rerank", self.rerank, optional=True)
+        flag("lexical_syntax", self.lexical_syntax)
         for name, value, allowed in (("mode", self.mode, MODES), ("fusion", self.fusion, FUSIONS)):
             if value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

@@ -2,12 +2,19 @@
 
 tantivy was chosen by measurement on the full GCIDE corpus (245k senses, `benchmarks.lexical_libraries`):
 it built in 1.1 s against bm25s's 5.5 s, takes 14 MB on disk against 25 MB, holds almost nothing resident (its
-files are memory-mapped) and answers a top-100 query in 2.9 ms against 35 ms. Each shard scores with its own
-statistics (document frequencies, lengths), as every sharded BM25 engine does.
+files are memory-mapped) and answers a top-100 query in 2.9 ms against 35 ms.
+
+A query is words, never syntax: its text goes through the index's own analyzer and each word becomes a term
+query, so no text can be a syntax error (`lexical_syntax=True` opts in to tantivy's query language). Each term
+is weighted by its index-wide inverse document frequency over live rows (`idf`), not the shard's: the same
+documents rank the same however they are sharded. The length normalisation (average document length) stays
+per shard; docs/measurements.md measures what that changes.
 """
 from __future__ import annotations
 
-import re
+import math
+from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +24,8 @@ from matryoshka.core.errors import InputError
 from .manifest import LEXICAL_DIR
 
 FOLDER = LEXICAL_DIR
-_PUNCT = re.compile(r"[^\w\s]+")
 _HEAP = 64 * 2**20  # the writer's memory
+_FREQ_CACHE = 100_000  # terms whose live document frequency a shard remembers
 
 
 def _tantivy():
@@ -39,14 +46,29 @@ def _schema():
             .add_integer_field("row", stored=False, indexed=True, fast=True).build())
 
 
+@lru_cache(maxsize=1)
+def _analyzer():
+    tantivy = _tantivy()
+    return (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.remove_long(40))
+            .filter(tantivy.Filter.lowercase()).filter(tantivy.Filter.stopword("english"))
+            .filter(tantivy.Filter.stemmer("english")).build())
+
+
 def _registered(index):
     """`index` with the analyzer its text field names (a tantivy index stores the name, not the analyzer)."""
-    tantivy = _tantivy()
-    analyzer = (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.remove_long(40))
-                .filter(tantivy.Filter.lowercase()).filter(tantivy.Filter.stopword("english"))
-                .filter(tantivy.Filter.stemmer("english")).build())
-    index.register_tokenizer(ANALYZER, analyzer)
+    index.register_tokenizer(ANALYZER, _analyzer())
     return index
+
+
+def query_terms(text: str) -> Counter:
+    """The terms of a query text as the index analyzes its documents, with their counts (stop words only or
+    punctuation only: none)."""
+    return Counter(_analyzer().analyze(text))
+
+
+def idf(docs: int, freq: int) -> float:
+    """BM25's inverse document frequency, as tantivy computes it."""
+    return math.log(1.0 + (docs - freq + 0.5) / (freq + 0.5))
 
 
 class LexicalWriter:
@@ -79,8 +101,11 @@ class LexicalIndex:
         tantivy = _tantivy()
         self.index = _registered(tantivy.Index.open(str(folder)))
         self.searcher = self.index.searcher()
-        self._query, self._schema = tantivy.Query, self.index.schema
+        self._query, self._occur, self._schema = tantivy.Query, tantivy.Occur, self.index.schema
         self._deleted = self._rows(deleted) if deleted is not None and len(deleted) else None
+        self.docs = self.searcher.num_docs  # what tantivy's own idf counts, deleted rows included
+        self.live = self.docs - (0 if deleted is None else len(deleted))
+        self._freq: dict[str, int] = {}
 
     def only(self, rows: np.ndarray):
         """A filter to `search` within `rows` (live ones), adding nothing to the score: built once per filter."""
@@ -88,13 +113,50 @@ class LexicalIndex:
             return self._query.empty_query()
         return self._query.const_score_query(self._rows(rows), 0.0)
 
-    def search(self, text: str, k: int, only=None) -> tuple[np.ndarray, np.ndarray]:
-        """(BM25 scores, local rows) of the k best live rows for `text`, best first; within the rows of `only`
-        (a filter from `only()`) when given."""
-        words = _PUNCT.sub(" ", text).strip()
-        if not words or k <= 0:
+    def stats(self, terms) -> tuple[int, dict[str, int]]:
+        """(live rows, live rows holding each term): this shard's part of the index-wide statistics."""
+        return self.live, {t: self._live_freq(t) for t in terms}
+
+    def _live_freq(self, term: str) -> int:
+        freq = self._freq.get(term)
+        if freq is None:
+            freq = self.searcher.doc_freq("body", term)
+            if freq and self._deleted is not None:  # tantivy counts deleted rows too: count the live ones
+                q = self._query.term_query(self._schema, "body", term).and_must_not_match(self._deleted)
+                freq = self.searcher.search(q, 1, count=True).count
+            if len(self._freq) > _FREQ_CACHE:
+                self._freq.clear()
+            self._freq[term] = freq
+        return freq
+
+    def search(self, terms: Counter, k: int, only=None, weights: dict[str, float] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(BM25 scores, local rows) of the k best live rows for a query's `terms` (`query_terms`), best first;
+        within the rows of `only` (a filter from `only()`) when given. `weights`: each term's index-wide idf;
+        without them the shard's own statistics score."""
+        should = []
+        for term, count in terms.items():
+            local = self.searcher.doc_freq("body", term)
+            if not local or (weights is not None and not weights.get(term)):
+                continue
+            boost = count * (weights[term] / idf(self.docs, local) if weights is not None else 1.0)
+            q = self._query.term_query(self._schema, "body", term)
+            should.append((self._occur.Should, q if boost == 1.0 else self._query.boost_query(q, boost)))
+        if not should or k <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        q = self.index.parse_query(words, ["body"])
+        return self._top(self._query.boolean_query(should), k, only)
+
+    def search_syntax(self, text: str, k: int, only=None) -> tuple[np.ndarray, np.ndarray]:
+        """As `search`, for a query in tantivy's query language (`lexical_syntax=True`), scored with the
+        shard's own statistics; a query that does not parse is an InputError."""
+        try:
+            q = self.index.parse_query(text, ["body"])
+        except ValueError as e:
+            raise InputError(f"lexical query {text!r} is not valid query syntax ({e}); search it as plain words "
+                             "(lexical_syntax=False, the default) or fix the syntax") from None
+        return self._top(q, k, only) if k > 0 else (np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    def _top(self, q, k: int, only) -> tuple[np.ndarray, np.ndarray]:
         if only is not None:
             q = q.and_must_match(only)
         elif self._deleted is not None:

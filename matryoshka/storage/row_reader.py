@@ -105,7 +105,8 @@ class FileRows:
     `direct` opens the file with O_DIRECT (pread only): nothing read enters the page cache."""
 
     def __init__(self, path: str | os.PathLike | int, offset: int, rows: int, width: int, dtype, *,
-                 method: str = DEFAULT_METHOD, depth: int = DEFAULT_DEPTH, direct: bool = False):
+                 method: str = DEFAULT_METHOD, depth: int = DEFAULT_DEPTH, direct: bool = False,
+                 name: str | os.PathLike | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown read method {method!r}; choose one of {', '.join(METHODS)}")
         if direct and method != "pread":
@@ -116,6 +117,8 @@ class FileRows:
         self.offset, self.count, self.width, self.dtype = offset, rows, width, np.dtype(dtype)
         self.row_bytes = width * self.dtype.itemsize
         self.method, self.depth, self.direct = method, depth, direct
+        self.name = str(name if name is not None else path)  # for errors
+        self.end = offset + rows * self.row_bytes  # the file's size must reach this for every row to be read
         flags = os.O_RDONLY | (os.O_DIRECT if direct else 0)
         self.fd = os.open(f"/proc/self/fd/{path}", flags) if isinstance(path, int) else os.open(path, flags)
         if not direct:
@@ -136,6 +139,7 @@ class FileRows:
             raise ValueError(f"rows must be sorted and within 0..{self.count - 1}")
         first, pages, pos = extents(rows, self.offset, self.row_bytes)
         self.stats.add(len(first), int(pages.sum()), len(rows))
+        self.check()  # a map read past a truncated file's end is SIGBUS; a pread, zeros
         if self._rows is not None:
             if self.method == "willneed":
                 for p, n in zip((first * PAGE).tolist(), (pages * PAGE).tolist()):
@@ -155,6 +159,19 @@ class FileRows:
         finally:
             buf.close()
 
+    def check(self) -> None:
+        """Refuse to read when the file no longer holds every row (truncated after it was opened)."""
+        have = os.fstat(self.fd).st_size
+        if have < self.end:
+            from .row_store import damaged
+            raise damaged(self.name, have, self.end)
+
+    def _short(self, start: int, got: int) -> None:
+        """A read of the extent at `start` that ended after `got` bytes: fine only where the rows end."""
+        if start + got < self.end:
+            from .row_store import damaged
+            raise damaged(self.name, start + got, self.end)
+
     def _pread(self, buf: mmap.mmap, first: np.ndarray, pages: np.ndarray) -> None:
         view = memoryview(buf)
         offs = (first * PAGE).tolist()
@@ -171,6 +188,8 @@ class FileRows:
                     if n <= 0:
                         break
                     got += n
+                if got < want:
+                    self._short(offs[i], got)
         n = len(offs)
         workers = max(1, min(self.depth, n))
         try:
@@ -211,6 +230,11 @@ class FileRows:
                     error = error or OSError(-res, os.strerror(-res))
                 elif error is None:
                     buf[at[i]:at[i] + res] = b[:res]
+                    if res < sizes[i]:
+                        try:
+                            self._short(offs[i], res)
+                        except Exception as e:  # noqa: BLE001 - raised once every read in flight has ended
+                            error = e
         finally:
             L.io_uring_queue_exit(ring)
         if error is not None:

@@ -5,6 +5,27 @@ import mmap
 
 import numpy as np
 
+from matryoshka.core.errors import StoreDamaged
+
+
+def damaged(path, have: int, need: int) -> StoreDamaged:
+    """The error for a store file found shorter than the rows it must hold."""
+    return StoreDamaged(f"{path} holds {have} bytes but its rows need {need}: it was truncated or replaced after the "
+                        "index was opened; the search was refused rather than answered from missing rows. Restore "
+                        "the file or rebuild the index (matryoshka verify INDEX lists what is damaged)")
+
+
+def check_mapped(arr) -> None:
+    """Refuse to read a memory-mapped store whose file became shorter than the map (a read past its end would
+    kill the process with SIGBUS). One fstat of the map's own file; plain arrays pass."""
+    m = getattr(arr, "_mmap", None)
+    if m is None or m.closed:
+        return
+    need = int(getattr(arr, "offset", 0)) + arr.nbytes
+    have = m.size()  # fstat of the file the map was made from, whatever its name is now
+    if have < need:
+        raise damaged(getattr(arr, "filename", "a store file"), have, need)
+
 
 def advise_random(arr: np.ndarray) -> None:
     """Tell the kernel not to read ahead on a memory map that is read at random rows."""
@@ -41,7 +62,7 @@ class RowStore:
             parts = [_read(r, rows - s, sl) for r, s, rows, sl in zip(self.readers, self.starts, np.split(gids, cuts),
                                                                        slots) if len(rows)]
         else:
-            parts = [a[rows - s if sl is None else sl[rows - s]] for a, s, rows, sl
+            parts = [_take(a, rows - s if sl is None else sl[rows - s]) for a, s, rows, sl
                      in zip(self.arrays, self.starts, np.split(gids, cuts), slots) if len(rows)]
         if not parts:  # no rows asked for, or an index with no shards (every document deleted and compacted)
             return np.zeros((len(gids), self.width), self.dtype)
@@ -63,15 +84,21 @@ class RowStore:
             out = np.empty((len(flat), self.width), dtype=self.dtype)
             out[order] = self.take(flat[order])
         elif len(self.arrays) == 1:
-            out = np.take(np.asarray(self.arrays[0]), flat - self.starts[0], axis=0)
+            out = _take(self.arrays[0], flat - self.starts[0])
         else:
             out = np.zeros((len(flat), self.width), dtype=self.dtype)
             shard = np.searchsorted(self.starts, flat, side="right") - 1
             for s, a in enumerate(self.arrays):
                 at = np.flatnonzero(shard == s)
                 if len(at):
-                    out[at] = np.take(np.asarray(a), flat[at] - self.starts[s], axis=0)
+                    out[at] = _take(a, flat[at] - self.starts[s])
         return out.reshape(*cand.shape, self.width)
+
+
+def _take(arr: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """Rows of one shard's mapped (or in-RAM) store, its file checked whole first."""
+    check_mapped(arr)
+    return np.take(np.asarray(arr), local, axis=0)
 
 
 def _read(reader, local: np.ndarray, slots: np.ndarray | None) -> np.ndarray:

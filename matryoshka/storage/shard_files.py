@@ -21,7 +21,7 @@ from .attribute_schema import padded
 from .manifest import LEXICAL_DIR, LEXICAL_META
 from .pinned import PinnedFolder
 from .row_reader import FileRows, drop_cached
-from .row_store import advise_random
+from .row_store import advise_random, check_mapped
 from .tiers import RAM, SSD, SsdReads
 from .tombstones import dead_rows
 
@@ -101,7 +101,9 @@ def open_store(folder: PinnedFolder, name: str, rows: int, width: int | None, dt
                                  f"{shape} {np.dtype(dtype)}")
         if not np.prod(shape):
             return np.zeros(shape, dtype)
-        return np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape)
+        arr = np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape)
+        arr.filename = str(path)  # opened through the pinned folder's descriptor: named for errors
+        return arr
 
 
 def _id_map(data: bytes, path: Path, count: int, row_start: int | None) -> np.ndarray | pa.Array | None:
@@ -194,6 +196,8 @@ class Shard:
             with f:
                 size = os.fstat(f.fileno()).st_size
                 self.doc_bytes = np.memmap(f, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+                if size:
+                    self.doc_bytes.filename = str(root.path(f"{folder}/{layout.DOC_BYTES}"))
         self._lexical_dir = root.path(f"{folder}/{LEXICAL_DIR}") if LEXICAL_META in files else None
         self._lexical = None
         self.readers: dict = {}  # store -> row_reader.FileRows, for stores read from SSD
@@ -208,6 +212,7 @@ class Shard:
 
     def vectors(self, attr: str, local: np.ndarray) -> np.ndarray:
         """Rows of the "short" (int8) or "full" store by local row, wherever the store's order put them."""
+        check_mapped(getattr(self, attr))
         return np.asarray(getattr(self, attr)[local if self.slots is None else self.slots[local]])
 
     def place(self, root: PinnedFolder, tiers: dict, ssd: SsdReads) -> None:
@@ -220,7 +225,8 @@ class Shard:
             elif tiers.get(store) == SSD:
                 with root.open(f"{folder}/{name}") as f:
                     self.readers[store] = FileRows(f.fileno(), getattr(arr, "offset", 0), self.count, arr.shape[1],
-                                                   arr.dtype, method=ssd.method, depth=ssd.depth, direct=ssd.direct)
+                                                   arr.dtype, method=ssd.method, depth=ssd.depth, direct=ssd.direct,
+                                                   name=root.path(f"{folder}/{name}"))
         if tiers.get("texts") == RAM and self.doc_offsets is not None:
             self.doc_offsets = _load(root, f"{folder}/{layout.DOC_OFFSETS}", self.doc_offsets)
             self.doc_bytes = _load(root, f"{folder}/{layout.DOC_BYTES}", self.doc_bytes)
@@ -284,6 +290,8 @@ class Shard:
         return [{k: v for k, v in row.items() if v is not None} for row in self.attrs.take(pa.array(local)).to_pylist()]
 
     def texts(self, local: np.ndarray) -> list[str]:
+        check_mapped(self.doc_offsets)
+        check_mapped(self.doc_bytes)
         out = []
         for r in local:
             lo, hi = int(self.doc_offsets[r]), int(self.doc_offsets[r + 1])
