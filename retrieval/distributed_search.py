@@ -40,7 +40,7 @@ class ShardWorker(ShardGroup):
 
     def stage(self, root: str, manifest: dict, numbers: list[int]) -> int:
         """Open shards `numbers` of generation `manifest` beside the ones held now (`Index.reload`)."""
-        self._staged = ShardGroup(root, manifest, numbers, device=self.device, verify=self.verify)
+        self._staged = ShardGroup(root, manifest, numbers, device=self.device, verify=self.verify, previous=self)
         return os.getpid()
 
     def switch(self, keep: bool) -> None:

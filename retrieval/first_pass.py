@@ -1,5 +1,7 @@
-"""Stage 1: IVF search over every shard with one coarse assignment per query batch."""
+"""Stage 1: one IVF search over every shard's codes, with one coarse assignment per query batch."""
 from __future__ import annotations
+
+from typing import Callable
 
 import faiss
 import numpy as np
@@ -9,7 +11,6 @@ from matryoshka.core.errors import IndexFormatError
 from matryoshka.storage.shard_files import Shard
 from matryoshka.storage.tombstones import live_bitmap
 
-MERGE_EVERY = 8  # shard results merged into the running top k every this many shards
 MAX_ROWS = 0xFFFFFFFE  # rows below this merge by a packed 64-bit key; larger indexes fall back to lexsort
 
 
@@ -71,6 +72,37 @@ def share_quantizer(ivf: faiss.IndexIVF, shared: faiss.Index) -> None:
         old.codes = faiss.MaybeOwnedVectorUInt8()
 
 
+def truncate_lists(ivf: faiss.IndexIVF, end: int) -> bool:
+    """Cut every list of `ivf` to its codes of rows below `end` (its lists hold rows ascending); False, with
+    nothing cut, when a list is not in that order."""
+    invlists = ivf.invlists
+    cuts = []
+    for lst in range(ivf.nlist):
+        n = invlists.list_size(lst)
+        if not n:
+            continue
+        ids = faiss.rev_swig_ptr(invlists.get_ids(lst), n)
+        if n > 1 and (ids[1:] < ids[:-1]).any():
+            return False
+        cut = int(np.searchsorted(ids, end))
+        if cut < n:
+            cuts.append((lst, cut))
+    for lst, cut in cuts:
+        invlists.resize(lst, cut)
+    ivf.ntotal = sum(invlists.list_size(i) for i in range(ivf.nlist))
+    return True
+
+
+def by_row_within_ties(s: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A faiss result (best first) with equal scores ordered by the lower row, as `merge_topk` orders them; rows
+    without ties are left as they are."""
+    tied = (s[:, 1:] == s[:, :-1]) & (i[:, 1:] >= 0)
+    rows = np.flatnonzero(tied.any(1))
+    if len(rows):
+        s[rows], i[rows] = merge_topk([s[rows]], [i[rows]], s.shape[1])
+    return s, i
+
+
 def prune_lists(assigned: tuple[np.ndarray, np.ndarray], margin: float, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The coarse assignment without the lists whose centroid trails the query's nearest by more than `margin`
     (list key -1: faiss's search_preassigned skips it). On real text a query's neighbours sit in few lists
@@ -86,34 +118,71 @@ def lists_probed(assigned: tuple[np.ndarray, np.ndarray]) -> float:
 
 
 class FirstPass:
-    """CPU: the shared quantizer assigns each query once, then every shard scans those lists.
-    GPU: the shards are merged into one GPU index (k and nprobe are capped at faiss's GPU limit)."""
+    """One IVF holding every shard's codes under their global rows: a query builds its lookup tables once per
+    probed list and keeps one top k over all the shards' codes in it, so its cost follows the lists it probes,
+    not the number of shards (each list holds its shards' codes one after another, rows ascending).
 
-    def __init__(self, trained: faiss.Index, shards: list[Shard], metric: str, device: str):
+    CPU: the shared quantizer assigns each query batch once (`assign`) and the merged IVF scans those lists.
+    GPU: a copy of the merged IVF without the deleted rows on the device (k and nprobe capped at faiss's GPU
+    limit); a filtered search runs on the CPU copy, since faiss's GPU IVF takes no selector.
+
+    `previous` (the first pass of the generation before) lends its codes: shards whose codes did not change
+    are not read again (`Shard.codes_key`); `read_codes(shard)` reads a shard's codes that were lent to the
+    previous merged IVF but must be added again (after an earlier shard changed)."""
+
+    def __init__(self, trained: faiss.Index, shards: list[Shard], metric: str, device: str,
+                 previous: "FirstPass | None" = None, read_codes: Callable[[Shard], faiss.Index] | None = None):
         self.sign = -1.0 if metric == "l2" else 1.0
         # 4-bit fast-scan codes have no GPU implementation: such an index is searched on the CPU
         fast_scan = "FastScan" in type(faiss.downcast_index(faiss.extract_index_ivf(trained))).__name__
         self.device = "cpu" if fast_scan else device
         self.trained = trained  # owns the quantizer below
         self.quantizer = faiss.downcast_index(faiss.extract_index_ivf(trained).quantizer)
-        self.shards = [faiss.extract_index_ivf(s.index) for s in shards]
         self.nlist = self.quantizer.ntotal
-        for ivf in self.shards:
-            share_quantizer(ivf, self.quantizer)
-        # deleted rows: every shard's scan skips them through one bitmap over global rows, so that k live hits
-        # come back whenever k exist (filtering afterwards would return fewer)
+        self.keys = [s.codes_key for s in shards]
+        self.index, self.lender = self._merge(trained, shards, previous, read_codes)
+        # deleted rows: the scan skips them through one bitmap over global rows, so that k live hits come back
+        # whenever k exist (filtering afterwards would return fewer)
         self.live, self.selector = None, None
         if any(s.dead is not None for s in shards):
             size = max(s.id_start + s.count for s in shards)
             self.live = live_bitmap([(s.id_start, s.dead) for s in shards if s.dead is not None], size)
             self.selector = faiss.IDSelectorBitmap(len(self.live), faiss.swig_ptr(self.live))  # reads self.live
         if self.device == "gpu":
-            merged = faiss.clone_index(trained)
-            for s in shards:
-                merged.merge_from(faiss.clone_index(s.index), 0)
+            merged = faiss.clone_index(self.index)
             if self.selector is not None:  # faiss's GPU IVF takes no selector: drop the dead rows' codes instead
                 merged.remove_ids(faiss.IDSelectorNot(self.selector))
             self.gpu = to_gpu(merged)
+
+    def _merge(self, trained: faiss.Index, shards: list[Shard], previous: "FirstPass | None",
+               read_codes) -> tuple[faiss.IndexIVF, "FirstPass | None"]:
+        """(the merged IVF, the first pass whose quantizer it uses when shared unchanged)."""
+        keep = 0
+        if previous is not None:
+            while keep < min(len(self.keys), len(previous.keys)) and self.keys[keep] == previous.keys[keep]:
+                keep += 1
+        if previous is not None and keep == len(self.keys) == len(previous.keys):
+            return previous.index, previous.lender or previous  # nothing changed in the codes: shared, read-only
+        merged = None
+        if keep:  # the unchanged leading shards' codes: copied from the previous IVF, cut where they end
+            merged = faiss.clone_index(previous.index)
+            end = shards[keep - 1].id_start + shards[keep - 1].count
+            if not truncate_lists(merged, end):
+                merged, keep = None, 0
+        if merged is None:
+            merged = faiss.clone_index(faiss.extract_index_ivf(trained))
+        share_quantizer(merged, self.quantizer)
+        for s in shards[keep:]:
+            codes = s.index if s.index is not None else read_codes(s)  # owns the IVF below: keep it alive
+            ivf = faiss.extract_index_ivf(codes)
+            share_quantizer(ivf, self.quantizer)  # checks the shard was trained with this index's quantizer
+            merged.merge_from(ivf, 0)  # moves the codes: the shard keeps none
+            s.index = codes = ivf = None
+        return merged, None
+
+    def list_sizes(self) -> np.ndarray:
+        """Codes per IVF list over every shard."""
+        return np.array([self.index.invlists.list_size(i) for i in range(self.nlist)], np.int64)
 
     def assign(self, xq: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """The coarse assignment (distances, lists), each (nq, nprobe): computed once, shared by every shard."""
@@ -139,14 +208,8 @@ class FirstPass:
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         cd, ci = assigned if assigned is not None else self.quantizer.search(xq, nprobe)
         cd, ci = np.ascontiguousarray(cd[:, :nprobe]), np.ascontiguousarray(ci[:, :nprobe])
-        ds, is_ = [np.full((len(xq), k), -np.inf, np.float32)], [np.full((len(xq), k), -1, np.int64)]
-        for index in self.shards:
-            d, i = search_preassigned(index, xq, k, ci, cd, params)
-            ds.append(self._scores(d, i))
-            is_.append(i)
-            if len(ds) > MERGE_EVERY:  # bounded memory: 50 shards x 1,000 queries x k 2,000 held 1.2 GB
-                ds, is_ = (list(a) for a in zip(merge_topk(ds, is_, k)))
-        return merge_topk(ds, is_, k)
+        d, i = search_preassigned(self.index, xq, k, ci, cd, params)
+        return by_row_within_ties(self._scores(d, i), i)
 
     def _scores(self, d: np.ndarray, i: np.ndarray) -> np.ndarray:
         s = d * self.sign

@@ -124,7 +124,9 @@ class Index:
                 if self.backend is not None and self.backend.reload(
                         folder, m, lambda switch: self._install(m, codec, trained, None, switch)):
                     return
-                backend = self._backend(folder, m, codec, trained, self._verify)
+                # a local group takes over the shards and codes that did not change
+                backend = (self._backend(folder, m, codec, trained, self._verify, previous=self.backend)
+                           if self._local else self._backend(folder, m, codec, trained, self._verify))
             except IndexFormatError:
                 self._superseded = folder.superseded() or moved_on(folder, m)
                 raise
@@ -580,6 +582,6 @@ def _as_params(params, default: SearchParams) -> SearchParams:
 
 
 def _local_backend(device: str, budget: int | None, ssd: SsdReads, root: PinnedFolder, m: dict, codec: Codec,
-                   trained: faiss.Index, verify: bool) -> Backend:
+                   trained: faiss.Index, verify: bool, previous: ShardGroup | None = None) -> Backend:
     return ShardGroup(root, m, device=device, verify=verify, codec=codec, trained=trained, memory_budget=budget,
-                      ssd=ssd)
+                      ssd=ssd, previous=previous)

@@ -52,30 +52,54 @@ class ShardGroup:
     def __init__(self, root: PinnedFolder | str | Path, manifest: dict, numbers: list[int] | None = None, *,
                  device: str = "cpu", verify: bool = False, codec: Codec | None = None,
                  trained: faiss.Index | None = None, memory_budget: int | None = None,
-                 ssd: SsdReads | None = None):
+                 ssd: SsdReads | None = None, previous: "ShardGroup | None" = None):
+        """`previous`: the group of the generation before, whose unchanged shards (the same manifest record) and
+        codes this one takes over instead of reading them again."""
         self.device, self.verify = device, verify
         folder = root if isinstance(root, PinnedFolder) else _pin_same(Path(root), manifest)
         m = manifest
         metas = [s for s in m["shards"] if numbers is None or s["number"] in set(numbers)]
         self.numbers = [s["number"] for s in metas]
         schema = manifest_schema(m)
-        self.shards = [Shard(folder, s, m["full_dim"], m["index_dim"], m["has_text"], deep=verify, attributes=schema)
-                       for s in metas]
+        reusable = previous.reusable(schema, memory_budget, ssd) if previous is not None else {}
+        self.shards = [reusable.get(s["number"]) if reusable.get(s["number"]) is not None
+                       and reusable[s["number"]].meta == s else
+                       Shard(folder, s, m["full_dim"], m["index_dim"], m["has_text"], deep=verify, attributes=schema,
+                             codes=previous is None) for s in metas]
+        taken = [s for s in self.shards if reusable.get(s.number) is s]
         if codec is None or trained is None:
             codec, trained = read_shared(folder, m)
         self.sizes = tiers.store_sizes(m, trained, metas, held=sum(s.held_bytes() for s in self.shards))
         self.tiers = tiers.choose(self.sizes, memory_budget)
         if memory_budget is not None:
+            if previous is not None and self.tiers != previous.tiers:  # a store changed tier: place every shard
+                self.shards = [Shard(folder, s.meta, m["full_dim"], m["index_dim"], m["has_text"], deep=verify,
+                                     attributes=schema, codes=False) if s in taken else s for s in self.shards]
+                taken = []
             for s in self.shards:
-                s.place(folder, self.tiers, ssd or SsdReads())
-        if folder is not root:
-            folder.close()
+                if s not in taken:
+                    s.place(folder, self.tiers, ssd or SsdReads())
         self.starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
         self.ends = self.starts + np.array([s.count for s in self.shards], dtype=np.int64)
         self.stores = Stores(self._store("int8", "short", m["index_dim"], np.int8),
                              self._store("full", "full", m["full_dim"], np.float16), codec.int8, m["metric"])
-        self.first = FirstPass(trained, self.shards, m["metric"], device)
+        self.first = FirstPass(trained, self.shards, m["metric"], device,
+                               previous=None if previous is None else previous.first,
+                               read_codes=lambda s: s.read_codes(folder))
+        if folder is not root:
+            folder.close()
         self.filters = PassingCache(self.shards)
+        self.budget, self.ssd = memory_budget, ssd
+        self._given: set[int] = set()  # ids of shards a newer group took over (not closed with this one)
+        if previous is not None:
+            previous._given |= {id(s) for s in taken}
+
+    def reusable(self, schema, memory_budget, ssd) -> dict[int, Shard]:
+        """This group's shards a group of a newer generation may take over as they are, by number: all of them
+        when it opens with the same attribute columns and the same reads, none otherwise."""
+        if self.shards and (self.shards[0].schema != schema or memory_budget != self.budget or ssd != self.ssd):
+            return {}
+        return {s.number: s for s in self.shards}
 
     def _store(self, store: str, attr: str, width: int, dtype) -> RowStore:
         readers = [s.readers[store] for s in self.shards] if self.tiers[store] == tiers.SSD else None
@@ -140,11 +164,7 @@ class ShardGroup:
 
     def list_sizes(self) -> np.ndarray:
         """Codes per IVF list over this group's shards."""
-        ivfs = [faiss.extract_index_ivf(s.index) for s in self.shards]
-        sizes = np.zeros(self.first.nlist, np.int64)
-        for ivf in ivfs:
-            sizes += [ivf.invlists.list_size(i) for i in range(ivf.nlist)]
-        return sizes
+        return self.first.list_sizes()
 
     def reload(self, folder, manifest: dict, between_searches) -> bool:
         """A local group does not move in place: the handle opens a new one beside it (False)."""
@@ -241,5 +261,6 @@ class ShardGroup:
     def close(self) -> None:
         """Drop every shard, store and cached filter: their memory maps unmap as the last references go."""
         for s in self.shards:
-            s.close()
+            if id(s) not in self._given:
+                s.close()
         self.shards, self.stores, self.first, self.filters = [], None, None, None

@@ -90,15 +90,13 @@ def test_shard_size_does_not_change_results(tmp_path, small_data):
     np.testing.assert_array_equal(a.rows, b.rows)
 
 
-def test_more_shards_than_one_merge_holds_give_the_same_results(tmp_path, small_data):
-    """The first pass merges shard results into the running top k every MERGE_EVERY shards (bounded memory):
-    12 shards answer exactly as one."""
-    from matryoshka.retrieval.first_pass import MERGE_EVERY
+def test_twelve_shards_give_the_results_of_one(tmp_path, small_data):
+    """The first pass scans one IVF holding every shard's codes: 12 shards answer exactly as one."""
     docs, queries = small_data
     opts = dict(index_dim=32, pq_bytes=8, fast_scan=True, quiet=True, select=False, tune=False)
     one = retrieval.open_index(indexing.build(tmp_path / "one", docs, shard_size=10_000, **opts))
     many = retrieval.open_index(indexing.build(tmp_path / "many", docs, shard_size=250, **opts))
-    assert len(many.backend.shards) == 12 > MERGE_EVERY + 1
+    assert len(many.backend.shards) == 12
     for setting in (FIXED, dict(nprobe=64, k1=1000, k2=200)):
         a, b = one.search_batch(queries, k=10, **setting), many.search_batch(queries, k=10, **setting)
         np.testing.assert_array_equal(a.rows, b.rows)
@@ -165,7 +163,8 @@ def test_unknown_build_option_is_refused(tmp_path, small_data):
 
 def test_shards_share_one_quantizer_and_hold_no_l2_precomputed_tables(tmp_path):
     """Every shard file carries the centroids, and faiss would give every L2 IVF-PQ shard its own
-    nlist x M x 256 precomputed table: opened, the shards point at one quantizer and hold no table."""
+    nlist x M x 256 precomputed table: opened, the shards' codes sit in one IVF that points at the one
+    quantizer and holds no table, and the shards keep no codes of their own."""
     import faiss
 
     from matryoshka.benchmarks.synthetic import Synthetic
@@ -174,10 +173,10 @@ def test_shards_share_one_quantizer_and_hold_no_l2_precomputed_tables(tmp_path):
     indexing.build(tmp_path / "l2", docs, metric="l2", index_dim=32, pq_bytes=8, shard_size=4000, quiet=True)
     index = retrieval.open_index(tmp_path / "l2")
     shared = index.backend.first.quantizer
-    for shard in index.backend.shards:
-        ivf = faiss.downcast_index(faiss.extract_index_ivf(shard.index))
-        assert int(ivf.quantizer.this) == int(shared.this) and not ivf.own_fields
-        assert ivf.precomputed_table.size() == 0
+    ivf = faiss.downcast_index(index.backend.first.index)
+    assert int(ivf.quantizer.this) == int(shared.this) and not ivf.own_fields
+    assert ivf.precomputed_table.size() == 0 and ivf.ntotal == 12000
+    assert all(shard.index is None for shard in index.backend.shards)
     assert len(index.backend.shards) == 3
     r = index.search_batch(queries, k=10)
     assert recall_at(r.rows, exact_topk(docs, queries, 10, "l2")) >= 0.9

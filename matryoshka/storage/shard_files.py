@@ -146,7 +146,10 @@ def _load(root: PinnedFolder, name: str, arr: np.ndarray) -> np.ndarray:
 
 class Shard:
     def __init__(self, root: PinnedFolder, meta: dict, full_dim: int, index_dim: int, has_text: bool,
-                 deep: bool = False, attributes: pa.Schema | None = None):
+                 deep: bool = False, attributes: pa.Schema | None = None, codes: bool = True):
+        """`codes=False` leaves the faiss codes unread (`index` None): a search that already holds them in its
+        merged first pass (`retrieval.first_pass`) reads them again only with `read_codes`."""
+        self.meta, self.schema = meta, attributes
         self.number, self.count, self.id_start = meta["number"], meta["count"], meta["id_start"]
         folder = layout.shard_dir(self.number)
         if not root.is_dir(folder):
@@ -155,19 +158,16 @@ class Shard:
         for name in files:
             check_file(root, f"{folder}/{name}", files[name],
                        deep and name not in (layout.INDEX_FILE, layout.IDS_FILE, layout.ATTR_FILE))
-        index_bytes = read_checked(root, f"{folder}/{layout.INDEX_FILE}", files[layout.INDEX_FILE])
+        self.index = self.read_codes(root) if codes else None
         ids_bytes = read_checked(root, f"{folder}/{layout.IDS_FILE}", files[layout.IDS_FILE])
         try:
-            self.index = faiss_from_bytes(index_bytes)
             self.ids = _id_map(ids_bytes, root.path(f"{folder}/{layout.IDS_FILE}"), self.count,
                                self.id_start if meta.get("ids_are_rows") else None)
         except IndexFormatError:
             raise
-        except Exception as e:  # noqa: BLE001 - faiss and Arrow raise many kinds
+        except Exception as e:  # noqa: BLE001 - Arrow raises many kinds
             raise _damaged(root.path(folder), f"cannot be read ({type(e).__name__}: {e})") from None
-        del index_bytes, ids_bytes
-        if self.index.ntotal != self.count:
-            raise _damaged(root.path(folder), f"holds {self.index.ntotal} codes, expected {self.count}")
+        del ids_bytes
         self.dead = read_dead(root, meta)  # bool mask of deleted rows, when there are any
         self.attrs = None  # attribute columns of the rows (filtered search), when the index stores any
         if layout.ATTR_FILE in files:
@@ -203,6 +203,23 @@ class Shard:
         self.readers: dict = {}  # store -> row_reader.FileRows, for stores read from SSD
         self._paths = {n: root.path(f"{folder}/{n}") for n in (layout.SHORT_FILE, layout.FULL_FILE,
                                                                 layout.DOC_OFFSETS, layout.DOC_BYTES)}
+
+    @property
+    def codes_key(self) -> tuple:
+        """What identifies this shard's faiss codes: equal keys, equal codes (the file's checksum included)."""
+        return self.number, self.id_start, self.count, self.meta["files"][layout.INDEX_FILE]["sha256"]
+
+    def read_codes(self, root: PinnedFolder) -> faiss.Index:
+        """The shard's faiss index (its IVF-PQ codes, global row ids), read and checked against the manifest."""
+        folder = layout.shard_dir(self.number)
+        data = read_checked(root, f"{folder}/{layout.INDEX_FILE}", self.meta["files"][layout.INDEX_FILE])
+        try:
+            index = faiss_from_bytes(data)
+        except Exception as e:  # noqa: BLE001 - faiss raises many kinds
+            raise _damaged(root.path(folder), f"cannot be read ({type(e).__name__}: {e})") from None
+        if index.ntotal != self.count:
+            raise _damaged(root.path(folder), f"holds {index.ntotal} codes, expected {self.count}")
+        return index
 
     def held_bytes(self) -> int:
         """Bytes this shard holds in RAM beside its codes: external ids, attribute columns, the deleted-row mask, the
