@@ -24,6 +24,7 @@ from .inputs import open_source
 from .options import BuildOptions
 from .shard_api import build_shard, check_unique_ids, shard_id_keys, shard_rows
 from .sources import ParquetSource, _file_fingerprint, as_texts, open_parquet
+from .text_source import text_chunks
 
 ENCODE_BLOCK_ROWS = 2048  # rows per Ray Data block: small enough to spread a single file over the actor pool
 
@@ -153,27 +154,33 @@ def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: s
     with texts and no embeddings is first encoded with `model` by Ray Data (an actor pool, `num_gpus` per
     actor). Resumes like a single-machine build: finished shards are kept.
     """
-    ray = connect(address)
     opts = options or BuildOptions()
     path = Path(data)
     if not isinstance(data, (str, os.PathLike)) or not path.exists():
         raise InputError(f"a distributed build reads a .npy or Parquet path that every node sees; got {data!r}")
     spec = {"path": str(path.resolve()), "ids": str(Path(ids).resolve()) if ids else None}
-    names = open_parquet(path).schema.names if path.suffix != ".npy" else []
-    staging = None
-    if names and "embedding" not in names and "text" in names:
+    # The local readers' checks, on the driver before any work on the cluster: every file's footer, columns,
+    # types and embedding length (the rows' values are checked by the same pipeline in the shard tasks)
+    dataset = open_parquet(path) if path.suffix != ".npy" else None
+    staging = beside(Path(out).resolve(), "encoded")
+    text_only = dataset is not None and "embedding" not in dataset.schema.names and "text" in dataset.schema.names
+    if text_only:
         if not model:
             raise InputError(f"{path} has texts but no `embedding` column; pass --model / model= to encode them")
-        extra = schema_of(open_parquet(path).schema, skip_unsupported=True)
+        extra = schema_of(dataset.schema, skip_unsupported=True)
         if extra is not None:
             raise InputError(f"{path} has attribute columns {extra.names}: a Ray build encodes a text-only Parquet "
                              "without them; add an `embedding` column, or build without ray=")
-        staging = beside(Path(out).resolve(), "encoded")
+        if not (staging / "encoded.parquet").exists():  # texts and ids as a local build reads them: UTF-8, strings
+            for _ in text_chunks(dataset, columns=("text", "id") if "id" in dataset.schema.names else ("text",)):
+                pass
+    else:
+        source = open_source(path, ids=ids)
+    ray = connect(address)
+    if text_only:
         encoded = encode_texts(ray, path, staging, model, num_gpus, encode_actors, opts.quiet)
         spec = {"path": str(encoded), "ids": None}
         source = _Encoded(encoded, path, model)
-    else:
-        source = open_source(path, ids=ids)
     task = ray.remote(_shard_task).options(num_cpus=1, num_gpus=num_gpus or 0, max_retries=2)
 
     def add(job: BuildJob) -> list[dict]:
@@ -207,7 +214,7 @@ def build_distributed(out: str | os.PathLike, data: str | os.PathLike, *, ids: s
         return shards
 
     root = build_index(out, source, opts, model_name=model, add=add, finish=finish)
-    if staging is not None:
+    if text_only:
         shutil.rmtree(staging, ignore_errors=True)
     return root
 

@@ -41,6 +41,8 @@ def prepare_folder(root: Path, identity: dict, overwrite: bool) -> str:
     """'fresh', 'resume', 'complete' or 'replace' (a finished index with other settings, and overwrite asked).
 
     Refuses a folder holding anything but a matryoshka index, and an index with other settings unless overwrite.
+    An unfinished build of other input that wrote no shard (one that stopped on a bad input file, since repaired)
+    kept nothing this input can use: it starts over. One of other settings is kept, to resume with its settings.
     """
     manifest, state = root / layout.MANIFEST, root / layout.BUILD_DIR / layout.BUILD_STATE
     ours = manifest.exists() or (root / layout.BUILD_DIR).exists() or (root / layout.SHARDS).exists()
@@ -56,7 +58,8 @@ def prepare_folder(root: Path, identity: dict, overwrite: bool) -> str:
         recorded = layout.read_json(state, "build state").get("identity")
     if ours and recorded == identity and not (overwrite and manifest.exists()):
         return "complete" if manifest.exists() else "resume"
-    nothing_kept = recorded is None and not manifest.exists() and not (root / layout.SHARDS).exists()
+    other_input = isinstance(recorded, dict) and recorded.get("source") != identity.get("source")
+    nothing_kept = (recorded is None or other_input) and not manifest.exists() and not _complete_shards(root)
     if ours and not nothing_kept:
         if not overwrite:
             what = "a finished index" if manifest.exists() else "an unfinished build"
@@ -66,6 +69,13 @@ def prepare_folder(root: Path, identity: dict, overwrite: bool) -> str:
             return "replace"
     clear(root)
     return "fresh"
+
+
+def _complete_shards(root: Path) -> bool:
+    """Whether `root` holds a complete shard (a half-written one, `.tmp-*`, is rewritten anyway)."""
+    shards = root / layout.SHARDS
+    return shards.is_dir() and any((p / layout.SHARD_META).exists() for p in shards.iterdir()
+                                   if not p.name.startswith(".tmp-"))
 
 
 def clear(root: Path) -> None:

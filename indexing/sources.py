@@ -210,6 +210,11 @@ def _check_columns(schema: pa.Schema, other: pa.Schema, path: str, first: str) -
         if _kind(theirs) != _kind(field.type) and not pa.types.is_null(theirs) and not pa.types.is_null(field.type):
             raise InputError(f"{path}: column {field.name!r} is {theirs} but it is {field.type} in {first} (the "
                              "folder's first file); write every file of a folder with the same column types")
+        if pa.types.is_fixed_size_list(theirs) and pa.types.is_fixed_size_list(field.type) and \
+                theirs.list_size != field.type.list_size:
+            raise InputError(f"{path}: column {field.name!r} holds {theirs.list_size} values a row but "
+                             f"{field.type.list_size} in {first} (the folder's first file); every file needs "
+                             "embeddings of the same length")
 
 
 class FileRows:

@@ -106,10 +106,7 @@ class ParquetTextSource(TextSource):
                 "model": self.model_name, "attributes": self.attr_cols}
 
     def _chunks(self, start: int) -> Iterator[tuple[int, list[str]]]:
-        files = FileRows(self.dataset)  # errors name the file and row
-        for lo, rb in record_batches(self.dataset, ["text"], CHUNK_ROWS, start):
-            check_text(rb, lo, files)
-            yield lo, named(files, lo, lambda: as_texts(rb.column(0), lo))
+        return text_chunks(self.dataset, start)
 
     def batches(self, size: int, start: int = 0) -> Iterator[Batch]:
         files = FileRows(self.dataset)
@@ -122,3 +119,13 @@ class ParquetTextSource(TextSource):
         ids = as_ids(rb.column(1), lo) if len(self.cols) > 1 else pa.array(np.arange(lo, hi, dtype=np.int64))
         attrs = pa.Table.from_batches([rb.select(self.attr_cols)]) if self.attr_cols else None
         return Batch(lo, ids, np.asarray(self._spool[lo:hi]), as_texts(rb.column(0), lo), attrs)
+
+
+def text_chunks(dataset, start: int = 0, columns: tuple[str, ...] = ("text",)) -> Iterator[tuple[int, list[str]]]:
+    """(first row, texts) of a Parquet dataset's `text` column from row `start`, CHUNK_ROWS at a time. The read
+    `columns` (text first) are refused, naming the file and row, where their bytes are not UTF-8 or a text is no
+    string; a damaged file is named."""
+    files = FileRows(dataset)
+    for lo, rb in record_batches(dataset, list(columns), CHUNK_ROWS, start):
+        check_text(rb, lo, files)
+        yield lo, named(files, lo, lambda: as_texts(rb.column(0), lo))

@@ -24,6 +24,16 @@ FAST_SCAN_HELP = ("4-bit fast-scan PQ codes (--fast-scan) or 8-bit PQ (--no-fast
 QUERIES_FORMAT = "a Parquet file with a `qid` column and an `embedding` or a `text` column"
 
 
+def memory_budget(text: str) -> str:
+    """An argparse type: a memory budget as given (e.g. 8G), refused here (exit 2) when it is no size."""
+    from matryoshka.storage.tiers import parse_bytes
+    try:
+        parse_bytes(text, "the size")
+    except MatryoshkaError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="Parquet file/folder (id, embedding[, text]) or a .npy matrix")
     p.add_argument("--out", required=True, help="index folder to create (or resume)")
@@ -53,8 +63,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an index built with other settings")
     p.add_argument("--lexical", action="store_true", help="also index the texts for BM25 (search --mode lexical / "
                                                           "hybrid)")
-    p.add_argument("--memory-budget", metavar="SIZE", help="RAM the index will be served with (e.g. 8G): the default "
-                                                         "operating point is measured for the stores it leaves on SSD")
+    p.add_argument("--memory-budget", metavar="SIZE", type=memory_budget,
+                   help="RAM the index will be served with (e.g. 8G): the default operating point is measured for "
+                        "the stores it leaves on SSD")
     p.add_argument("--row-order", choices=("input", "lists"), default="input",
                    help="lists: store the int8 and full vectors in IVF-list order, so the candidates of a probed list "
                         "share pages (fewer reads from SSD; 4 bytes per vector more in RAM)")
@@ -167,7 +178,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tier_args(p) -> None:
-    p.add_argument("--memory-budget", metavar="SIZE",
+    p.add_argument("--memory-budget", metavar="SIZE", type=memory_budget,
                    help="RAM the index may hold, e.g. 8G: the codes, then the int8 and full vectors and texts while "
                         "they fit are read into RAM; the rest is read from SSD, and the operating point measured "
                         "for that placement (`matryoshka tune --memory-budget`) is used (default: every store "
@@ -245,26 +256,38 @@ def _where(a):
     from matryoshka.core.errors import InputError
     per_query = None
     if a.queries is not None and "where" in pq.read_schema(a.queries).names:
-        per_query = pq.read_table(a.queries, columns=["where"]).column(0).to_pylist()
+        per_query = _queries_table(a.queries, ["where"]).column(0).to_pylist()
     if per_query is not None and a.where is not None:
         raise InputError(f"{a.queries} has a `where` column and --where was given; use one of them")
     return per_query if per_query is not None else a.where
 
 
-def read_queries(path: str) -> tuple[list, list[str] | np.ndarray, list[str] | None]:
-    """The qids, the queries (texts, or a matrix of vectors) and the query texts (None without) of a --queries file."""
+def _queries_table(path: str, columns: list[str] | None = None):
+    """The `columns` (default: all) of a --queries file, refused by name when unreadable or its text not UTF-8."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from matryoshka.indexing.sources import list_column_to_matrix
     from matryoshka.core.errors import InputError
+    from matryoshka.indexing.ids import invalid_utf8
     if not os.path.exists(path):
         raise InputError(f"--queries {path} does not exist; give {QUERIES_FORMAT}")
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowException) as e:
         raise InputError(f"--queries {path} is not a readable Parquet file ({str(e).splitlines()[0]}); "
                          f"give {QUERIES_FORMAT}") from None
+    for name, col in zip(table.column_names, table.columns):
+        if (row := invalid_utf8(col)) is not None:
+            raise InputError(f"--queries {path}, row {row}: column {name!r} holds bytes that are not valid UTF-8 "
+                             "text; write the file's text columns as UTF-8")
+    return table
+
+
+def read_queries(path: str) -> tuple[list, list[str] | np.ndarray, list[str] | None]:
+    """The qids, the queries (texts, or a matrix of vectors) and the query texts (None without) of a --queries file."""
+    from matryoshka.indexing.sources import list_column_to_matrix
+    from matryoshka.core.errors import InputError
+    table = _queries_table(path)
     columns = table.column_names
     if "qid" not in columns or not {"embedding", "text"} & set(columns):
         raise InputError(f"--queries {path} has the columns {columns}; give {QUERIES_FORMAT}")
@@ -452,7 +475,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p.add_argument("--train-size", type=positive_int, help="training sample size (default: what the build takes "
                                                           "for this nlist)")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
-    p.add_argument("--memory-budget", metavar="SIZE", help="also say which stores fit in RAM under this budget")
+    p.add_argument("--memory-budget", metavar="SIZE", type=memory_budget,
+                   help="also say which stores fit in RAM under this budget")
     p = command("demo", cmd_demo, "index the stdlib docs with all-MiniLM-L6-v2 and search them")
     p.add_argument("--out", default="matryoshka-demo-index", help="index folder (reused when it holds the index)")
     p.add_argument("--limit", type=int, help="index at most this many passages")

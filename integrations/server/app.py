@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from . import errors
-from .auth import bearer
+from .auth import bearer, knows_token
 from .limits import BodyLimit, Limits
 from .schemas import (AddRequest, ChangeResponse, DeleteRequest, Error, ExplainResponse, Health, SearchRequest,
                       SearchResponse)
@@ -32,7 +32,8 @@ def create_app(index_path: str | Path, *, token: str | None = None, max_batch: i
                reload_interval: float = 0.5, preload_model: bool = True) -> FastAPI:
     """An app serving the index at `index_path`, opened now (a bad path fails here, not at the first request).
 
-    `token`: every endpoint but /health wants `Authorization: Bearer <token>` (None: open). Limits per request:
+    `token`: every endpoint wants `Authorization: Bearer <token>` (None: open), but /health, which without it says
+    only that the server is up. Limits per request:
     `max_batch` queries, `max_docs` documents or ids, `max_k` hits per query, `max_body_bytes`. `reranker`,
     `model`, `device` and `threads` go to `retrieval.open_index`; `preload_model` loads the index's query model now
     rather than in the first text query. The manifest is checked for changes by other processes at most every
@@ -54,11 +55,15 @@ def create_app(index_path: str | Path, *, token: str | None = None, max_batch: i
     errors.install(app)
     guard = [Depends(bearer(token))] if token else []
 
-    @app.get("/health", response_model=Health, tags=["status"])
-    def health() -> dict:
-        """Up, with the generation served and its live documents (open without the token)."""
+    @app.get("/health", response_model=Health, response_model_exclude_unset=True, tags=["status"])
+    def health(detail: bool = Depends(knows_token(token))) -> dict:
+        """Up. With the token (or on a server without one): the generation served, its live documents and why a
+        newer generation could not be opened; without it nothing more, as that names the index's files."""
         index = service.refresh()
-        return {"generation": index.generation, "count": index.live, "reload_error": service.reload_error}
+        if not detail:
+            return {"status": "ok"}
+        return {"status": "ok", "generation": index.generation, "count": index.live,
+                "reload_error": service.reload_error}
 
     @app.get("/info", dependencies=guard, responses=ERRORS, tags=["status"])
     def info() -> dict[str, Any]:

@@ -25,8 +25,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=1,
                    help="worker processes, each with the index open (its memory-mapped stores are shared)")
     p.add_argument("--token",
-                   help=f"require 'Authorization: Bearer TOKEN' on every endpoint but /health (default: ${TOKEN_ENV}; "
-                        "the variable keeps it out of the process list)")
+                   help=f"require 'Authorization: Bearer TOKEN' on every endpoint; /health without it says only "
+                        f"'ok' (default: ${TOKEN_ENV}; the variable keeps it out of the process list)")
     p.add_argument("--max-batch", type=positive_int, default=1024, help="queries per search request")
     p.add_argument("--max-docs", type=positive_int, default=10_000, help="documents per add / upsert, ids per delete")
     p.add_argument("--max-k", type=positive_int, default=1000, help="hits per query")

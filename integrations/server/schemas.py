@@ -134,9 +134,11 @@ class ChangeResponse(BaseModel):
 
 
 class Health(BaseModel):
+    """Up; the other fields only with the token (or on a server without one)."""
+
     status: Literal["ok"] = "ok"
-    generation: int
-    count: int = Field(description="live documents")
+    generation: int | None = Field(None, description="the generation served")
+    count: int | None = Field(None, description="live documents")
     reload_error: str | None = Field(None, description="why the newest generation on disk could not be "
                                                           "opened (the one named is served meanwhile)")
 

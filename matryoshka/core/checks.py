@@ -1,6 +1,7 @@
 """Checks of parameter values by type: booleans are not numbers and strings are not flags, refused by name."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -26,17 +27,18 @@ def integer(name: str, v, low: int = 1, high: int | None = None, optional: bool 
 
 def number(name: str, v, low: float, high: float = float("inf"), *, low_open: bool = False,
            optional: bool = False):
-    """`v` as a float when it is a real number in the range (low excluded when `low_open`), else an InputError
-    (NaN, and an integer too large for a float, included)."""
+    """`v` as a float when it is a finite real number in the range (low excluded when `low_open`), else an
+    InputError (NaN, the infinities, and an integer too large for a float, included)."""
     if v is None and optional:
         return v
     try:
         f = float(v) if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) else None
     except OverflowError:  # an int past 1.8e308
         f = None
-    if f is None or not ((f > low if low_open else f >= low) and f <= high):  # NaN fails every comparison
-        span = f"in ({low}, {high}]" if low_open else f"in [{low}, {high}]" if high != float("inf") else f">= {low}"
-        raise InputError(f"{name} must be a number {span}{' or None' if optional else ''}; got {v!r}")
+    if f is None or not math.isfinite(f) or not ((f > low if low_open else f >= low) and f <= high):
+        span = f"in ({low}, {high}]" if low_open and high != float("inf") else f"> {low}" if low_open else \
+            f"in [{low}, {high}]" if high != float("inf") else f">= {low}"
+        raise InputError(f"{name} must be a finite number {span}{' or None' if optional else ''}; got {v!r}")
     return f
 
 

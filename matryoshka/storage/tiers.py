@@ -8,8 +8,13 @@ whole; one that does not is read from SSD with many reads in flight (`row_reader
 """
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
 
 from matryoshka.core import checks
 from matryoshka.core.errors import InputError
@@ -17,22 +22,41 @@ from matryoshka.core.errors import InputError
 STORES = ("codes", "int8", "full", "texts")
 RAM, CACHE, SSD = "ram", "page cache", "ssd"
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MAX_BUDGET = 1 << 60  # 1 EiB: more than any machine holds, so a larger budget is a mistyped one
+BUDGET_FORMS = "a byte count such as 2_000_000_000, or a size such as '512M', '2G' or '1.5T' (binary units)"
 
 
-def parse_bytes(value) -> int:
-    """Bytes from an int or a size such as '512M', '24G', '1.5 TB' (binary units)."""
-    if isinstance(value, bool):
-        raise InputError(f"a memory budget is a byte count or a size such as '24G'; got {value!r}")
-    if isinstance(value, (int, float)):
-        n = int(value)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(value).lower())
+def parse_bytes(value, name: str = "memory_budget") -> int:
+    """Bytes from a byte count or a size such as '512M', '24G', '1.5 TB' (binary units): the one parser of memory
+    budgets. Anything else (a bool, NaN, an infinity, less than a byte, more than MAX_BUDGET, other text) is an
+    InputError naming `name` and the accepted forms."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", value.lower().replace("_", ""))
         if not m:
-            raise InputError(f"cannot read {value!r} as a memory budget; give bytes or a size such as '24G'")
-        n = int(float(m.group(1)) * _UNITS[m.group(2)])
-    if n <= 0:
-        raise InputError(f"a memory budget must be positive; got {value!r}")
-    return n
+            raise InputError(f"{name} must be {BUDGET_FORMS}; got {_shown(value)}")
+        n = Decimal(m.group(1)) * _UNITS[m.group(2)]  # exact, however many digits
+    elif checks.is_int(value):
+        n = int(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        if not math.isfinite(value):
+            raise InputError(f"{name} must be a finite size: {BUDGET_FORMS}; got {_shown(value)}")
+        n = value
+    else:
+        raise InputError(f"{name} must be {BUDGET_FORMS}; got {_shown(value)}")
+    if n > MAX_BUDGET:
+        raise InputError(f"{name} of {_shown(value)} is more than {MAX_BUDGET:,} bytes (1 EiB), more memory than any "
+                         f"machine has; give {BUDGET_FORMS}")
+    if n < 1:
+        raise InputError(f"{name} must be at least 1 byte; got {_shown(value)}; give {BUDGET_FORMS}")
+    return int(n)
+
+
+def _shown(value) -> str:
+    """`value` for a message: a huge number or text by its length, not in full."""
+    if checks.is_int(value) and abs(value).bit_length() > 128:
+        return f"an integer of {abs(value).bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
