@@ -14,6 +14,10 @@ MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per cent
 MAX_POINTS_PER_LIST = 256
 MAX_AUTO_NLIST = 8192  # beyond this, k-means on 2 CPU cores takes longer than the rest of the build
 MAX_TRAIN_ROWS = 40 * MAX_AUTO_NLIST  # the default sample: bounds the build's peak memory whatever N is
+# from this many lists the coarse assignment searches an HNSW graph over the centroids instead of scanning them
+# all: where the graph is faster at a recall of the lists >= 0.99 (benchmarks/results/coarse-quantizer.json)
+HNSW_FROM_NLIST = 32768
+HNSW_M = 32
 
 
 def faiss_metric(metric: str) -> int:
@@ -71,23 +75,34 @@ def plan_factory(n: int, dim: int, pq_bytes: int, fast_scan: bool, nlist: int | 
     elif nlist > max(1, n // MIN_POINTS_PER_LIST):
         notes.append(f"nlist={nlist} needs at least {nlist * MIN_POINTS_PER_LIST} vectors; using nlist={auto}")
         nlist = auto
-    return f"IVF{nlist},{code}", notes
+    coarse = f"_HNSW{HNSW_M}" if nlist >= HNSW_FROM_NLIST else ""
+    if coarse:
+        notes.append(f"{nlist} lists: queries are assigned through an HNSW{HNSW_M} graph over the centroids "
+                     f"(from {HNSW_FROM_NLIST} lists it is faster than scanning them all)")
+    return f"IVF{nlist}{coarse},{code}", notes
 
 
 def new_index(factory: str, dim: int, metric: str) -> faiss.Index:
-    """An untrained index for one of this engine's factory strings (IVF{n},Flat / PQ{m} / PQ{m}x4fs), built
-    from its classes: the faiss-cuda 1.14 wheels raise std::bad_cast from index_factory's regex parser."""
-    m = re.fullmatch(r"IVF(\d+),(Flat|PQ(\d+)(x4fs)?)", factory)
+    """An untrained index for one of this engine's factory strings (IVF{n}[_HNSW{M}],Flat / PQ{m} / PQ{m}x4fs),
+    built from its classes: the faiss-cuda 1.14 wheels raise std::bad_cast from index_factory's regex parser.
+    An HNSW coarse quantizer is trained by k-means over a flat index, then holds the centroids in its graph."""
+    m = re.fullmatch(r"IVF(\d+)(_HNSW(\d+))?,(Flat|PQ(\d+)(x4fs)?)", factory)
     mt = faiss_metric(metric)
     if not m:
         return faiss.index_factory(dim, factory, mt)
     nlist = int(m.group(1))
-    quantizer = faiss.IndexFlatL2(dim) if mt == faiss.METRIC_L2 else faiss.IndexFlatIP(dim)
-    if m.group(2) == "Flat":
-        return faiss.IndexIVFFlat(quantizer, dim, nlist, mt)
-    if m.group(4):
-        return faiss.IndexIVFPQFastScan(quantizer, dim, nlist, int(m.group(3)), 4, mt)
-    return faiss.IndexIVFPQ(quantizer, dim, nlist, int(m.group(3)), 8, mt)
+    flat = faiss.IndexFlatL2(dim) if mt == faiss.METRIC_L2 else faiss.IndexFlatIP(dim)
+    quantizer = faiss.IndexHNSWFlat(dim, int(m.group(3)), mt) if m.group(2) else flat
+    if m.group(4) == "Flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, mt)
+    elif m.group(6):
+        index = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, int(m.group(5)), 4, mt)
+    else:
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, int(m.group(5)), 8, mt)
+    if m.group(2):
+        index.clustering_index = flat
+        index.referenced_objects.append(flat)  # faiss's wrapper keeps the quantizer alive so; this one too
+    return index
 
 
 def train(factory: str, sample: np.ndarray, metric: str, device: str) -> faiss.Index:

@@ -101,10 +101,10 @@ def plan_options(other: str | os.PathLike) -> dict:
     shortening, partition, code and rotation, with nothing measured again."""
     try:
         m = layout.read_json(Path(other) / layout.MANIFEST, "manifest")
-        nlist, code = m["factory"].split(",")
+        nlist, code = layout.parse_factory(m["factory"])
         sel = (m["build"].get("selection") or {})
         plan = {"index_dim": m["index_dim"], "metric": m["metric"], "transform": m["transform"]["kind"],
-                "nlist": int(nlist[3:]), "select": False, "rotation": sel.get("rotation_kind", "random")}
+                "nlist": nlist, "select": False, "rotation": sel.get("rotation_kind", "random")}
     except (IndexFormatError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise InputError(f"--plan-from {other}: not an index whose plan can be read ({e}); name the folder of "
                          "an index built by this engine") from None

@@ -17,6 +17,7 @@ from matryoshka.core.params import SearchParams
 from matryoshka.storage.row_store import RowStore
 
 CHUNK_BYTES = 8 << 20  # float32 candidates scored at once: small blocks stay in cache and reuse memory
+GATHER_BYTES = 32 << 20  # stored candidate rows read at once over many shards (a batch's, up to this)
 # `_f32` hands torch read-only maps only to convert them into new tensors: nothing writes to the shared memory
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
@@ -84,13 +85,20 @@ def _rescore(q: np.ndarray, cand: np.ndarray, store: RowStore, score_chunk, in_o
     nq, k = cand.shape
     out = np.full((nq, k), -np.inf, dtype=np.float32)
     step = max(1, CHUNK_BYTES // max(1, k * store.width * 4))
-    for lo in range(0, nq, step):
-        c = cand[lo:lo + step]
-        if not (c >= 0).any():
+    # over many shards rows are gathered for many chunks at once: one pass over the shards per GATHER_BYTES,
+    # not per chunk (one shard: per chunk, whose rows are still in cache when they are scored)
+    gather = step if len(store.starts) < 2 else \
+        max(1, GATHER_BYTES // max(1, k * store.width * store.dtype.itemsize) // step) * step
+    for glo in range(0, nq, gather):
+        g = cand[glo:glo + gather]
+        if not (g >= 0).any():
             continue
-        s = score_chunk(store.candidates(c, in_order), q[lo:lo + step])
-        s[c < 0] = -np.inf
-        out[lo:lo + step] = s
+        rows = store.candidates(g, in_order)
+        for lo in range(0, len(g), step):
+            c = g[lo:lo + step]
+            s = score_chunk(rows[lo:lo + step], q[glo + lo:glo + lo + step])
+            s[c < 0] = -np.inf
+            out[glo + lo:glo + lo + step] = s
     return out
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from matryoshka.core.device import GPU_MAX_K, to_gpu
 from matryoshka.core.errors import IndexFormatError
+from matryoshka.core.params import coarse_ef
 from matryoshka.storage.shard_files import Shard
 from matryoshka.storage.tombstones import live_bitmap
 
@@ -68,8 +69,36 @@ def share_quantizer(ivf: faiss.IndexIVF, shared: faiss.Index) -> None:
                                f"{shared.ntotal} of {shared.d}: the shard belongs to another index; rebuild it")
     ivf.own_fields = False
     ivf.quantizer = shared
+    if isinstance(old, faiss.IndexHNSW):  # the graph's links and its flat storage of the centroids
+        old.hnsw.neighbors = faiss.MaybeOwnedVectorInt32()
+        old = faiss.downcast_index(old.storage)
     if isinstance(old, faiss.IndexFlatCodes):
         old.codes = faiss.MaybeOwnedVectorUInt8()
+
+
+def append_lists(merged: faiss.IndexIVF, other: faiss.IndexIVF) -> None:
+    """`merged.merge_from(other, 0)`: every list of `other` moved to the end of the same list of `merged`.
+
+    faiss 1.15's fast-scan lists (`BlockInvertedLists.add_entries`) copy as many blocks as the whole list holds
+    when the list's size is a non-zero multiple of its block size in bytes, past the end of the buffer (a heap
+    corruption, seen merging 200 shards): such lists are appended here, block-aligned as they are, and the rest
+    by faiss."""
+    dst = faiss.downcast_InvertedLists(merged.invlists)
+    if isinstance(dst, faiss.BlockInvertedLists):
+        src = other.invlists
+        for lst in range(merged.nlist):
+            o, n = dst.list_size(lst), src.list_size(lst)
+            if n and o and o % dst.block_size == 0:  # o is a whole number of blocks too (block_size % 32 == 0)
+                nbytes = -(-n // dst.n_per_block) * dst.block_size
+                dst.resize(lst, o + n)
+                start = o // dst.n_per_block * dst.block_size
+                faiss.rev_swig_ptr(dst.get_codes(lst), start + nbytes)[start:] = \
+                    faiss.rev_swig_ptr(src.get_codes(lst), nbytes)
+                faiss.rev_swig_ptr(dst.get_ids(lst), o + n)[o:] = faiss.rev_swig_ptr(src.get_ids(lst), n)
+                src.resize(lst, 0)
+    total = merged.ntotal + other.ntotal
+    merged.merge_from(other, 0)
+    merged.ntotal = total
 
 
 def truncate_lists(ivf: faiss.IndexIVF, end: int) -> bool:
@@ -139,6 +168,9 @@ class FirstPass:
         self.trained = trained  # owns the quantizer below
         self.quantizer = faiss.downcast_index(faiss.extract_index_ivf(trained).quantizer)
         self.nlist = self.quantizer.ntotal
+        self.graph = isinstance(self.quantizer, faiss.IndexHNSW)  # lists assigned through an HNSW graph
+        if self.graph:
+            self.device = "cpu"  # faiss's GPU IVF takes a flat quantizer only
         self.keys = [s.codes_key for s in shards]
         self.index, self.lender = self._merge(trained, shards, previous, read_codes)
         # deleted rows: the scan skips them through one bitmap over global rows, so that k live hits come back
@@ -176,7 +208,7 @@ class FirstPass:
             codes = s.index if s.index is not None else read_codes(s)  # owns the IVF below: keep it alive
             ivf = faiss.extract_index_ivf(codes)
             share_quantizer(ivf, self.quantizer)  # checks the shard was trained with this index's quantizer
-            merged.merge_from(ivf, 0)  # moves the codes: the shard keeps none
+            append_lists(merged, ivf)  # moves the codes: the shard keeps none
             s.index = codes = ivf = None
         return merged, None
 
@@ -184,10 +216,14 @@ class FirstPass:
         """Codes per IVF list over every shard."""
         return np.array([self.index.invlists.list_size(i) for i in range(self.nlist)], np.int64)
 
-    def assign(self, xq: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """The coarse assignment (distances, lists), each (nq, nprobe): computed once, shared by every shard."""
+    def assign(self, xq: np.ndarray, nprobe: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The coarse assignment (distances, lists), each (nq, nprobe): computed once per batch. An HNSW
+        quantizer searches its graph `coarse_ef(nprobe, ef)` deep."""
         xq = np.ascontiguousarray(xq, dtype=np.float32)
-        return self.quantizer.search(xq, min(nprobe, self.nlist))
+        nprobe = min(nprobe, self.nlist)
+        if self.graph:
+            return self.quantizer.search(xq, nprobe, params=faiss.SearchParametersHNSW(efSearch=coarse_ef(nprobe, ef)))
+        return self.quantizer.search(xq, nprobe)
 
     def search(self, xq: np.ndarray, k: int, nprobe: int, assigned: tuple[np.ndarray, np.ndarray] | None = None,
                selector: faiss.IDSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +242,7 @@ class FirstPass:
         if (selector or self.selector) is not None:
             params.sel = selector or self.selector
         xq = np.ascontiguousarray(xq, dtype=np.float32)
-        cd, ci = assigned if assigned is not None else self.quantizer.search(xq, nprobe)
+        cd, ci = assigned if assigned is not None else self.assign(xq, nprobe)
         cd, ci = np.ascontiguousarray(cd[:, :nprobe]), np.ascontiguousarray(ci[:, :nprobe])
         d, i = search_preassigned(self.index, xq, k, ci, cd, params)
         return by_row_within_ties(self._scores(d, i), i)

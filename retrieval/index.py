@@ -293,7 +293,7 @@ class Index:
     def shape(self) -> Shape:
         """What the planner knows of this index (`retrieval.plan.Shape`)."""
         return Shape(self.live, self.assigner.nlist, faiss.extract_index_ivf(self.trained).code_size,
-                     self.full_dim, self.device, self.tiers)
+                     self.full_dim, self.device, self.tiers, "hnsw" if self.assigner.graph else "flat")
 
     def _plan(self, p: SearchParams, n: int, where, rerank: bool, rules, asked, params,
               missing: set | None = None) -> Plan:
@@ -438,7 +438,8 @@ class Index:
                     missing: set) -> tuple[np.ndarray, dict]:
         """The first pass over `nprobe` lists (the plan's); queries of a filtered search that still find fewer
         than k passing rows are searched over every list."""
-        assigned = None if self.device == "gpu" and where is None else self.assigner.assign(short, nprobe)
+        assigned = None if self.device == "gpu" and where is None else self.assigner.assign(short, nprobe,
+                                                                                             p.coarse_ef)
         if p.probe_margin is not None and assigned is not None and where is None:
             assigned = prune_lists(assigned, p.probe_margin, self.metric)
         s1, cand = self.backend.first_pass(short, p.k1, nprobe, assigned, missing, where)

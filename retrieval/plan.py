@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from matryoshka.core import checks
 from matryoshka.core.errors import InputError
-from matryoshka.core.params import SearchParams
+from matryoshka.core.params import SearchParams, coarse_ef
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class Shape:
     full_dim: int
     device: str  # where the first pass runs
     tiers: dict  # store -> tier (`matryoshka.storage.tiers`)
+    coarse: str = "flat"  # how queries are assigned to lists: "flat" (every centroid) or "hnsw" (a graph)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,9 @@ def plan(shape: Shape, p: SearchParams, queries: int, rules: Rules, *, passing: 
         if margin:
             why += f", a cap: lists trailing the nearest centroid by more than {p.probe_margin:g} are skipped"
         device = "GPU" if shape.device == "gpu" and not filtered else "CPU"
+        if shape.coarse == "hnsw":
+            why += (f"; lists found through an HNSW graph over the {shape.nlist:,} centroids, efSearch "
+                    f"{coarse_ef(nprobe, p.coarse_ef)}")
         steps.append(Step("first_pass", p.k1, _reads("codes", t), f"{why}; on the {device}", nprobe))
         path = "cascade"
         if p.int8:

@@ -177,19 +177,23 @@ class ShardGroup:
 
     def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:
         """External ids (None where not owned) and texts ('' where not owned) of a flat array of rows."""
-        ids: list = [None] * len(rows)
-        out_texts = [""] * len(rows) if texts else None
+        ids = np.full(len(rows), None, object)
+        out_texts = np.full(len(rows), "", object) if texts else None
+        for s, pos in self._by_shard(rows):
+            local = rows[pos] - self.starts[s]
+            ids[pos] = _objects(self.shards[s].external_ids(local))
+            if texts:
+                out_texts[pos] = _objects(self.shards[s].texts(local))
+        return ids.tolist(), None if out_texts is None else out_texts.tolist()
+
+    def _by_shard(self, rows: np.ndarray):
+        """(shard position, positions in `rows` of its rows) for every shard of this group that `rows` touch."""
         valid = np.flatnonzero(self.owns(rows))
         shard_of = np.searchsorted(self.starts, rows[valid], side="right") - 1
-        for s in np.unique(shard_of):
-            pos = valid[shard_of == s]
-            local = rows[pos] - self.starts[s]
-            for p, v in zip(pos, self.shards[s].external_ids(local)):
-                ids[p] = v
-            if texts:
-                for p, v in zip(pos, self.shards[s].texts(local)):
-                    out_texts[p] = v
-        return ids, out_texts
+        order = np.argsort(shard_of, kind="stable")
+        bounds = np.searchsorted(shard_of[order], np.arange(len(self.shards) + 1))
+        for s in np.flatnonzero(np.diff(bounds)):
+            yield s, valid[order[bounds[s]:bounds[s + 1]]]
 
     def lexical_stats(self, terms: list[str], missing: set | None = None) -> tuple[int, dict[str, int]]:
         """(live rows, live rows holding each term) over this group's shards: its part of the index-wide BM25
@@ -245,14 +249,10 @@ class ShardGroup:
 
     def attributes(self, rows: np.ndarray, missing: set | None = None) -> list[dict | None]:
         """Attribute values of a flat array of rows (None where not owned)."""
-        out: list = [None] * len(rows)
-        valid = np.flatnonzero(self.owns(rows))
-        shard_of = np.searchsorted(self.starts, rows[valid], side="right") - 1
-        for s in np.unique(shard_of):
-            pos = valid[shard_of == s]
-            for p, v in zip(pos, self.shards[s].attributes(rows[pos] - self.starts[s])):
-                out[p] = v
-        return out
+        out = np.full(len(rows), None, object)
+        for s, pos in self._by_shard(rows):
+            out[pos] = _objects(self.shards[s].attributes(rows[pos] - self.starts[s]))
+        return out.tolist()
 
     def id_map_bytes(self) -> int:
         """Bytes of external ids held in RAM (none for shards whose ids are their row numbers)."""
@@ -264,3 +264,10 @@ class ShardGroup:
             if id(s) not in self._given:
                 s.close()
         self.shards, self.stores, self.first, self.filters = [], None, None, None
+
+
+def _objects(values: list) -> np.ndarray:
+    """A list as a 1-d object array, its items as they are (numpy would make strings or dicts an array)."""
+    out = np.empty(len(values), object)
+    out[:] = values
+    return out

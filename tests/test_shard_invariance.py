@@ -93,3 +93,23 @@ def test_a_reload_reads_only_the_shards_that_changed(pair, data, tmp_path):
     assert index.reload()
     _same(index, retrieval.open_index(path), q)
     _same(index, retrieval.open_index(path), q, where="half")
+
+
+def test_appending_fast_scan_lists_at_a_block_boundary_moves_every_code():
+    """faiss 1.15 copies past a fast-scan list's end when its size is a non-zero multiple of the block size in
+    bytes (128 entries here, one list); `append_lists` moves such lists itself: the merge equals one index."""
+    import faiss
+
+    from matryoshka.retrieval.first_pass import append_lists
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((128 * 20, 16)).astype(np.float32)
+    trained = faiss.index_factory(16, "IVF1,PQ8x4fs", faiss.METRIC_INNER_PRODUCT)
+    trained.train(x)
+    whole, merged = faiss.clone_index(trained), faiss.clone_index(trained)
+    whole.add_with_ids(x, np.arange(len(x)))
+    for lo in range(0, len(x), 128):  # from the second on, every append starts at a boundary
+        part = faiss.clone_index(trained)
+        part.add_with_ids(x[lo:lo + 128], np.arange(lo, lo + 128))
+        append_lists(merged, part)
+    assert merged.ntotal == whole.ntotal == merged.invlists.list_size(0)
+    np.testing.assert_array_equal(whole.search(x[:100], 30)[1], merged.search(x[:100], 30)[1])

@@ -116,9 +116,10 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def parse_factory(factory: str) -> tuple[int, str]:
-    """(nlist, code) of an index's IVF factory string: 'IVF4096,PQ32' -> (4096, 'PQ32')."""
+    """(nlist, code) of an index's IVF factory string: 'IVF4096,PQ32' -> (4096, 'PQ32'),
+    'IVF65536_HNSW32,PQ64x4fs' -> (65536, 'PQ64x4fs')."""
     head, _, code = factory.partition(",")
-    return int(head.removeprefix("IVF")), code
+    return int(head.removeprefix("IVF").partition("_")[0]), code
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

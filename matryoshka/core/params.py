@@ -19,7 +19,8 @@ class SearchParams:
     nprobe: IVF lists scanned; k1: first-pass depth; k2: kept after int8 re-scoring; k3: kept after full
     re-scoring for the cross-encoder; k: returned. int8 / full / rerank switch stages off (rerank=None runs
     it when a reranker is configured and texts exist); full_dims re-scores with only the first dims (a
-    cheaper tier). probe_margin makes nprobe a cap: a query skips the lists whose centroid scores trail its
+    cheaper tier). coarse_ef: how deep an HNSW coarse quantizer (indexes of many lists) searches its graph
+    for the nprobe lists (None: 2 x nprobe, at least 64). probe_margin makes nprobe a cap: a query skips the lists whose centroid scores trail its
     nearest centroid's by more than the margin (CPU first pass; the tuner measures it).
 
     mode: "dense" (the cascade), "lexical" (BM25 over the stored texts alone) or "hybrid" (the BM25 top
@@ -45,6 +46,7 @@ class SearchParams:
     fusion: str = "weighted"  # with lexical_weight 0.5: the best of those measured on two tasks (benchmarks.hybrid)
     lexical_weight: float = 0.5
     lexical_syntax: bool = False
+    coarse_ef: int | None = None
 
     def updated(self, **changes) -> "SearchParams":
         """A copy with some fields changed; an unknown name is an InputError listing the known ones. A new nprobe
@@ -66,6 +68,7 @@ class SearchParams:
             raise InputError("probe_margin must be finite; leave it out (None) to probe every list asked for")
         number("probe_margin", self.probe_margin, 0, float("inf"), optional=True)
         integer("full_dims", self.full_dims, 1, full_dim, optional=True)
+        integer("coarse_ef", self.coarse_ef, 1, None, optional=True)
         flag("int8", self.int8)
         flag("full", self.full)
         flag("rerank", self.rerank, optional=True)
@@ -84,3 +87,10 @@ class SearchParams:
     @classmethod
     def from_dict(cls, d: dict) -> "SearchParams":
         return cls().updated(**d)
+
+
+def coarse_ef(nprobe: int, ef: int | None) -> int:
+    """How deep an HNSW coarse quantizer searches for `nprobe` lists: `ef` as asked (never below nprobe), else
+    twice nprobe and at least 64 (recall of the lists >= 0.99 at 65k-262k lists:
+    benchmarks/results/coarse-quantizer.json)."""
+    return max(nprobe, ef if ef is not None else max(64, 2 * nprobe))

@@ -53,6 +53,16 @@ class RowStore:
         self.readers = readers  # row_reader.FileRows per shard when the store is read from SSD, not mapped
         # per shard, the slot of each row when the shard stores its rows in IVF-list order (None: row order)
         self.slots = slots if slots is not None and any(s is not None for s in slots) else None
+        # shards of one size from row 0 (a build's): a row's shard is a division, not a search
+        sizes = np.diff(self.starts)
+        self.step = int(sizes[0]) if len(sizes) and self.starts[0] == 0 and (sizes == sizes[0]).all() else None
+
+    def shard_of(self, rows: np.ndarray) -> np.ndarray:
+        """The shard (position) of each global row, as the smallest integers that hold it (numpy sorts 16-bit
+        keys by radix)."""
+        s = np.minimum(rows // self.step, len(self.starts) - 1) if self.step else \
+            np.searchsorted(self.starts, rows, side="right") - 1
+        return s.astype(np.int16 if len(self.starts) < 2**15 else np.int32)
 
     def take(self, gids: np.ndarray) -> np.ndarray:
         """Rows for global ids given in ascending order, read shard by shard (so the reads go forward)."""
@@ -85,13 +95,14 @@ class RowStore:
             out[order] = self.take(flat[order])
         elif len(self.arrays) == 1:
             out = _take(self.arrays[0], flat - self.starts[0])
-        else:
+        else:  # grouped by shard once: one take per shard the candidates touch
             out = np.zeros((len(flat), self.width), dtype=self.dtype)
-            shard = np.searchsorted(self.starts, flat, side="right") - 1
-            for s, a in enumerate(self.arrays):
-                at = np.flatnonzero(shard == s)
-                if len(at):
-                    out[at] = _take(a, flat[at] - self.starts[s])
+            shard = self.shard_of(flat)
+            order = np.argsort(shard, kind="stable")
+            bounds = np.searchsorted(shard[order], np.arange(len(self.arrays) + 1))
+            for s in np.flatnonzero(np.diff(bounds)):
+                at = order[bounds[s]:bounds[s + 1]]
+                out[at] = _take(self.arrays[s], flat[at] - self.starts[s])
         return out.reshape(*cand.shape, self.width)
 
 
