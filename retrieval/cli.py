@@ -163,6 +163,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", choices=("rrf", "weighted"), default="weighted",
                    help="hybrid: reciprocal-rank fusion or a weighted sum of min-max normalized scores")
     p.add_argument("--lexical-weight", type=float, default=0.5, help="hybrid: weight of the BM25 side")
+    p.add_argument("--lexical-syntax", action="store_true",
+                   help="read the query in tantivy's query language (AND, OR, NOT, \"phrases\"); default: plain words")
+    p.add_argument("--coarse-ef", type=int, help="indexes with an HNSW coarse quantizer: how deep its graph is "
+                                                 "searched for the nprobe lists (default 2 x nprobe, at least 64)")
     p.add_argument("--reranker", help="cross-encoder name or path (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)")
     p.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder stage")
     p.add_argument("--model", help="query model (default: the model recorded in the index)")
@@ -211,7 +215,8 @@ def cmd_search(a) -> None:
                     **_tiers(a)) as index:  # closing stops Ray
         opts = dict(k=a.k, k3=a.k3, int8=not a.no_int8, full=not a.no_full, full_dims=a.full_dims,
                     rerank=False if a.no_rerank else None, mode=a.mode, k_lexical=a.k_lexical, fusion=a.fusion,
-                    lexical_weight=a.lexical_weight, **given)
+                    lexical_weight=a.lexical_weight, lexical_syntax=a.lexical_syntax, coarse_ef=a.coarse_ef,
+                    **given)
         params = index.params.updated(**opts)
         if a.explain:
             _explain(index, queries, opts, _where(a))

@@ -152,7 +152,7 @@ def test_texts_are_encoded_by_ray_data_into_the_index_a_single_machine_builds(cl
     (tmp_path / "texts").mkdir()
     pq.write_table(pa.table({"text": texts[:350]}), tmp_path / "texts" / "a.parquet")
     pq.write_table(pa.table({"text": texts[350:]}), tmp_path / "texts" / "b.parquet")
-    opts = dict(index_dim=64, pq_bytes=8, shard_size=250, quiet=True)
+    opts = dict(index_dim=64, pq_bytes=8, shard_size=250, quiet=True, select=False, tune=False)
     local = retrieval.open_index(indexing.build(tmp_path / "local", tmp_path / "texts", model=DEFAULT_MODEL, **opts))
     dist = retrieval.open_index(indexing.build(tmp_path / "ray", tmp_path / "texts", model=DEFAULT_MODEL,
                                                ray="auto", **opts))

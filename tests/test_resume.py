@@ -159,7 +159,7 @@ def test_text_encoding_killed_midway_resumes_from_its_checkpoint(tmp_path):
 
     def build(out, crash_at=None):
         cmd = [sys.executable, "-m", "matryoshka.retrieval.cli", "build", str(tmp_path / "t.parquet"),
-               "--out", str(out), "--model", DEFAULT_MODEL, "--quiet"]
+               "--out", str(out), "--model", DEFAULT_MODEL, "--quiet", "--no-select", "--no-tune"]
         return subprocess.run(cmd, env={**env, **({layout.CRASH_ENV: crash_at} if crash_at else {})},
                               capture_output=True, text=True, timeout=300)
 
