@@ -27,7 +27,7 @@ from matryoshka.core.progress import bar, say
 from matryoshka.core.timing import StageTimer
 
 from . import drift
-from .attributes import describe, index_attributes, widened
+from .attributes import check_add, describe, index_attributes, typed_nulls, widened
 from .compact import merge, shard_spec
 from .generation import Change
 from .ids import DuplicateGuard
@@ -57,7 +57,13 @@ added (null for earlier rows); those the input leaves out are null for its rows.
     set_threads(threads)
     with Change(index_dir, "add") as change:
         m, root = change.manifest, change.root
-        source = _open_input(m, data, ids, texts, model, attributes)
+        stored = index_attributes(root, m)
+        source = _open_input(m, data, ids, texts, model, typed_nulls(attributes, stored))
+        check_add(stored, source.attributes, _all_null(source))  # before anything is written
+        if source.model_name and not m["has_text"]:  # texts to encode: the documents themselves (docs/usage.md)
+            warnings.warn("this index was built without texts: the texts given are encoded with its model and "
+                          "their vectors added, but the texts themselves are not stored (rebuild the index with "
+                          "texts to keep them)", stacklevel=2)
         fingerprint = {"source": source.fingerprint(), "upsert": upsert}
         if (done := change.repeated(fingerprint)) is not None:
             say(f"this add was already committed as generation {done['generation']}; nothing to do", quiet)
@@ -174,7 +180,17 @@ def _open_input(m: dict, data, ids, texts, model: str | None, attributes) -> Sou
     if m["has_text"] and not source.has_text:
         raise InputError("this index stores the documents' texts: give texts= (or a `text` column) for the "
                          "documents to add")
+    if source.has_text and not m["has_text"] and not source.model_name:  # texts besides vectors: nowhere to go
+        raise InputError("this index was built without texts, so it cannot store the texts given (texts=, or the "
+                         "input's `text` column): add the documents without them, or rebuild the index with texts")
     return source
+
+
+def _all_null(source: Source) -> set[str]:
+    """The attribute columns of an in-memory input that hold nothing but nulls (they fit a column of any type)."""
+    attrs = getattr(source, "attrs", None)
+    return {n for n in attrs.column_names if attrs.column(n).null_count == attrs.num_rows} if attrs is not None \
+        else set()
 
 
 def _options(m: dict, quiet: bool, threads: int | None) -> BuildOptions:

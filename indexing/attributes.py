@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Collection
 
 import pyarrow as pa
 
@@ -77,7 +78,7 @@ def as_table(value, count: int) -> pa.Table:
 
 def conform(table: pa.Table, schema: pa.Schema, start: int) -> pa.Table:
     """`table` with the columns and types of `schema` (the index's, widened by this input's: see `widened`):
-    nulls in the columns it lacks, or an InputError naming a column whose values do not fit its type."""
+    nulls in the columns it lacks, or an InputError naming a column whose values do not fit its type (`fits`)."""
     extra = [n for n in table.column_names if n not in schema.names]
     if extra:
         raise InputError(f"rows {start}..: attribute column(s) {extra} are not among the index's {schema.names}")
@@ -86,12 +87,85 @@ def conform(table: pa.Table, schema: pa.Schema, start: int) -> pa.Table:
         if f.name not in table.column_names:
             columns.append(pa.nulls(table.num_rows, f.type))
             continue
-        try:
-            columns.append(table.column(f.name).cast(f.type))
+        column = table.column(f.name)
+        if column.null_count < len(column):
+            check_type(f.name, f.type, column.type, f"rows {start}..: ")
+        try:  # a safe cast: an integer out of the column's range (or past 2^53 for a float) is refused
+            columns.append(column.cast(f.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-            raise InputError(f"rows {start}..: attribute {f.name!r} is {table.column(f.name).type}, the index "
-                             f"stores {f.type} ({e})") from None
+            raise InputError(f"rows {start}..: attribute {f.name!r} is {column.type}, the index stores {f.type} "
+                             f"({e}); convert the values, or use another attribute name") from None
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def fits(stored: pa.DataType, given: pa.DataType) -> bool:
+    """True when values of type `given` go into a column of type `stored` unchanged: the same type, nulls, or a
+    widening whose every value the (safe) cast checks: integers into integer or float columns, floats into
+    floats as wide, dates into dates, timestamps into timestamps of the same time zone. Never across kinds (an
+    integer into a string or boolean column, a string into a number column): that cast would change the values."""
+    if pa.types.is_null(given):
+        return True
+    try:
+        given = _stored_type("", given)
+    except InputError:
+        return False
+    if given == stored:
+        return True
+    if pa.types.is_integer(given):
+        return pa.types.is_integer(stored) or pa.types.is_floating(stored)
+    if pa.types.is_floating(given):
+        return pa.types.is_floating(stored) and stored.bit_width >= given.bit_width
+    if pa.types.is_timestamp(given):
+        return pa.types.is_timestamp(stored) and stored.tz == given.tz
+    return pa.types.is_date(given) and pa.types.is_date(stored)
+
+
+def check_type(name: str, stored: pa.DataType, given: pa.DataType, where: str = "") -> None:
+    """An InputError naming the column, both types and the fix, unless `fits(stored, given)`."""
+    if not fits(stored, given):
+        raise InputError(f"{where}attribute {name!r} is {given}, the index stores {stored}: an add's values must "
+                         "have the column's type, or widen it losslessly (integers into a float column); convert "
+                         "the values, or use another attribute name")
+
+
+def check_add(stored: pa.Schema | None, given: pa.Schema | None, all_null: Collection[str] = ()) -> None:
+    """Refuse an add's attribute columns (`given`) that the index's (`stored`) cannot take: a name that differs
+    from a stored one only by case (SQL could then tell neither apart, and every filter would be refused), or
+    values of another type (`fits`; the columns in `all_null` hold only nulls and fit any type). Called before
+    the add writes anything."""
+    if stored is None or given is None:
+        return
+    by_case = {f.name.lower(): f.name for f in stored}
+    for f in given:
+        other = by_case.get(f.name.lower(), f.name)
+        if other != f.name:
+            raise InputError(f"attribute {f.name!r} differs only by case from the index's attribute {other!r}; "
+                             "filters name attributes case-sensitively and SQL would confuse them: give the "
+                             f"values as {other!r}, or use another name")
+        if f.name in stored.names and f.name not in all_null:
+            check_type(f.name, stored.field(f.name).type, f.type)
+
+
+def typed_nulls(attributes, stored: pa.Schema | None):
+    """`attributes=` (a Table or a dict of arrays) with each column of nothing but untyped nulls (`[None, None]`)
+    given the type of the index's column of that name, so that an add may leave values out as None."""
+    if stored is None or not isinstance(attributes, (pa.Table, dict)):
+        return attributes
+    table = attributes if isinstance(attributes, pa.Table) else None
+    out = {}
+    for name in (table.column_names if table is not None else attributes):
+        values = table.column(name) if table is not None else attributes[name]
+        if isinstance(name, str) and name in stored.names and _untyped_nulls(values):
+            values = pa.nulls(len(values), stored.field(name).type)
+        out[name] = values
+    return pa.table(out) if table is not None else out
+
+
+def _untyped_nulls(values) -> bool:
+    try:
+        return pa.types.is_null((values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)).type)
+    except (pa.ArrowException, TypeError, ValueError):
+        return False  # as_table names what is wrong with these values
 
 
 def widened(schema: pa.Schema | None, given: pa.Schema | None) -> pa.Schema | None:

@@ -6,8 +6,9 @@
     store.as_retriever(search_kwargs={"k": 5, "filter": {"lang": "en"}}).invoke("question")
 
 Searches run the engine's cascade (first pass, int8 and full-vector re-scoring, the cross-encoder when the
-index is opened with one). Metadata round-trips exactly and its scalar values are filterable (see
-`integrations.documents`); `filter` takes a dict of conditions or an SQL `where` string.
+index is opened with one). Metadata round-trips as JSON holds it and its values are filterable, whatever kinds
+a key takes from one add to the next (see `integrations.documents`); `filter` takes a dict of conditions or an
+SQL `where` string.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
+from matryoshka.core.checks import integer
 from matryoshka.core.errors import InputError
 
-from .documents import Doc, DocumentStore, filter_sql
+from .documents import Doc, DocumentStore
 
 
 class MatryoshkaVectorStore(VectorStore):
@@ -81,7 +83,7 @@ class MatryoshkaVectorStore(VectorStore):
         return [d for d, _ in self._scored(embedding, k, filter, kwargs)]
 
     def _scored(self, query, k: int, filter, options: dict) -> list[tuple[Document, float]]:
-        return [(_document(d), d.score) for d in self.store.search(query, k, filter_sql(filter), **options)]
+        return [(_document(d), d.score) for d in self.store.search(query, k, self.store.where(filter), **options)]
 
     def max_marginal_relevance_search(self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,
                                       filter=None, **kwargs: Any) -> list[Document]:
@@ -94,7 +96,8 @@ class MatryoshkaVectorStore(VectorStore):
     def max_marginal_relevance_search_by_vector(self, embedding: list[float], k: int = 4, fetch_k: int = 20,
                                                 lambda_mult: float = 0.5, filter=None, **kwargs: Any
                                                 ) -> list[Document]:
-        found = self.store.search(embedding, max(fetch_k, k), filter_sql(filter), vectors=True, **kwargs)
+        k, fetch_k = integer("k", k), integer("fetch_k", fetch_k)
+        found = self.store.search(embedding, max(fetch_k, k), self.store.where(filter), vectors=True, **kwargs)
         if not found:
             return []
         picked = maximal_marginal_relevance(np.asarray(embedding, np.float32), [d.vector for d in found],

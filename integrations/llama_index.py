@@ -5,8 +5,8 @@
     store = MatryoshkaLlamaStore("my-index")
     index = VectorStoreIndex.from_documents(docs, storage_context=StorageContext.from_defaults(vector_store=store))
 
-Nodes keep their text, metadata and relationships (stored whole as JSON, see `integrations.documents`); their
-scalar metadata and `ref_doc_id` are filterable. Queries run the engine's cascade.
+Nodes keep their text, metadata and relationships (stored whole as JSON); their metadata and `ref_doc_id` are
+filterable, by the rules of `integrations.documents`. Queries run the engine's cascade.
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from llama_index.core.vector_stores.types import (BasePydanticVectorStore, Filte
                                                   VectorStoreQueryMode, VectorStoreQueryResult)
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
+from matryoshka.core.checks import integer
 from matryoshka.core.errors import InputError
 
-from .documents import Doc, DocumentStore, column, identifier, literal
+from .documents import Columns, Doc, DocumentStore, compare, empty_test, list_test, member, text_test
 
 _OPS = {FilterOperator.EQ: "=", FilterOperator.NE: "<>", FilterOperator.GT: ">", FilterOperator.GTE: ">=",
         FilterOperator.LT: "<", FilterOperator.LTE: "<="}
@@ -74,7 +75,7 @@ class MatryoshkaLlamaStore(BasePydanticVectorStore):
     def get_nodes(self, node_ids: Optional[List[str]] = None, filters: Optional[MetadataFilters] = None
                   ) -> List[BaseNode]:
         """Nodes by id and / or filter (all of them when neither is given)."""
-        where = filters_sql(filters)
+        where = filters_sql(filters, self._docs.columns)
         if node_ids is not None:
             docs = self._docs.get(node_ids)
             if where is not None:
@@ -92,14 +93,16 @@ class MatryoshkaLlamaStore(BasePydanticVectorStore):
         q = query.query_embedding if query.query_embedding is not None else query.query_str
         if q is None:
             raise InputError("the query has neither an embedding nor a text")
-        conds = [filters_sql(query.filters)]
+        top_k = integer("similarity_top_k", query.similarity_top_k)
+        columns = self._docs.columns
+        conds = [filters_sql(query.filters, columns)]
         if query.doc_ids:  # empty or None: no restriction, as LlamaIndex's own stores read it
-            conds.append(f"ref_doc_id IN ({', '.join(map(literal, query.doc_ids))})")
+            conds.append(member(columns, "ref_doc_id", list(query.doc_ids)))
         where = " AND ".join(f"({c})" for c in conds if c) or None
         if query.node_ids:  # a given set of nodes: scored exactly, without the index
-            found = self._docs.rank(q, query.node_ids, query.similarity_top_k, where)
+            found = self._docs.rank(q, query.node_ids, top_k, where)
         else:
-            found = self._docs.search(q, query.similarity_top_k, where, **kwargs)
+            found = self._docs.search(q, top_k, where, **kwargs)
         return VectorStoreQueryResult(nodes=[_node(d) for d in found], similarities=[d.score for d in found],
                                       ids=[d.id for d in found])
 
@@ -113,35 +116,42 @@ def _node(d: Doc) -> BaseNode:
     return node
 
 
-def filters_sql(filters: MetadataFilters | None) -> str | None:
-    """LlamaIndex metadata filters as the engine's SQL `where` (None: no filter)."""
+def filters_sql(filters: MetadataFilters | None, columns: Columns | None = None) -> str | None:
+    """LlamaIndex metadata filters as the engine's SQL `where` (None: no filter), over the store's `columns`
+    (None: each key's own column alone, of whatever kind). The rules are `integrations.documents`'."""
     if filters is None or not filters.filters:
         return None
-    parts = [filters_sql(f) if isinstance(f, MetadataFilters) else _one(f) for f in filters.filters]
+    columns = columns if columns is not None else Columns(None)
+    parts = [filters_sql(f, columns) if isinstance(f, MetadataFilters) else _one(f, columns)
+             for f in filters.filters]
     parts = [f"({p})" for p in parts if p]
+    if not parts:
+        return None
     if filters.condition == FilterCondition.NOT:
         return f"NOT ({' AND '.join(parts)})"
     return f" {(filters.condition or FilterCondition.AND).value.upper()} ".join(parts)
 
 
-def _one(f: MetadataFilter) -> str:
-    col, op, v = identifier(column(f.key)), f.operator, f.value
+def _one(f: MetadataFilter, columns: Columns) -> str:
+    """One filter: a scalar value is compared with the key's values of its kind; `in`/`nin` take a list (a lone
+    value is a list of one), `contains` one string, `any`/`all` strings (a lone string is a list of one)."""
+    key, op, v = f.key, f.operator, f.value
     if op in _OPS:
-        return f"{col} {_OPS[op]} {literal(v)}"
+        return compare(columns, key, _OPS[op], v)
     if op in (FilterOperator.IN, FilterOperator.NIN):
         values = v if isinstance(v, list) else [v]
-        neg = "NOT " if op == FilterOperator.NIN else ""
-        return f"{col} {neg}IN ({', '.join(literal(x) for x in values)})" if values else \
-            ("TRUE" if neg else "FALSE")
+        if not values:
+            raise InputError(f"{op.value} on {key!r} takes a non-empty list of values; got {v!r}")
+        return member(columns, key, values, negate=op == FilterOperator.NIN)
     if op == FilterOperator.CONTAINS:
-        return f"list_contains({col}, {literal(v)})"
+        if not isinstance(v, str):
+            raise InputError(f"contains on {key!r} takes one string (lists of strings hold it); got {v!r}: use "
+                             "any or all for several")
+        return list_test(columns, key, v, every=False)
     if op in (FilterOperator.ANY, FilterOperator.ALL):
-        join = " OR " if op == FilterOperator.ANY else " AND "
-        return "(" + join.join(f"list_contains({col}, {literal(x)})" for x in v) + ")"
-    if op == FilterOperator.TEXT_MATCH:
-        return f"contains({col}, {literal(v)})"
-    if op == FilterOperator.TEXT_MATCH_INSENSITIVE:
-        return f"contains(lower({col}), lower({literal(v)}))"
+        return list_test(columns, key, v, every=op == FilterOperator.ALL)
+    if op in (FilterOperator.TEXT_MATCH, FilterOperator.TEXT_MATCH_INSENSITIVE):
+        return text_test(columns, key, v, insensitive=op == FilterOperator.TEXT_MATCH_INSENSITIVE)
     if op == FilterOperator.IS_EMPTY:
-        return f"{col} IS NULL"
+        return empty_test(columns, key)
     raise InputError(f"filter operator {op.value!r} is not supported")

@@ -19,7 +19,7 @@ from . import errors
 from .auth import bearer, knows_token
 from .limits import BodyLimit, Limits
 from .schemas import (AddRequest, ChangeResponse, DeleteRequest, Error, ExplainResponse, Health, SearchRequest,
-                      SearchResponse)
+                      SearchResponse, TuneRequest)
 from .service import IndexService, hits
 
 SETTINGS_ENV = "MATRYOSHKA_SERVE_SETTINGS"  # create_app's arguments as JSON, for app_from_env
@@ -29,7 +29,7 @@ ERRORS = {status: {"model": Error} for status in (400, 401, 409, 413, 422, 503)}
 def create_app(index_path: str | Path, *, token: str | None = None, max_batch: int = 1024, max_docs: int = 10_000,
                max_k: int = 1000, max_body_bytes: int = 64 << 20, reranker: str | None = None,
                model: str | None = None, device: str = "auto", threads: int | None = None,
-               reload_interval: float = 0.5, preload_model: bool = True) -> FastAPI:
+               reload_interval: float = 0.5, preload_model: bool = True, sample_queries: int = 0) -> FastAPI:
     """An app serving the index at `index_path`, opened now (a bad path fails here, not at the first request).
 
     `token`: every endpoint wants `Authorization: Bearer <token>` (None: open), but /health, which without it says
@@ -37,9 +37,10 @@ def create_app(index_path: str | Path, *, token: str | None = None, max_batch: i
     `max_batch` queries, `max_docs` documents or ids, `max_k` hits per query, `max_body_bytes`. `reranker`,
     `model`, `device` and `threads` go to `retrieval.open_index`; `preload_model` loads the index's query model now
     rather than in the first text query. The manifest is checked for changes by other processes at most every
-    `reload_interval` seconds."""
+    `reload_interval` seconds. `sample_queries`: live query vectors kept in memory for POST /tune (0: none)."""
     service = IndexService(index_path, reload_interval=reload_interval, preload_model=preload_model,
-                           reranker=reranker, model=model, device=device, threads=threads)
+                           reranker=reranker, model=model, device=device, threads=threads,
+                           sample_queries=sample_queries)
     limits = Limits(max_batch, max_docs, max_k)
 
     @asynccontextmanager
@@ -108,6 +109,12 @@ def create_app(index_path: str | Path, *, token: str | None = None, max_batch: i
         """Delete documents by id as a new generation."""
         limits.check_docs(len(req.ids), "ids")
         return service.delete(req.ids, missing_ok=req.missing_ok)
+
+    @app.post("/tune", dependencies=guard, responses=ERRORS, tags=["changes"])
+    def tune(req: TuneRequest) -> dict[str, Any]:
+        """Measure the operating point for `target_recall` again, on the live queries this server kept
+        (`--sample-queries N`), or on a sample of the index's own vectors; store it as the index's default."""
+        return service.tune(req.target_recall, req.from_traffic)
 
     return app
 

@@ -40,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
                                                      "(default: every core)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
+    p.add_argument("--sample-queries", type=int, default=0,
+                   help="keep a uniform sample of up to N live query vectors in memory (never written) for POST /tune "
+                        "with from_traffic (default 0: none)")
     return p
 
 
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dict(index_path=os.path.abspath(a.index), token=a.token or os.environ.get(TOKEN_ENV) or None,
                     max_batch=a.max_batch, max_docs=a.max_docs, max_k=a.max_k, max_body_bytes=a.max_body_bytes,
                     reranker=a.reranker, model=a.model, device=a.device, threads=a.threads,
-                    reload_interval=a.reload_interval)
+                    reload_interval=a.reload_interval, sample_queries=a.sample_queries)
     logging.basicConfig(level=a.log_level.upper(), format="%(levelname)s:     %(message)s")
     run = dict(host=a.host, port=a.port, log_level=a.log_level, access_log=not a.no_access_log)
     if a.workers == 1:

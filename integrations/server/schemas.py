@@ -125,6 +125,12 @@ class DeleteRequest(Strict):
     missing_ok: bool = Field(True, description="ignore ids not in the index (false: refuse the whole delete)")
 
 
+class TuneRequest(Strict):
+    target_recall: float = Field(0.95, gt=0, le=1, description="recall@10 the operating point must reach")
+    from_traffic: bool = Field(True, description="measure on the live queries kept (serve --sample-queries N); "
+                                                 "false: on a sample of the index's own vectors")
+
+
 class ChangeResponse(BaseModel):
     """The engine's change record (`indexing.add` / `delete`): op, generation, counts, seconds."""
 

@@ -25,6 +25,7 @@ from matryoshka import indexing, retrieval
 from matryoshka.core import layout
 from matryoshka.core.errors import InputError, MatryoshkaError
 from matryoshka.core.vectors import as_matrix
+from matryoshka.indexing.attributes import check_type
 from matryoshka.retrieval import SearchResult
 from matryoshka.storage.attribute_schema import manifest_schema
 
@@ -56,10 +57,13 @@ class IndexService:
     def _warm_up(self) -> None:
         """One search now, so that the first request does not pay for the imports and page faults of the first
         search (a second on a small index: the re-scoring stages load torch)."""
+        traffic, self.index.traffic = self.index.traffic, None  # not a live query: kept out of the sample
         try:
             self.index.search_batch(np.ones((1, self.index.full_dim), np.float32), k=1)
         except MatryoshkaError as e:
             log.warning("the warm-up search failed (%s)", e)
+        finally:
+            self.index.traffic = traffic
 
     def _load_model(self) -> None:
         """Load the query model now rather than in the first text query (seconds); vector queries work without."""
@@ -121,6 +125,11 @@ class IndexService:
 
     def info(self) -> dict:
         return jsonable(self.refresh().info())
+
+    def tune(self, target_recall: float, from_traffic: bool) -> dict:
+        """Measure and store the operating point (one change at a time, as an add); the point as a dict."""
+        with self.change():
+            return jsonable(self.index.tune(target_recall, from_traffic=from_traffic).to_dict())
 
     # -- changes -------------------------------------------------------------------------------------------
     @contextmanager
@@ -184,13 +193,22 @@ def attribute_table(documents: Sequence[Document], stored: pa.Schema | None) -> 
             continue  # a new column of nulls has no type: left out, the engine stores null for these rows
         try:  # inferred, then cast safely: pa.array(type=) would truncate 2020.5 to an int64 2020 silently
             column = pa.array(values)
+        except (pa.ArrowException, TypeError, ValueError) as e:
+            raise InputError(f"attribute {name!r}: {e}; give one kind of value per attribute") from None
+        if known is not None and column.type != known and not _json_temporal(column.type, known):
+            check_type(name, known, column.type)  # the engine's rule: widen losslessly, or refuse by name
+        try:
             columns[name] = column if known is None or column.type == known else column.cast(known)
         except (pa.ArrowException, TypeError, ValueError) as e:
-            want = f"values of the index's type {known}" if known is not None else "one kind of value per attribute"
-            raise InputError(f"attribute {name!r}: {e}; give {want}") from None
+            raise InputError(f"attribute {name!r}: {e}; give values of the index's type {known}") from None
     if not columns and stored is not None:  # the engine wants the index's attributes given: null for these rows
         columns[stored[0].name] = pa.nulls(len(documents), stored[0].type)
     return pa.table(columns) if columns else None
+
+
+def _json_temporal(given: pa.DataType, stored: pa.DataType) -> bool:
+    """JSON has no dates: ISO strings for a date or timestamp column are parsed (a bad one is refused)."""
+    return pa.types.is_string(given) and pa.types.is_temporal(stored)
 
 
 def change_record(record: dict) -> dict:
