@@ -21,18 +21,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .search_speed import best_of
 from .synthetic import Synthetic
-
-
-def _best(fn, repeats: int = 3) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        r = fn()
-        s = time.perf_counter() - t
-        if s < best:
-            best, out = s, r
-    return best, out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         c /= np.linalg.norm(c, axis=1, keepdims=True)
         flat = faiss.IndexFlatIP(a.dim)
         flat.add(c)
-        secs, (_, exact) = _best(lambda: flat.search(q, a.nprobe))
+        secs, (_, exact) = best_of(lambda: flat.search(q, a.nprobe))
         rows.append({"nlist": nlist, "quantizer": "flat", "ms_per_query": 1000 * secs / len(q), "list_recall": 1.0})
         print(f"nlist {nlist:>7}: flat {rows[-1]['ms_per_query']:.4f} ms/query", flush=True)
         t = time.perf_counter()
@@ -64,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         build = time.perf_counter() - t
         for ef in (int(v) for v in a.efs.split(",")):
             params = faiss.SearchParametersHNSW(efSearch=max(ef, a.nprobe))
-            secs, (_, got) = _best(lambda: graph.search(q, a.nprobe, params=params))
+            secs, (_, got) = best_of(lambda: graph.search(q, a.nprobe, params=params))
             recall = float(np.mean([len(set(g) & set(e)) / a.nprobe for g, e in zip(got, exact)]))
             rows.append({"nlist": nlist, "quantizer": "HNSW32", "ef_search": ef, "ms_per_query": 1000 * secs / len(q),
                          "list_recall": recall, "graph_build_s": build})

@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import faiss
@@ -24,6 +23,7 @@ import numpy as np
 from matryoshka import indexing, retrieval
 
 from .data import synthetic
+from .search_speed import best_of
 
 
 def _build(path: Path, data, shards: int, n: int) -> Path:
@@ -35,14 +35,7 @@ def _build(path: Path, data, shards: int, n: int) -> Path:
 
 
 def _search(index, q: np.ndarray, setting: dict, repeats: int):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        r = index.search_batch(q, k=10, rerank=False, **setting)
-        s = time.perf_counter() - t
-        if s < best:
-            best, result = s, r
-    return best, result
+    return best_of(lambda: index.search_batch(q, k=10, rerank=False, **setting), repeats)
 
 
 def main(argv: list[str] | None = None) -> int:

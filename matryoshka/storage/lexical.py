@@ -6,9 +6,8 @@ files are memory-mapped) and answers a top-100 query in 2.9 ms against 35 ms.
 
 A query is words, never syntax: its text goes through the index's own analyzer and each word becomes a term
 query, so no text can be a syntax error (`lexical_syntax=True` opts in to tantivy's query language). Each term
-is weighted by its index-wide inverse document frequency over live rows (`idf`), not the shard's: the same
-documents rank the same however they are sharded. The length normalisation (average document length) stays
-per shard; docs/measurements.md measures what that changes.
+is weighted by its index-wide inverse document frequency over live rows (`idf`), not the shard's. The length
+normalisation (average document length) stays per shard; docs/usage.md measures what that changes.
 """
 from __future__ import annotations
 
