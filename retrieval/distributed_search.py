@@ -154,7 +154,8 @@ class RayBackend:
         if not syntax:  # index-wide BM25 statistics: every worker's counts, summed, then one search with them
             terms = sorted({t for text in texts for t in query_terms(text)})
             parts = self._gather("the lexical statistics", lambda w: w.lexical_stats.remote(terms), missing)
-            stats = (sum(p[0] for p in parts), {t: sum(p[1][t] for p in parts) for t in terms})
+            stats = (sum(p[0] for p in parts), {t: sum(p[1][t] for p in parts) for t in terms},
+                     sum(p[2] for p in parts))
         parts = self._gather("the lexical search", lambda w: w.lexical.remote(texts, k, where, None, syntax, stats),
                              missing)
         if not parts:

@@ -17,7 +17,7 @@ from matryoshka.core.codec import Codec
 from matryoshka.core.errors import IndexFormatError
 from matryoshka.core.params import SearchParams
 from matryoshka.storage.attribute_schema import manifest_schema
-from matryoshka.storage.lexical import idf, query_terms
+from matryoshka.storage.lexical import bm25, idf, query_terms, tokens_of
 from matryoshka.storage.manifest import read_manifest
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage import tiers
@@ -42,6 +42,7 @@ def _pin_same(root: Path, manifest: dict) -> PinnedFolder:
 
 
 LEXICAL_DECIMALS = 5  # BM25 scores are a few units: float32 noise from a shard's weighting sits far below this
+LEXICAL_EXTRA = 10  # candidates beyond k (or k / 2, the more) each shard gives for scoring again
 
 
 class ShardGroup:
@@ -195,40 +196,46 @@ class ShardGroup:
         for s in np.flatnonzero(np.diff(bounds)):
             yield s, valid[order[bounds[s]:bounds[s + 1]]]
 
-    def lexical_stats(self, terms: list[str], missing: set | None = None) -> tuple[int, dict[str, int]]:
-        """(live rows, live rows holding each term) over this group's shards: its part of the index-wide BM25
-        statistics."""
-        docs, freq = 0, dict.fromkeys(terms, 0)
+    def lexical_stats(self, terms: list[str], missing: set | None = None) -> tuple[int, dict[str, int], float]:
+        """(live rows, live rows holding each term, tokens of the live rows' texts) over this group's shards: its
+        part of the index-wide BM25 statistics."""
+        docs, freq, tokens = 0, dict.fromkeys(terms, 0), 0.0
         for s in self.shards:
-            n, f = s.lexical_index().stats(terms)
-            docs += n
+            ix = s.lexical_index()
+            n, f = ix.stats(terms)
+            docs, tokens = docs + n, tokens + ix.tokens - _dead_tokens(s)
             for t, c in f.items():
                 freq[t] += c
-        return docs, freq
+        return docs, freq, tokens
 
     def lexical(self, texts: list[str], k: int, where=None, missing: set | None = None, syntax: bool = False,
-                stats: tuple[int, dict[str, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                stats: tuple[int, dict[str, int], float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The BM25 top k (scores, global rows) of each query text over this group's live rows passing `where`;
         -inf / -1 where fewer match. Texts are plain words (`syntax`: tantivy's query language), weighted by
-        index-wide `stats` (`lexical_stats` summed over every group; this group's own when None)."""
+        index-wide `stats` (`lexical_stats` summed over every group; this group's own when None). Where a shard's
+        own statistics differ from the index's (several shards, deleted rows, or other groups), each shard's
+        best candidates are scored again from their texts with the index-wide ones (`lexical.bm25`)."""
         if not len(self.shards):
             return np.full((len(texts), k), -np.inf, np.float32), np.full((len(texts), k), -1, np.int64)
+        again = not syntax and (len(self.shards) > 1 or stats is not None or
+                                any(s.dead is not None for s in self.shards))
+        fetch = k + max(LEXICAL_EXTRA, k // 2) if again else k
         passing = None if where is None else self.filters.get(where).rows  # per shard: local passing rows
-        scores = np.full((len(self.shards), len(texts), k), -np.inf, np.float32)
-        rows = np.full((len(self.shards), len(texts), k), -1, np.int64)
+        scores = np.full((len(self.shards), len(texts), fetch), -np.inf, np.float32)
+        rows = np.full((len(self.shards), len(texts), fetch), -1, np.int64)
 
         indexes = [s.lexical_index() for s in self.shards]
         # a filter's rows per shard, turned into a BM25 filter once for every query of the batch
         only = [ix.only(rows) for ix, rows in zip(indexes, passing)] if passing is not None else [None] * len(indexes)
         terms = [query_terms(t) for t in texts] if not syntax else None
         if terms is not None:
-            docs, freq = stats or self.lexical_stats(sorted({t for q in terms for t in q}))
+            docs, freq, tokens = stats or self.lexical_stats(sorted({t for q in terms for t in q}))
             weights = {t: idf(docs, f) if f else 0.0 for t, f in freq.items()}
 
         def one(task):
             i, q = task
-            hs, hr = (indexes[i].search_syntax(texts[q], k, only[i]) if syntax else
-                      indexes[i].search(terms[q], k, only[i], weights))
+            hs, hr = (indexes[i].search_syntax(texts[q], fetch, only[i]) if syntax else
+                      indexes[i].search(terms[q], fetch, only[i], weights))
             # rounded: equal BM25 scores from differently weighted shards tie exactly, and break by the lower row
             scores[i, q, :len(hs)], rows[i, q, :len(hr)] = np.round(hs, LEXICAL_DECIMALS), hr + self.starts[i]
         tasks = [(i, q) for i in range(len(self.shards)) for q in range(len(texts))]
@@ -237,7 +244,24 @@ class ShardGroup:
                 list(pool.map(one, tasks))
         elif tasks:
             one(tasks[0])
-        return merge_topk(list(scores), list(rows), k)
+        best_s, best_r = merge_topk(list(scores), list(rows), fetch)
+        if not again:
+            return best_s, best_r
+        return self._bm25_again(best_r, terms, weights, tokens / max(docs, 1), k)
+
+    def _bm25_again(self, rows: np.ndarray, terms: list, weights: dict, avgdl: float, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top k of candidate rows scored from their texts with the index-wide BM25 statistics."""
+        text = np.full(rows.size, None, object)
+        flat = rows.ravel()
+        for s, pos in self._by_shard(flat):
+            text[pos] = _objects(self.shards[s].texts(flat[pos] - self.starts[s]))
+        text = text.reshape(rows.shape)
+        scores = np.full(rows.shape, -np.inf, np.float32)
+        for q, i in zip(*np.nonzero(rows >= 0)):
+            scores[q, i] = bm25(terms[q], text[q, i], weights, avgdl)
+        scores[scores <= 0] = -np.inf
+        return merge_topk([np.round(scores, LEXICAL_DECIMALS)], [np.where(np.isfinite(scores), rows, -1)], k)
 
     def find(self, ids, missing: set | None = None) -> np.ndarray:
         """The global row of each external id (-1 where not live here); see `Backend.find`."""
@@ -271,3 +295,12 @@ def _objects(values: list) -> np.ndarray:
     out = np.empty(len(values), object)
     out[:] = values
     return out
+
+
+def _dead_tokens(shard: Shard) -> int:
+    """Tokens of a shard's deleted rows' texts, counted once per opened shard (its lexical index counts them)."""
+    if shard.dead is None:
+        return 0
+    if getattr(shard, "_dead_tokens", None) is None:
+        shard._dead_tokens = sum(tokens_of(t) for t in shard.texts(np.flatnonzero(shard.dead)))
+    return shard._dead_tokens

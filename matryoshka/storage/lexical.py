@@ -6,11 +6,13 @@ files are memory-mapped) and answers a top-100 query in 2.9 ms against 35 ms.
 
 A query is words, never syntax: its text goes through the index's own analyzer and each word becomes a term
 query, so no text can be a syntax error (`lexical_syntax=True` opts in to tantivy's query language). Each term
-is weighted by its index-wide inverse document frequency over live rows (`idf`), not the shard's. The length
-normalisation (average document length) stays per shard; docs/usage.md measures what that changes.
+is weighted by its index-wide inverse document frequency over live rows (`idf`), not the shard's. Over several
+shards, the best candidates of every shard are scored again from their texts with the index-wide average
+length too (`bm25`), so the same documents rank the same however they are sharded.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from functools import lru_cache
@@ -24,6 +26,7 @@ from .manifest import LEXICAL_DIR
 
 FOLDER = LEXICAL_DIR
 _HEAP = 64 * 2**20  # the writer's memory
+K1, B = 1.2, 0.75  # tantivy's BM25 constants
 _FREQ_CACHE = 100_000  # terms whose live document frequency a shard remembers
 
 
@@ -31,8 +34,8 @@ def _tantivy():
     try:
         import tantivy
     except ImportError:
-        raise InputError("lexical search needs tantivy: pip install 'matryoshka-retrieval[lexical]' "
-                         "(or pip install tantivy)") from None
+        raise InputError("lexical search needs tantivy: pip install tantivy (or, from a clone of the "
+                         "repository, pip install -e \".[lexical]\")") from None
     return tantivy
 
 
@@ -70,6 +73,32 @@ def idf(docs: int, freq: int) -> float:
     return math.log(1.0 + (docs - freq + 0.5) / (freq + 0.5))
 
 
+def tokens_of(text: str) -> int:
+    """How many tokens the analyzer makes of a text (its length as BM25 counts it)."""
+    return len(_analyzer().analyze(text))
+
+
+def bm25(query: Counter, text: str, weights: dict[str, float], avgdl: float) -> float:
+    """A text's BM25 score for a query's terms (`query_terms`), with index-wide idf `weights` and average length
+    `avgdl`: tantivy's formula, the text's own length and term counts."""
+    tokens = Counter(_analyzer().analyze(text))
+    dl = sum(tokens.values())
+    norm = K1 * (1 - B + B * dl / max(avgdl, 1e-9))
+    return float(sum(n * weights.get(t, 0.0) * (K1 + 1) * tokens[t] / (tokens[t] + norm)
+                     for t, n in query.items() if tokens.get(t)))
+
+
+def _explained(node: dict, name: str) -> float:
+    """The value of the first detail of a tantivy explanation whose description starts with `name`."""
+    if node.get("description", "").startswith(name):
+        return float(node["value"])
+    for child in node.get("details", []):
+        found = _explained(child, name)
+        if found >= 0:
+            return found
+    return -1.0
+
+
 class LexicalWriter:
     """Collects a shard's texts, row by row, into a new lexical index in `folder`."""
 
@@ -105,6 +134,7 @@ class LexicalIndex:
         self.docs = self.searcher.num_docs  # what tantivy's own idf counts, deleted rows included
         self.live = self.docs - (0 if deleted is None else len(deleted))
         self._freq: dict[str, int] = {}
+        self._tokens: float | None = None
 
     def only(self, rows: np.ndarray):
         """A filter to `search` within `rows` (live ones), adding nothing to the score: built once per filter."""
@@ -115,6 +145,24 @@ class LexicalIndex:
     def stats(self, terms) -> tuple[int, dict[str, int]]:
         """(live rows, live rows holding each term): this shard's part of the index-wide statistics."""
         return self.live, {t: self._live_freq(t) for t in terms}
+
+    @property
+    def tokens(self) -> float:
+        """The tokens of the shard's texts, every row's (tantivy's average length times its rows): with the other
+        shards', the index-wide average length."""
+        if self._tokens is None:
+            self._tokens = self._average_length() * self.docs
+        return self._tokens
+
+    def _average_length(self) -> float:
+        """tantivy's average text length, read from the explanation of one match of its commonest term (it keeps
+        the count, but its Python binding gives it no other way)."""
+        for term, _ in self.searcher.terms_with_prefix("body", "", limit=1):
+            q = self._query.term_query(self._schema, "body", term)
+            hits = self.searcher.search(q, 1).hits
+            if hits:
+                return _explained(json.loads(q.explain(self.searcher, hits[0][1]).to_json()), "avgdl")
+        return 0.0
 
     def _live_freq(self, term: str) -> int:
         freq = self._freq.get(term)
