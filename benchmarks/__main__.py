@@ -1,6 +1,6 @@
-"""`python -m benchmarks ...`"""
+"""`python -m matryoshka.benchmarks ...`"""
 import sys
 
 from .cli import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m matryoshka.benchmarks"))

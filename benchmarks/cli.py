@@ -1,7 +1,8 @@
-"""`python -m benchmarks` / `matryoshka bench`: synthetic, real-text and user-embedding benchmarks.
+"""run the benchmark suite: synthetic data, a real-text corpus or your own embeddings, against the peers.
 
-Each writes report.json, report.md and PNG plots to --out; built indexes and data go to --work
-(default OUT/work) and are reused by a later run with the same data.
+`matryoshka bench ...`, or `python -m matryoshka.benchmarks ...`. Each writes report.json, report.md and PNG
+plots to --out; built indexes and data go to --work (default OUT/work) and are reused by a later run with the
+same data.
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="engine operating points nprobe/k1/k2, comma-separated")
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m matryoshka.benchmarks", description=__doc__.splitlines()[0])
+def parser(prog: str = "matryoshka bench") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("synthetic", help="clustered vectors with a decaying spectrum")
     s.add_argument("--n", type=int, default=100_000)
@@ -71,8 +72,9 @@ def _points(text: str) -> tuple:
     return tuple(tuple(int(v) for v in p.split("/")) for p in text.split(",") if p)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "matryoshka bench") -> int:
+    """The suite as `matryoshka bench` (the entry point) or, with `prog`, as `python -m matryoshka.benchmarks`."""
+    args = parser(prog).parse_args(argv)
     from . import report
     from .runner import PEERS, Config, run_dataset
     out = Path(args.out)

@@ -174,9 +174,6 @@ def _open_input(m: dict, data, ids, texts, model: str | None, attributes) -> Sou
         made = f" by {recorded['name']}" if recorded else ""
         raise InputError(f"the input has {source.dim}-dim vectors but the index holds {m['full_dim']}-dim vectors"
                          f"{made}; add vectors of the same model and dims")
-    if m.get("attributes") and source.attributes is None:
-        raise InputError(f"this index stores attributes {sorted(m['attributes'])}: give them for the documents to "
-                         "add (attributes=, or columns of a Parquet input); columns left out are null for them")
     if m["has_text"] and not source.has_text:
         raise InputError("this index stores the documents' texts: give texts= (or a `text` column) for the "
                          "documents to add")

@@ -61,12 +61,15 @@ def schema_of(schema: pa.Schema, skip_unsupported: bool = False) -> pa.Schema | 
     return pa.schema(fields) if fields else None
 
 
-def as_table(value, count: int) -> pa.Table:
-    """`attributes=` (a Table or a dict of arrays) as an Arrow table of `count` rows, names and types checked."""
+def as_table(value, count: int) -> pa.Table | None:
+    """`attributes=` (a Table or a dict of arrays) as an Arrow table of `count` rows, names and types checked;
+    None for no columns (`{}`: an add then leaves every column of the index null for its rows)."""
     try:
         table = value if isinstance(value, pa.Table) else pa.table(dict(value))
     except (TypeError, ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise InputError(f"attributes must be a pyarrow Table or a dict of equal-length arrays ({e})") from None
+    if not table.column_names:
+        return None
     if table.num_rows != count:
         raise InputError(f"attributes have {table.num_rows} rows for {count} vectors; give one row per vector")
     clash = [n for n in table.column_names if n in RESERVED]

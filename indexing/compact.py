@@ -40,8 +40,9 @@ def compact(index_dir: str | os.PathLike, *, min_dead: float = MIN_DEAD, quiet: 
         groups = _groups(m, min_dead)
         todo = [s for g in groups for s in g]
         if not todo:
-            say(f"no shard has {min_dead:.0%} of its rows deleted and no small shards sit side by side; nothing "
-                "to compact", quiet)
+            most = max((_dead_share(s) for s in m["shards"]), default=0.0)
+            say(f"no shard has {percent(min_dead)} of its rows deleted (the most: {percent(most)}) and no small "
+                "shards sit side by side; nothing to compact", quiet)
             return {"op": "compact", "generation": change.generation, "rewritten": [], "removed_rows": 0}
         number, row = change.next_shards()
         spec, id_type = shard_spec(m, root), pa.int64() if m["id_type"] == "int" else pa.string()
@@ -96,6 +97,15 @@ def _groups(m: dict, min_dead: float) -> list[list[dict]]:
             groups.append([s])
     close_run()
     return groups
+
+
+def _dead_share(meta: dict) -> float:
+    return (meta.get("dead") or {}).get("count", 0) / max(meta["count"], 1)
+
+
+def percent(share: float) -> str:
+    """A share as a percentage with three significant digits: 0.095%, not 0%."""
+    return f"{share * 100:.3g}%"
 
 
 def _dead_enough(meta: dict, min_dead: float) -> bool:

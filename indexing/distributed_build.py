@@ -1,7 +1,8 @@
 """A build on a Ray cluster: training once on the driver, one Ray task per shard, the manifest on the driver.
 
-Needs `pip install matryoshka-retrieval[distributed]`. The input and the index folder must be on storage that
-every node sees at the same path. The result is the same index format as a single-machine build.
+Needs the `distributed` extra (from a clone of the repository: `pip install -e ".[distributed]"`). The input and
+the index folder must be on storage that every node sees at the same path. The result is the same index format as
+a single-machine build.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def connect(address: str | None = "auto"):
     try:
         import ray
     except ImportError:
-        raise InputError("--ray / ray= needs Ray: pip install 'matryoshka-retrieval[distributed]'") from None
+        raise InputError("--ray / ray= needs Ray: pip install \"ray[data]\" (or, from a clone of the repository, "
+                         "pip install -e \".[distributed]\")") from None
     if not ray.is_initialized():
         if address == "local":
             ray.init(include_dashboard=False)

@@ -8,15 +8,16 @@ import numpy as np
 
 from matryoshka.core.errors import InputError
 
-from .sources import ArraySource, IteratorSource, ParquetSource, Source, npy_source, open_parquet
+from .sources import TEXT_FORMATS, ArraySource, IteratorSource, ParquetSource, Source, npy_source, open_files
 from .text_source import ParquetTextSource, TextSource
 
 
 def open_source(data, ids=None, texts=None, model: str | None = None, device: str = "cpu",
                 attributes=None) -> Source:
-    """Pick the reader for `data`: a Parquet file/folder, a .npy path, an array, a list of texts, or an iterator.
+    """Pick the reader for `data`: a Parquet, CSV or JSON Lines file (or a folder of them), a .npy path, an array,
+    a list of texts, or an iterator.
 
-    A Parquet input without an `embedding` column is encoded from its `text` column with `model`; its columns
+    A file input without an `embedding` column is encoded from its `text` column with `model`; its columns
     other than id, embedding and text are its attributes. Other inputs take `attributes` (a pyarrow Table or a
     dict of arrays, one row per vector).
     """
@@ -26,18 +27,20 @@ def open_source(data, ids=None, texts=None, model: str | None = None, device: st
             raise InputError(f"input {path} does not exist")
         if path.suffix == ".npy":
             return npy_source(path, ids, texts, attributes)
-        if path.suffix == ".parquet" or path.is_dir():
+        if path.suffix == ".parquet" or path.suffix.lower() in TEXT_FORMATS or path.is_dir():
             if attributes is not None:
-                raise InputError(f"{path} is Parquet: its columns besides id, embedding and text are the "
+                raise InputError(f"{path} is a file input: its columns besides id, embedding and text are the "
                                  "attributes; add them there instead of attributes=")
-            names = open_parquet(path).schema.names
+            names = open_files(path).schema.names
             if "embedding" not in names and "text" in names:
                 if not model:
                     raise InputError(f"{path} has texts but no `embedding` column; pass --model / model= to "
                                      "encode them")
                 return ParquetTextSource(path, model, device)
             return ParquetSource(path)
-        raise InputError(f"input {path} must be a .npy file, a .parquet file or a folder of Parquet files")
+        hint = " (JSON Lines: one object per line, named .jsonl)" if path.suffix.lower() == ".json" else ""
+        raise InputError(f"input {path} must be a .npy, .parquet, .csv or .jsonl file, or a folder of Parquet, CSV "
+                         f"or JSON Lines files{hint}")
     if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
         return ArraySource(np.asarray(data) if not isinstance(data, np.ndarray) else data, ids, texts,
                            attributes=attributes)

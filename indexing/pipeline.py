@@ -96,13 +96,13 @@ class Pipeline:
         return shards
 
     def _attributes(self, batch: Batch) -> pa.Table | None:
-        """The batch's attributes in the index's columns and types (None when the index stores none)."""
+        """The batch's attributes in the index's columns and types (None when the index stores none); an input
+        without attributes leaves every column null for its rows, as it does a column it lacks."""
         schema = self.spec.attributes
         if schema is None:
             return None
         if batch.attrs is None:
-            raise InputError(f"rows {batch.start}..: the index stores attributes {schema.names}; give them for "
-                             "every row (attributes=, or columns of a Parquet input)")
+            return pa.Table.from_arrays([pa.nulls(len(batch.vectors), f.type) for f in schema], schema=schema)
         return conform(batch.attrs, schema, batch.start)
 
     def _finish(self, writer: ShardWriter, guard: DuplicateGuard) -> dict:

@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from matryoshka.core.errors import InputError
@@ -166,9 +167,105 @@ def list_column_to_matrix(col, start: int, rows: np.ndarray | None = None) -> np
     return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, dim)
 
 
+# Inputs read like Parquet through pyarrow's readers: a file, or a folder of such files only
+TEXT_FORMATS = {".csv": "csv", ".jsonl": "json", ".ndjson": "json"}
+FORMAT_NAMES = {"parquet": "Parquet", "csv": "CSV", "json": "JSON Lines"}
+
+
+def file_format(path: Path) -> str:
+    """'csv' or 'json' for a CSV or JSON Lines file (or a folder of only such files), else 'parquet'."""
+    if path.is_dir():
+        kinds = {TEXT_FORMATS.get(p.suffix.lower(), "parquet") for p in path.iterdir()
+                 if p.is_file() and not p.name.startswith((".", "_"))}
+        return kinds.pop() if len(kinds) == 1 else "parquet"
+    return TEXT_FORMATS.get(path.suffix.lower(), "parquet")
+
+
+def open_files(path: str | os.PathLike) -> ds.Dataset:
+    """A Parquet, CSV or JSON Lines input (a file or a folder of files) as a dataset, checked as `open_parquet`
+    checks Parquet. CSV needs a header row; its `text` column is read as text and its `embedding` column as
+    text holding a list (`[0.1, -0.2, ...]`, parsed by `text_embeddings`)."""
+    fmt = file_format(Path(path))
+    if fmt == "parquet":
+        return open_parquet(path)
+    try:
+        inferred = ds.dataset(path, format=_text_format(fmt)).schema  # from each file's first block
+        dataset = ds.dataset(path, format=_text_format(fmt, inferred))
+        fragments = list(dataset.get_fragments())
+        for fragment in fragments:
+            fragment.count_rows()
+        for fragment in fragments[1:]:
+            _check_columns(dataset.schema, fragment.physical_schema, fragment.path, fragments[0].path)
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"cannot read {path} as {FORMAT_NAMES[fmt]} ({str(e).splitlines()[0]}); repair the file "
+                         f"it names{', with a header row of column names' if fmt == 'csv' else ''}") from None
+    return dataset
+
+
+def _text_format(fmt: str, inferred: pa.Schema | None = None) -> ds.FileFormat:
+    """The dataset format of a CSV or JSON Lines input; with the `inferred` schema, its id, text and embedding
+    columns typed so that every block reads alike (a text of digits is text, an id column stays as it began)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    names = inferred.names if inferred is not None else []
+    types = {}
+    if "id" in names:
+        types["id"] = pa.int64() if pa.types.is_integer(inferred.field("id").type) else pa.string()
+    if "text" in names:
+        types["text"] = pa.string()
+    if "embedding" in names:
+        listed = pa.types.is_list(inferred.field("embedding").type)
+        types["embedding"] = pa.list_(pa.float64()) if fmt == "json" and listed else pa.string()
+    if fmt == "csv":
+        return ds.CsvFileFormat(convert_options=pacsv.ConvertOptions(column_types=types))
+    return ds.JsonFileFormat(parse_options=pajson.ParseOptions(explicit_schema=pa.schema(list(types.items())),
+                                                               unexpected_field_behavior="infer"))
+
+
+def text_embeddings(col, start: int, rows: np.ndarray | None = None) -> pa.Array:
+    """Embeddings written as text (a CSV cell such as "[0.1, -0.2, 3e-4]") as lists of floats; other columns as
+    they are. A cell that is no such list is an error naming its row (`start` + position, or rows[position])."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return col
+    cells = pc.utf8_trim_whitespace(col)
+    framed = pc.and_(pc.starts_with(cells, "["), pc.ends_with(cells, "]")).fill_null(True)
+    inner = pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(cells, 1, -1))
+    empty = pc.equal(inner, "").fill_null(False)
+    parts = pc.split_pattern(inner, ",")
+    try:
+        if not pc.all(framed).as_py() or pc.any(empty).as_py():
+            raise ValueError
+        values = pc.cast(pc.utf8_trim_whitespace(pc.list_flatten(parts)), pa.float32())
+    except (ValueError, pa.ArrowInvalid):
+        bad = next(i for i, cell in enumerate(cells.to_pylist()) if cell is not None and not _text_vector(cell))
+        row, cell = int(rows[bad]) if rows is not None else start + bad, cells[bad].as_py()
+        why = "has no embedding (an empty cell); every row needs one" if not cell else \
+            f"has the embedding {cell[:60]!r}, not a list of numbers; write each one as [0.1, -0.2, ...]"
+        e = InputError(f"row {row} {why}")
+        e.row = row  # for naming the file that holds it (FileRows.naming)
+        raise e from None
+    return pa.ListArray.from_arrays(parts.offsets, values, mask=col.is_null())
+
+
+def _text_vector(cell: str) -> bool:
+    """Whether `cell` is a bracketed, comma-separated list of at least one number Arrow reads."""
+    if not (cell.startswith("[") and cell.endswith("]")) or not cell[1:-1].strip():
+        return False
+    try:
+        pc.cast(pa.array([v.strip() for v in cell[1:-1].split(",")]), pa.float32())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 def open_parquet(path: str | os.PathLike) -> ds.Dataset:
     """A Parquet file or folder as a dataset, every file's footer read up front: a stray, corrupt or unreadable
     file is an InputError naming it, not an Arrow traceback halfway through a build."""
+    if file_format(Path(path)) != "parquet":
+        raise InputError(f"{path} is {FORMAT_NAMES[file_format(Path(path))]}; this reader (a build or add on Ray) "
+                         "takes .npy or Parquet inputs: convert it to Parquet, or leave out ray")
     try:
         dataset = ds.dataset(path, format="parquet")
         fragments = list(dataset.get_fragments())
@@ -427,16 +524,17 @@ def load_ids(path: Path):
 
 
 @contextlib.contextmanager
-def parquet_errors(path: Path, what: str = "the Parquet input"):
-    """Errors of reading Parquet files (damaged pages, columns whose types differ between files, text that is not
-    UTF-8) as an InputError naming the file or folder and the fix, not a traceback."""
+def parquet_errors(path: Path, what: str | None = None):
+    """Errors of reading Parquet (or CSV, JSON Lines) files (damaged pages, columns whose types differ between
+    files, text that is not UTF-8) as an InputError naming the file or folder and the fix, not a traceback."""
     try:
         yield
     except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
         raise read_error(path, e, what) from None
 
 
-def read_error(path: Path, e: Exception, what: str = "the Parquet input") -> InputError:
+def read_error(path: Path, e: Exception, what: str | None = None) -> InputError:
+    what = what or f"the {FORMAT_NAMES[TEXT_FORMATS.get(Path(path).suffix.lower(), 'parquet')]} input"
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     if isinstance(e, UnicodeDecodeError):
         first = f"a text value is not valid UTF-8 ({e.reason} at byte {e.start})"
@@ -445,7 +543,8 @@ def read_error(path: Path, e: Exception, what: str = "the Parquet input") -> Inp
 
 
 class ParquetSource(SourceBase):
-    """A Parquet file or folder of files with columns `id`, `embedding` and optional `text`, read in batches."""
+    """A Parquet file or folder of files with columns `id`, `embedding` and optional `text`, read in batches; or
+    a CSV or JSON Lines file (or folder of them) with those columns (`open_files`)."""
 
     def __init__(self, path: str | os.PathLike, id_col: str = "id", vector_col: str = "embedding",
                  text_col: str = "text"):
@@ -454,7 +553,8 @@ class ParquetSource(SourceBase):
 
     def _open(self, path, id_col: str, vector_col: str, text_col: str) -> None:
         self.path = Path(path)
-        self.dataset = open_parquet(self.path)
+        self.dataset = open_files(self.path)
+        self.format = file_format(self.path)
         names = self.dataset.schema.names
         for col in (id_col, vector_col):
             if col not in names:
@@ -470,7 +570,8 @@ class ParquetSource(SourceBase):
             files = FileRows(self.dataset)
             first = files.fragments[files.file(0)]
             with parquet_errors(Path(first.path)):
-                self.dim = list_column_to_matrix(first.head(1, columns=[vector_col]).column(0), 0).shape[1]
+                self.dim = named(files, 0, lambda: self._matrix(first.head(1, columns=[vector_col]).column(0), 0)
+                                 ).shape[1]
 
     def fingerprint(self) -> dict:
         with parquet_errors(self.path):
@@ -491,14 +592,14 @@ class ParquetSource(SourceBase):
         h = hashlib.sha256(str(rows.schema).encode())
         for col in rows.columns:
             h.update(values_digest(col).encode())
-        return {"kind": "parquet", "files": _file_fingerprint(Path(f) for f in self.dataset.files),
+        return {"kind": self.format, "files": _file_fingerprint(Path(f) for f in self.dataset.files),
                 "count": self.count, "rows_sha256": h.hexdigest()}
 
     def sample(self, rows: np.ndarray) -> np.ndarray:
         with parquet_errors(self.path):
             table = self._take(rows, [self.cols[1]])
         try:
-            return list_column_to_matrix(table.column(0), 0, rows)
+            return self._matrix(table.column(0), 0, rows)
         except InputError as e:  # name the file too
             raise FileRows(self.dataset).naming(e, getattr(e, "row", int(rows[0]) if len(rows) else 0)) from None
 
@@ -512,7 +613,13 @@ class ParquetSource(SourceBase):
         check_text(rb, lo, files)
         texts = as_texts(rb.column(2), lo) if self.has_text else None
         attrs = pa.Table.from_batches([rb.select(self.attr_cols)]) if self.attr_cols else None
-        return Batch(lo, as_ids(rb.column(0), lo), list_column_to_matrix(rb.column(1), lo), texts, attrs)
+        return Batch(lo, as_ids(rb.column(0), lo), self._matrix(rb.column(1), lo), texts, attrs)
+
+    def _matrix(self, col, start: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """The embedding column as a matrix; CSV and JSON Lines may write each embedding as text."""
+        if self.format != "parquet":
+            col = text_embeddings(col, start, rows)
+        return list_column_to_matrix(col, start, rows)
 
 
 def record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: int = 0
@@ -532,7 +639,8 @@ def _record_batches(dataset: ds.Dataset, columns: list[str], size: int, start: i
             pos += n
             continue
         pieces = [fragment]
-        if pos < start:  # ... and whole row groups of the file where reading starts
+        # ... and whole row groups of the file where reading starts (CSV and JSON Lines have none: rows are skipped)
+        if pos < start and isinstance(fragment, ds.ParquetFileFragment):
             pieces = []
             for piece in fragment.split_by_row_group():
                 m = piece.row_groups[0].num_rows

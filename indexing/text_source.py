@@ -16,7 +16,7 @@ from matryoshka.core.progress import bar
 from .attributes import as_table, digest, schema_of
 from .ids import as_ids
 from .sources import (ArraySource, Batch, FileRows, SourceBase, _file_fingerprint, as_texts, check_text, named,
-                      open_parquet, record_batches, values_digest)
+                      open_files, record_batches, values_digest)
 
 SPOOL = "encoded.f32.npy"
 SPOOL_DONE = "encoded.rows"
@@ -86,7 +86,7 @@ class ParquetTextSource(TextSource):
 
     def __init__(self, path: str | os.PathLike, model: str = encoder.DEFAULT_MODEL, device: str = "cpu",
                  encode_batch: int = 64):
-        self.dataset = open_parquet(path)
+        self.dataset = open_files(path)  # Parquet, CSV or JSON Lines
         names = self.dataset.schema.names
         others = sorted(set(names) - {"text", "id"})
         if others and "id" not in names:

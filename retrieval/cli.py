@@ -124,8 +124,12 @@ def read_id_args(values: list[str]) -> list:
 
 
 def cmd_delete(a) -> None:
+    from matryoshka.core.errors import InputError
     from matryoshka.indexing import delete
-    record = delete(a.index, read_id_args(a.ids), missing_ok=a.missing_ok, quiet=a.quiet)
+    if a.ids is None and a.where is None:
+        raise InputError("give --ids, --where, or both (the ids that pass the condition)")
+    record = delete(a.index, None if a.ids is None else read_id_args(a.ids), where=condition(a.where, "--where"),
+                    missing_ok=a.missing_ok, quiet=a.quiet)
     print(json.dumps({k: v for k, v in record.items() if k != "fingerprint"}, default=str))
 
 
@@ -141,7 +145,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                                      "the cross-encoder)")
     p.add_argument("--output", help="Parquet file for results: qid, rank, id, score, score_<stage>")
     p.add_argument("--where", help="keep documents whose attributes pass this SQL condition, e.g. \"lang = 'en' "
-                                   "AND year >= 2020\" (per query: a `where` column in --queries)")
+                                   "AND year >= 2020\", or a JSON dict filter, e.g. '{\"lang\": \"en\"}' (per "
+                                   "query: a `where` column in --queries)")
     p.add_argument("--k", type=int, default=10, help="results per query")
     p.add_argument("--explain", action="store_true", help="print the plan the search would run, each choice with "
                                                           "its reason, and search nothing")
@@ -174,6 +179,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    help="where the first pass runs: auto takes the GPU when faiss has one")
     p.add_argument("--threads", type=positive_int, help="CPU threads for faiss, torch and BLAS (default: every core)")
     _tier_args(p)
+    p.add_argument("--quiet", action="store_true", help="no notes on stderr (loading the query model, the "
+                                                        "cross-encoder stage off); warnings stay")
     p.add_argument("--ray", metavar="ADDRESS", help="search with Ray actors on the cluster at ADDRESS (or auto)")
     p.add_argument("--allow-partial", action="store_true",
                    help="with --ray: return results marked partial when shard workers are lost, not an error")
@@ -218,12 +225,15 @@ def cmd_search(a) -> None:
                     lexical_weight=a.lexical_weight, lexical_syntax=a.lexical_syntax, coarse_ef=a.coarse_ef,
                     **given)
         params = index.params.updated(**opts)
+        where = _where(a)
         if a.explain:
-            _explain(index, queries, opts, _where(a))
+            _explain(index, queries, opts, where)
             return
-        result = index.search_batch(queries, query_texts=texts, params=params, where=_where(a))
+        if isinstance(queries, list) and a.mode != "lexical" and not a.quiet:
+            _loading_note(index, a.model)
+        result = index.search_batch(queries, query_texts=texts, params=params, where=where)
         has_text = index.manifest["has_text"]
-    if "rerank" not in result.stage_scores:
+    if "rerank" not in result.stage_scores and not a.quiet:
         why = ("--no-rerank" if a.no_rerank else "no --reranker given" if not a.reranker
                else "the index stores no texts" if not has_text else "the queries are vectors without texts")
         print(f"note: cross-encoder stage off: {why}", file=sys.stderr)
@@ -236,18 +246,28 @@ def cmd_search(a) -> None:
     for qid, hits in zip(qids, result):
         if len(qids) > 1:
             print(f"query {qid}:")
+        if not hits:
+            print("  0 hits")
         for rank, h in enumerate(hits, 1):
             stages = "  ".join(f"{s}={v:.4f}" for s, v in h.scores.items())
             text = f"\n     {h.text[:120]}" if h.text else ""
             print(f"  {rank:>3}. {h.id}  score={h.score:.4f}  [{stages}]{text}")
 
 
+def _loading_note(index, model: str | None) -> None:
+    """One line on stderr before text queries are encoded: loading the model takes seconds, and says nothing."""
+    name = model or (index.manifest["model"] or {}).get("name")
+    if name is not None:
+        print(f"note: loading the query model {name} to encode the queries (a few seconds)", file=sys.stderr,
+              flush=True)
+
+
 def _explain(index, queries, opts: dict, where) -> None:
     """The plan of each distinct predicate's queries (one plan without a per-query `where` column)."""
     groups: dict = {}
     for i, w in enumerate(where if isinstance(where, list) else [where] * len(queries)):
-        groups.setdefault(w, []).append(i)
-    for w, rows in groups.items():
+        groups.setdefault(json.dumps(w, sort_keys=True) if isinstance(w, dict) else w, (w, []))[1].append(i)
+    for w, rows in groups.values():
         if len(groups) > 1:
             print(f"where {w!r}:" if w is not None else "no filter:")
         pick = [queries[i] for i in rows] if isinstance(queries, list) else queries[rows]
@@ -264,7 +284,25 @@ def _where(a):
         per_query = _queries_table(a.queries, ["where"]).column(0).to_pylist()
     if per_query is not None and a.where is not None:
         raise InputError(f"{a.queries} has a `where` column and --where was given; use one of them")
-    return per_query if per_query is not None else a.where
+    if per_query is not None:
+        return [condition(w, f"{a.queries}, row {i}: where") for i, w in enumerate(per_query)]
+    return condition(a.where, "--where")
+
+
+def condition(text: str | None, name: str):
+    """A condition from the command line: a SQL string as it is, or a JSON dict filter (text starting with '{')."""
+    from matryoshka.core.errors import InputError
+    if text is None or not text.lstrip().startswith("{"):
+        return text
+    try:
+        f = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{name} {text!r} starts with '{{', so it is read as a JSON dict filter, but it is not "
+                         f"JSON ({e}); write e.g. '{{\"lang\": \"en\", \"year\": {{\"$gte\": 2020}}}}', or a SQL "
+                         "condition") from None
+    if not isinstance(f, dict):
+        raise InputError(f"{name} {text!r} is JSON but not a dict filter; write e.g. '{{\"lang\": \"en\"}}'")
+    return f
 
 
 def _queries_table(path: str, columns: list[str] | None = None):
@@ -325,7 +363,7 @@ def cmd_info(a) -> None:
         print("attributes (for --where): " + ", ".join(f"{n} {t}" for n, t in info["attributes"].items()))
     for s in info["shards"]:
         print(f"  shard {s['number']:05d}: {s['count']:,} vectors, {human(s['bytes'])}, "
-              f"{s['dead'] / max(s['count'], 1):.1%} deleted")
+              f"{100 * s['dead'] / max(s['count'], 1):.3g}% deleted")
     b, log = info["build"], info["build_log"]
     print(f"built on {b['device']}" + (f" at {log['vectors_per_second'] or 0:,.0f} vectors/s; seconds per step: "
                                        + ", ".join(f"{k}={v:.1f}" for k, v in log["seconds"].items()) if log else ""))
@@ -340,9 +378,10 @@ def cmd_info(a) -> None:
                 f"nprobe {c['nprobe']}, depth {c['depth']}, coverage {c['coverage']:.3f}, {c['ms_per_query']:.3f} "
                 "modelled ms/query at full size" if c["reached"] else f"coverage at most {c['coverage']:.3f}"))
     for key, other in info["operating_points"].items():
-        print(f"operating point with {key.replace('=ssd', '').replace(',', ' and ')} on SSD: {describe(other)}")
+        print(f"operating point with {key.replace('=ssd', '').replace(',', ' and ')} on SSD: "
+              f"{describe(other, info['generation'])}")
     point = info["operating_point"]
-    print(f"default operating point: {describe(point)}" if point else
+    print(f"default operating point: {describe(point, info['generation'])}" if point else
           f"default operating point: not measured (constants {info['defaults']['nprobe']=}, "
           f"{info['defaults']['k1']=}, {info['defaults']['k2']=}); run `matryoshka tune {a.index}`")
 
@@ -456,10 +495,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p.add_argument("--ray", help="write the new shards as Ray tasks: 'auto' or a cluster address")
     p.add_argument("--threads", type=positive_int, help="CPU threads (default: every core)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    p = command("delete", cmd_delete, "delete documents from an index by id, as a new generation")
+    p = command("delete", cmd_delete, "delete documents from an index by id or by condition, as a new generation")
     p.add_argument("index", help="index folder")
-    p.add_argument("--ids", nargs="+", required=True, help="ids, or one Parquet file (column `id`) or text file "
-                                                           "(an id per line)")
+    p.add_argument("--ids", nargs="+", help="ids, or one Parquet file (column `id`) or text file (an id per line)")
+    p.add_argument("--where", help="delete the documents whose attributes pass this SQL condition or JSON dict "
+                                   "filter (with --ids: those of the ids that pass it); a bad condition deletes "
+                                   "nothing")
     p.add_argument("--missing-ok", action="store_true", help="delete the known ids when some are not in the index")
     p.add_argument("--quiet", action="store_true", help="no log lines")
     p = command("compact", cmd_compact, "rewrite shards without their deleted rows, as a new generation")
@@ -490,8 +531,22 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     plugins = {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
     for name, ep in sorted(plugins.items()):
-        sub.add_parser(name, help=f"{name} --help (from {ep.value.split(':')[0]})", formatter_class=HelpFormatter)
+        sub.add_parser(name, help=plugin_summary(ep), formatter_class=HelpFormatter)
     return parser, plugins
+
+
+def plugin_summary(ep) -> str:
+    """A plugin command's one-line help: the first line of its module's docstring, read without importing it
+    (`matryoshka --help` stays fast); else a pointer to its own --help."""
+    import ast
+    from importlib.util import find_spec
+    try:
+        spec = find_spec(ep.value.split(":")[0])
+        with open(spec.origin, encoding="utf-8") as f:
+            doc = ast.get_docstring(ast.parse(f.read()))
+    except (ImportError, AttributeError, TypeError, ValueError, OSError, SyntaxError):
+        doc = None
+    return doc.splitlines()[0].rstrip(".") if doc else f"see matryoshka {ep.name} --help"
 
 
 def main(argv: list[str] | None = None) -> int:

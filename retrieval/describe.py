@@ -11,6 +11,8 @@ from matryoshka.core import layout
 from matryoshka.storage import row_reader, tiers
 from matryoshka.storage.manifest import LEXICAL_DIR
 
+from .traffic import stale
+
 if TYPE_CHECKING:
     from .index import Index
 
@@ -39,6 +41,7 @@ def describe(ix: "Index") -> dict:
             "resident_bytes": sum(s["bytes"] for s in placed.values() if s["tier"] == tiers.RAM),
             "disk_bytes_per_vector": disk / n, "build": m["build"], "build_log": build_log(ix.root),
             "operating_point": tiers.operating_point(m, ix.tiers),
+            "operating_point_stale": stale(tiers.operating_point(m, ix.tiers), ix.generation),
             "operating_points": m.get("operating_points", {}), "defaults": ix.params.to_dict()}
 
 

@@ -23,6 +23,8 @@ from matryoshka.core.shared_lock import SharedLock
 from matryoshka.core.timing import StageTimer
 from matryoshka.core.vectors import as_matrix, normalize
 from matryoshka.indexing.ids import coerce_ids
+from matryoshka.storage import dict_filters
+from matryoshka.storage.attribute_schema import manifest_schema
 from matryoshka.storage.manifest import generation, live_count, moved_on, read_manifest
 from matryoshka.storage import tiers
 from matryoshka.storage.pinned import PinnedFolder
@@ -39,8 +41,11 @@ from .plan import Plan, Rules, Shape, plan
 from .describe import describe
 from .results import Hit, Record, SearchResult
 from .shard_group import ShardGroup
+from .traffic import Reservoir
+from .tuning import describe as describe_point
 
 OPEN_ATTEMPTS = 4
+MIN_TRAFFIC = 50  # live queries a re-tune from traffic needs at least
 
 # (root, manifest, codec, trained, verify) -> the backend that holds the shards
 BackendFactory = Callable[[PinnedFolder, dict, Codec, faiss.Index, bool], Backend]
@@ -65,7 +70,9 @@ class Index:
     def __init__(self, path: str | Path, *, device: str = "auto", model=None, reranker=None,
                  threads: int | None = None, verify: bool = False, backend: BackendFactory | None = None,
                  memory_budget: int | str | None = None, ssd_reads: SsdReads | dict | None = None,
-                 rules: Rules | dict | None = None):
+                 rules: Rules | dict | None = None, sample_queries: int = 0):
+        """`sample_queries=N` keeps a uniform sample of up to N of the query vectors searched, in memory only,
+        for `tune(from_traffic=True)`; 0 (the default) keeps none."""
         check_faiss_install()
         self.root = Path(path)
         self.device = resolve_device(device)
@@ -84,6 +91,8 @@ class Index:
         self._swap = SharedLock()  # searches share it; a reload swaps generations between them
         self._reloading = threading.Lock()
         self._open_newest()
+        checks.integer("sample_queries", sample_queries, 0, None)
+        self.traffic = Reservoir(sample_queries, self.full_dim) if sample_queries else None
         self._model_arg, self._model = model, None
         if model is not None:
             self._load_model()
@@ -189,6 +198,13 @@ class Index:
     def closed(self) -> bool:
         return self.backend is None
 
+    def __len__(self) -> int:
+        """The live documents of the generation this handle holds (deleted ones left out)."""
+        return self.live
+
+    def __bool__(self) -> bool:  # an open handle is true even when it holds no documents (not `len() > 0`)
+        return True
+
     def __enter__(self):
         return self
 
@@ -255,13 +271,14 @@ class Index:
         `params` (default: the index's `params`) sets every stage's depth and switch; `k` and keyword
         `options` (nprobe, k1, k2, k3, int8, full, rerank, full_dims, probe_margin: see `SearchParams`) override
         its fields.
-        `where` keeps only documents whose attributes pass a condition (see `retrieval.filters`): a SQL string
-        or a pyarrow compute expression for the whole batch, or a list of them (None: no filter), one per query.
+        `where` keeps only documents whose attributes pass a condition (see `retrieval.filters`): a SQL string,
+        a dict filter (see `matryoshka.storage.dict_filters`) or a pyarrow compute expression for the whole batch, or a
+        list of them (None: no filter), one per query.
         `rules` (default: the handle's) are the planner's thresholds (see `retrieval.plan.Rules`).
         """
         with self._swap.shared():
             self._check_open()
-            return self._search_batch(queries, k, params, query_texts, where, options, rules)
+            return self._search_batch(queries, k, params, query_texts, self._where(where), options, rules)
 
     def explain(self, queries=1, k: int | None = None, *, params: SearchParams | None = None, where=None,
                 rules: Rules | dict | None = None, **options) -> Plan:
@@ -284,7 +301,14 @@ class Index:
                 queries = as_matrix(queries, self.full_dim, "query vectors")
             n = len(queries) if texts is None else len(texts)
             p = _as_params(params, self.params).updated(**options).checked(self.full_dim)
-            return self._plan(p, n, where, self._rerank_wanted(p.rerank, texts), rules, options, params)
+            return self._plan(p, n, self._where(where), self._rerank_wanted(p.rerank, texts), rules, options,
+                              params)
+
+    def _where(self, where):
+        """`where` with its dict filters compiled to SQL over this generation's attributes."""
+        if isinstance(where, (dict, list, tuple)):
+            return dict_filters.resolve(where, manifest_schema(self.manifest))
+        return where
 
     def _check_open(self) -> None:
         if self.backend is None:
@@ -299,9 +323,11 @@ class Index:
               missing: set | None = None) -> Plan:
         passing = None if where is None else self.backend.passing(where, set() if missing is None else missing)
         asked = set(asked) | (set(SearchParams.__dataclass_fields__) if params is not None else set())
-        measured = tiers.operating_point(self.manifest, self.tiers) is not None
+        point = tiers.operating_point(self.manifest, self.tiers)
         return plan(self.shape(), self._within_index(p), n, self.rules if rules is None else Rules.of(rules),
-                    passing=passing, rerank=rerank, asked=frozenset(asked), measured=measured)
+                    passing=passing, rerank=rerank, asked=frozenset(asked), measured=point is not None,
+                    point_note=None if point is None or {"nprobe", "k1", "k2"} <= asked else
+                    "operating point: " + describe_point(point, self.generation))
 
     def _search_batch(self, queries, k, params, query_texts, where, options, rules) -> SearchResult:
         if k is not None:
@@ -313,6 +339,8 @@ class Index:
             x = np.zeros((len(texts), self.full_dim), np.float32)
         else:
             x, texts = self.query_vectors(queries)
+            if self.traffic is not None:
+                self.traffic.add(x)
         if query_texts is not None:
             texts = list(query_texts)
             if len(texts) != len(x):
@@ -462,23 +490,35 @@ class Index:
         return id_rows, [[out[i * kk + j] for j in range(kk) if cand[i, j] >= 0] for i in range(cand.shape[0])]
 
     # -- documents -----------------------------------------------------------------------------------------
-    def get(self, ids=None, *, where=None, limit: int | None = None, vectors: bool = False) -> list[Record]:
+    def get(self, ids=None, *, where=None, limit: int | None = None, after: int | None = None,
+            vectors: bool = False) -> list[Record]:
         """Live documents by external id, in the order given (ids not in the index are left out), or by
-        condition: those passing `where` (a filter as `search_batch` takes it; with ids, of those), in row
-        order, at most `limit`. vectors=True adds each one's full vector."""
+        condition: those passing `where` (a filter as `search_batch` takes it; with ids, of those), in
+        ascending row order, at most `limit`. vectors=True adds each one's full vector.
+
+        Paging: `after` (a condition without ids) returns only rows after it; pass the `row` of the last record
+        of the previous page. Rows are stable while the handle holds its generation (until `reload()`)."""
         if ids is None and where is None:
             raise InputError("get takes ids, a where condition, or both; to read every document use where='true'")
+        if after is not None and ids is not None:
+            raise InputError("after= pages through a where condition in row order; with ids, the records come in "
+                             "the order of the ids: leave after out, or give where= alone")
+        after = checks.integer("after", after, low=0, optional=True)
+        limit = checks.integer("limit", limit, low=0, optional=True)
         with self._swap.shared():
             self._check_open()
+            where = self._where(where)
             rows = None
             if ids is not None:
                 rows = self.backend.find(coerce_ids(ids, "int" if self.manifest["id_type"] == "int" else "string"))
                 rows = rows[rows >= 0]
             if where is not None:
                 passing = self.backend.select(where)
+                if after is not None:
+                    passing = passing[np.searchsorted(passing, after, side="right"):]
                 rows = passing if rows is None else rows[np.isin(rows, passing)]
             if limit is not None:
-                rows = rows[:checks.integer("limit", limit, low=0)]
+                rows = rows[:limit]
             return self._records(rows, vectors)
 
     def records(self, rows, *, vectors: bool = False) -> list[Record]:
@@ -506,12 +546,23 @@ class Index:
                        None if vecs is None else vecs[i]) for i, r in enumerate(rows)]
 
     def tune(self, target_recall: float = 0.95, queries=None, *, max_latency_ms: float | None = None,
-             n_queries: int = 300, save: bool = True):
+             n_queries: int = 300, save: bool = True, from_traffic: bool = False):
         """Measure the fastest nprobe / k1 / k2 reaching `target_recall` recall@10 against exact search, on
-        `queries` (texts or vectors; default: `n_queries` of the index's own vectors), and make it this
-        handle's default; save=True also stores it in the index (see `retrieval.tuning`)."""
+        `queries` (texts or vectors; default: `n_queries` of the index's own vectors, or with from_traffic=True
+        the live queries this handle kept, see `sample_queries`), and make it this handle's default; save=True
+        also stores it in the index (see `retrieval.tuning`)."""
         from .tuning import tune
-        return tune(self, target_recall, queries, max_latency_ms, n_queries, save)
+        checks.flag("from_traffic", from_traffic)
+        if not from_traffic:
+            return tune(self, target_recall, queries, max_latency_ms, n_queries, save)
+        if queries is not None:
+            raise InputError("give queries= or from_traffic=True, not both")
+        if self.traffic is None or len(self.traffic) < MIN_TRAFFIC:
+            have = 0 if self.traffic is None else len(self.traffic)
+            raise InputError(f"from_traffic=True needs at least {MIN_TRAFFIC} live queries kept; this handle has "
+                             f"{have}: open the index with sample_queries=N (matryoshka serve --sample-queries N) "
+                             "and search it first")
+        return tune(self, target_recall, self.traffic.sample(), max_latency_ms, n_queries, save, source="traffic")
 
     def tune_fusion(self, queries: Sequence[str], relevant: Sequence, *, vectors=None, save: bool = True,
                     **options) -> dict:

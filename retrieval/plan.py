@@ -119,11 +119,13 @@ def _reads(store: str, tiers: dict) -> str:
 
 
 def plan(shape: Shape, p: SearchParams, queries: int, rules: Rules, *, passing: int | None = None,
-         rerank: bool = False, asked: frozenset = frozenset(), measured: bool = False) -> Plan:
+         rerank: bool = False, asked: frozenset = frozenset(), measured: bool = False,
+         point_note: str | None = None) -> Plan:
     """The plan for `queries` queries at checked params `p`; `passing` is the count of live rows passing the
     filter (None: no filter), `rerank` whether the cross-encoder runs; `asked` names the depths the caller set,
-    `measured` says whether the others come from the index's measured operating point."""
-    t, steps, notes = shape.tiers, [], []
+    `measured` says whether the others come from the index's measured operating point, which `point_note`
+    describes (what it was measured on, its interval, whether the index changed since)."""
+    t, steps, notes = shape.tiers, [], [point_note] if point_note else []
     origin = "as asked" if "nprobe" in asked else "the index's measured operating point" if measured \
         else "the built-in default (no operating point measured: `matryoshka tune`)"
     last = p.k3 if rerank else p.k

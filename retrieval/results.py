@@ -15,7 +15,7 @@ class Hit:
     score: float  # the score of the last stage that ran
     row: int  # global row number in the index
     text: str | None = None
-    scores: dict[str, float] = field(default_factory=dict)  # stage name -> score, for each stage that ran
+    scores: dict[str, float] = field(default_factory=dict)  # stage name -> score, for each stage that scored it
 
 
 @dataclass
@@ -31,7 +31,8 @@ class Record:
 
 @dataclass
 class SearchResult:
-    """A batch's results as arrays (nq, k); rows are -1 where fewer than k hits exist."""
+    """A batch's results as arrays (nq, k); rows are -1 where fewer than k hits exist. A stage's scores are NaN
+    for the queries it did not run for (a batch whose per-query filters took different paths)."""
 
     rows: np.ndarray
     scores: np.ndarray
@@ -50,14 +51,15 @@ class SearchResult:
 
     @staticmethod
     def concat(parts: list["SearchResult"], timings: dict) -> "SearchResult":
-        """The parts' queries one after another (depths padded with -1 / -inf to the deepest part)."""
+        """The parts' queries one after another (depths padded with -1 / -inf to the deepest part; a stage that
+        did not run for a part's queries is NaN for them)."""
         k = max(p.rows.shape[1] for p in parts)
 
         def pad(a, fill):
             return np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=fill)
 
-        def stage(p, s):  # an exhaustive (filtered) part has only the full-vector stage
-            return p.stage_scores.get(s, np.full(p.rows.shape, -np.inf, np.float32))
+        def stage(p, s):  # an exhaustive (filtered) part has only the full-vector stage: the others did not run
+            return p.stage_scores.get(s, np.full(p.rows.shape, np.nan, np.float32))
         names = [s for s in STAGES if any(s in p.stage_scores for p in parts)]
         return SearchResult(np.vstack([pad(p.rows, -1) for p in parts]),
                             np.vstack([pad(p.scores, -np.inf) for p in parts]),
@@ -76,7 +78,7 @@ class SearchResult:
                 break
             out.append(Hit(self.ids[i][j], float(self.scores[i, j]), int(row),
                            self.texts[i][j] if self.texts is not None else None,
-                           {s: float(v[i, j]) for s, v in self.stage_scores.items()}))
+                           {s: float(v[i, j]) for s, v in self.stage_scores.items() if not np.isnan(v[i, j])}))
         return out
 
     def __iter__(self):
@@ -91,8 +93,8 @@ class SearchResult:
         cols = {"qid": pa.array([qids[i] for i in qi]), "rank": pa.array(rank + 1, pa.int32()),
                 "id": pa.array([self.ids[i][j] for i, j in zip(qi, rank)]),
                 "score": pa.array(self.scores[valid])}
-        for s, v in self.stage_scores.items():
-            cols[f"score_{s}"] = pa.array(v[valid])
+        for s, v in self.stage_scores.items():  # null where the stage did not run for the query
+            cols[f"score_{s}"] = pa.array(v[valid], from_pandas=True)
         if self.texts is not None:
             cols["text"] = pa.array([self.texts[i][j] for i, j in zip(qi, rank)], pa.string())
         return pa.table(cols)

@@ -33,6 +33,7 @@ from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.row_reader import random_read_rate
 
 from .first_pass import lists_probed, prune_lists
+from .traffic import stale, wilson
 
 if TYPE_CHECKING:
     from .index import Index
@@ -76,6 +77,9 @@ class OperatingPoint:
     lists_probed: float | None = None  # mean lists a query probed at this setting
     cost_model: dict | None = None  # the calibrated constants the costs were priced with
     within_latency: bool = True  # False: no setting met max_latency_ms; the fastest is kept
+    interval: tuple[float, float] | None = None  # 95% Wilson interval of recall_at_10 over queries x 10 neighbours
+    met: bool | None = None  # the interval's lower end reaches target_recall
+    generation: int | None = None  # the index generation it was measured on (adds and deletes make it stale)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -199,9 +203,11 @@ def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target
         if faster and (max_latency_ms is None or min(t["ms_per_query"] for t in faster) <= max_latency_ms):
             best = min(faster, key=lambda t: t["ms_per_query"])
     within = max_latency_ms is None or best["ms_per_query"] <= max_latency_ms
+    interval = wilson(best["recall_at_10"], 10 * len(x))
     return OperatingPoint(best["nprobe"], best["k1"], best["k2"], best["recall_at_10"], best["ms_per_query"],
                           target, reached, len(x), source, tried, need, best.get("probe_margin"),
-                          best.get("lists_probed"), pricer.cal.to_dict(), within)
+                          best.get("lists_probed"), pricer.cal.to_dict(), within, interval, interval[0] >= target,
+                          index.generation)
 
 
 def margin_for(assigned: tuple[np.ndarray, np.ndarray], lists: float, metric: str) -> float:
@@ -284,9 +290,11 @@ def update_manifest(index: "Index", change, lock: bool = True) -> None:
 
 
 def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max_latency_ms: float | None = None,
-         n_queries: int = SAMPLE_QUERIES, save: bool = True, lock: bool = True) -> OperatingPoint:
+         n_queries: int = SAMPLE_QUERIES, save: bool = True, lock: bool = True,
+         source: str = "given") -> OperatingPoint:
     """Measure the operating point for `target_recall` on `queries` (texts or vectors; default: a sample of the
-    index's own vectors), and store it as the index's default unless save=False."""
+    index's own vectors), and store it as the index's default unless save=False. `source` names where given
+    queries came from ("given", or "traffic": the handle's sample of live queries)."""
     number("target recall (target_recall)", target_recall, 0, 1, low_open=True)
     number("max_latency_ms", max_latency_ms, 0, low_open=True, optional=True)
     integer("n_queries", n_queries)
@@ -299,7 +307,7 @@ def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max
         point = measure(index, x, own, target_recall, max_latency_ms)
     else:
         x, _ = index.query_vectors(queries)
-        point = measure(index, x, None, target_recall, max_latency_ms, source="given")
+        point = measure(index, x, None, target_recall, max_latency_ms, source=source)
     if not point.within_latency:
         raise InputError(f"no setting meets max_latency_ms={max_latency_ms}: the fastest tried costs "
                          f"{point.ms_per_query:.3g} ms per query (modelled, in a batch) at recall@10 "
@@ -310,8 +318,9 @@ def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max
     return point
 
 
-def describe(point: dict) -> str:
-    """One line: the setting, its measured recall and time, and whether it reached its target."""
+def describe(point: dict, generation: int | None = None) -> str:
+    """One line: the setting, its measured recall (with its interval) and time, on what it was measured, whether
+    its target is met, and whether the index changed since (`generation`: the index's now)."""
     margin = point.get("probe_margin")
     probe = (f"nprobe {point['nprobe']}" if margin is None else
              f"nprobe up to {point['nprobe']} with probe margin {margin:.3g} "
@@ -325,4 +334,15 @@ def describe(point: dict) -> str:
     if not point["reached"]:
         line += (f"; the target {point['target_recall']} was not reached by any setting tried: the most accurate is "
                  "kept (rebuild with more lists or a larger index dim)")
+    interval = point.get("interval")
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(isinstance(v, (int, float))
+                                                                          for v in interval):
+        line += f"; 95% interval {interval[0]:.3f}-{interval[1]:.3f}"
+        if point["reached"] and not point.get("met"):
+            short = point["target_recall"] - interval[0]
+            line += (f": its lower end falls {short:.3f} short of the target with {point['queries']} queries, so the "
+                     "target is not shown met (tune on more queries)")
+    if stale(point, generation):
+        line += (f"; measured on generation {point['generation']}, the index is at {generation} since: re-tune "
+                 "(`matryoshka tune`, or index.tune(from_traffic=True))")
     return line

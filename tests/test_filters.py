@@ -161,8 +161,11 @@ def test_parquet_columns_are_attributes_and_changes_keep_them(tmp_path, filtered
     m = json.loads((out / "manifest.json").read_text())
     assert m["attributes"] == {"lang": "string", "bucket": "int64"}
     x = docs[n:n + 10]
-    with pytest.raises(InputError, match=r"stores attributes \['bucket', 'lang'\]"):
-        indexing.add(out, x, ids=[f"n{i}" for i in range(10)], quiet=True)
+    # an add that gives no attributes (or {}) leaves every column null for its rows, as a column it leaves out
+    indexing.add(out, x[:2], ids=["z0", "z1"], quiet=True)
+    indexing.add(out, x[2:3], ids=["z2"], attributes={}, quiet=True)
+    assert [r.attributes for r in retrieval.open_index(out).get(["z0", "z2"])] == [{}, {}]
+    indexing.delete(out, ["z0", "z1", "z2"], quiet=True)
     with pytest.raises(InputError, match=r"attribute 'bucket' is double, the index stores int64"):
         indexing.add(out, x, ids=[f"n{i}" for i in range(10)], attributes={"bucket": [0.5] * 10}, quiet=True)
     indexing.add(out, x, ids=[f"n{i}" for i in range(10)], attributes={"lang": ["xx"] * 10, "bucket": [1] * 10},

@@ -1,5 +1,7 @@
-"""`matryoshka serve INDEX`: the HTTP server (FastAPI on uvicorn), registered under the `matryoshka.commands`
-entry point group. Needs the `server` extra: pip install 'matryoshka-retrieval[server]'."""
+"""serve an index over HTTP (FastAPI on uvicorn; needs the `server` extra).
+
+`matryoshka serve INDEX`, registered under the `matryoshka.commands` entry point group. Install the extra from a
+clone of the repository: pip install -e ".[server]"."""
 from __future__ import annotations
 
 import argparse
@@ -72,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from .app import SETTINGS_ENV, create_app
     except ImportError as e:
-        print(f"error: matryoshka serve needs the server extra ({e}): pip install 'matryoshka-retrieval[server]'",
-              file=sys.stderr)
+        print(f"error: matryoshka serve needs the server extra ({e}): from a clone of the repository, "
+              "pip install -e \".[server]\"", file=sys.stderr)
         return 2
     settings = dict(index_path=os.path.abspath(a.index), token=a.token or os.environ.get(TOKEN_ENV) or None,
                     max_batch=a.max_batch, max_docs=a.max_docs, max_k=a.max_k, max_body_bytes=a.max_body_bytes,
