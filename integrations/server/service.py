@@ -194,7 +194,8 @@ def attribute_table(documents: Sequence[Document], stored: pa.Schema | None) -> 
         try:  # inferred, then cast safely: pa.array(type=) would truncate 2020.5 to an int64 2020 silently
             column = pa.array(values)
         except (pa.ArrowException, TypeError, ValueError) as e:
-            raise InputError(f"attribute {name!r}: {e}; give one kind of value per attribute") from None
+            want = f"values of the index's type {known}" if known is not None else "one kind of value per attribute"
+            raise InputError(f"attribute {name!r}: {e}; give {want}") from None
         if known is not None and column.type != known and not _json_temporal(column.type, known):
             check_type(name, known, column.type)  # the engine's rule: widen losslessly, or refuse by name
         try:
