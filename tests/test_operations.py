@@ -352,3 +352,21 @@ def test_install_lines_work_from_a_clone_and_the_license_is_mit():
     license_text = (ROOT / "LICENSE").read_text()
     assert license_text.startswith("MIT License") and "Copyright (c) 2026 the matryoshka-retrieval authors" in \
         license_text
+
+
+def test_the_server_takes_dict_filters_as_the_engine_does(built):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from matryoshka.integrations.server.app import create_app
+    path, x, _ = built
+    with TestClient(create_app(path, reload_interval=0.0, preload_model=False)) as client:
+        def ids(where):
+            r = client.post("/search", json={"vectors": x[:3].tolist(), "k": 5, "where": where})
+            assert r.status_code == 200, r.text
+            return [[h["id"] for h in hits] for hits in r.json()["results"]]
+        assert ids({"section": "a", "year": {"$gte": 2004}}) == ids("section = 'a' AND year >= 2004")
+        assert ids([{"tags": {"$contains": "r"}}, None, "flag"]) == \
+            [ids("list_contains(tags, 'r')")[0], ids(None)[1], ids("flag")[2]]
+        r = client.post("/search", json={"vectors": x[:1].tolist(), "where": {"nope": 1}})
+        assert r.status_code == 400 and "nope" in r.json()["detail"]

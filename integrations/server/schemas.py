@@ -23,9 +23,10 @@ class SearchOptions(Strict):
     """Depth and switch of each stage (`SearchParams`), and the filter; None: the index's default."""
 
     k: int = Field(10, ge=1, description="hits per query")
-    where: str | list[str | None] | None = Field(
-        None, description="SQL condition over the attributes, e.g. \"lang = 'en' AND year >= 2020\"; or one per "
-                          "query (null: none)")
+    where: str | dict | list[str | dict | None] | None = Field(
+        None, description="SQL condition over the attributes, e.g. \"lang = 'en' AND year >= 2020\", or a dict "
+                          "filter, e.g. {\"lang\": \"en\", \"year\": {\"$gte\": 2020}}; or one per query "
+                          "(null: none)")
     nprobe: int | None = Field(None, ge=1, description="IVF lists scanned per query")
     k1: int | None = Field(None, ge=1, description="first-pass depth")
     k2: int | None = Field(None, ge=1, description="kept after int8 re-scoring")
