@@ -81,3 +81,24 @@ def test_a_target_is_called_met_only_when_the_interval_reaches_it(built):
     assert point.reached and not point.met and point.interval[0] < 0.95
     text = describe(point.to_dict())
     assert "short of the target with 5 queries" in text and "tune on more queries" in text
+
+
+def test_the_server_keeps_live_queries_only_when_asked_and_tunes_on_them(built, tmp_path):
+    pytest.importorskip("fastapi")
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from matryoshka.integrations.server.app import create_app
+    path = shutil.copytree(built[0], tmp_path / "idx")
+    x = built[1]
+    with TestClient(create_app(path, reload_interval=0.0, preload_model=False)) as client:
+        client.post("/search", json={"vectors": (x[:60] * 0.9).tolist(), "k": 5})
+        r = client.post("/tune", json={"target_recall": 0.9})
+        assert r.status_code == 400 and "--sample-queries" in r.json()["detail"]
+    with TestClient(create_app(path, reload_interval=0.0, preload_model=False, sample_queries=100)) as client:
+        assert client.app.state.service.index.traffic is not None and len(client.app.state.service.index.traffic) == 0
+        client.post("/search", json={"vectors": (x[:60] * 0.9).tolist(), "k": 5})
+        r = client.post("/tune", json={"target_recall": 0.9})
+        assert r.status_code == 200 and r.json()["source"] == "traffic" and r.json()["queries"] == 60, r.text
+        assert client.get("/info").json()["operating_point"]["source"] == "traffic"
