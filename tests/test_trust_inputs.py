@@ -225,12 +225,18 @@ def test_health_on_a_server_without_a_token_gives_the_detail(index):
 
 
 # -- a build that stopped on a bad input file ---------------------------------------------------------------------
-def test_a_build_that_stopped_on_a_bad_file_before_any_shard_restarts_once_it_is_repaired(tmp_path):
+def _stopped_on_a_bad_row(tmp_path):
+    """A build of v.npy into idx that stopped on a NaN in row 150, before any shard; the vectors."""
     x = vectors(300)
     x[150, 3] = np.nan
     np.save(tmp_path / "v.npy", x)
     with pytest.raises(InputError, match="row 150"):
         indexing.build(tmp_path / "idx", tmp_path / "v.npy", **FAST)
+    return x
+
+
+def test_a_build_that_stopped_on_a_bad_file_before_any_shard_restarts_once_it_is_repaired(tmp_path):
+    x = _stopped_on_a_bad_row(tmp_path)
     assert (tmp_path / "idx" / layout.BUILD_DIR).exists() and not (tmp_path / "idx" / layout.SHARDS).exists()
     x[150, 3] = 0.0
     np.save(tmp_path / "v.npy", x)  # repaired: other input
@@ -254,11 +260,7 @@ def test_a_build_that_wrote_shards_of_other_input_is_still_refused(tmp_path):
 
 
 def test_an_unfinished_build_with_other_settings_is_still_refused(tmp_path):
-    x = vectors(300)
-    x[150, 3] = np.nan
-    np.save(tmp_path / "v.npy", x)
-    with pytest.raises(InputError, match="row 150"):
-        indexing.build(tmp_path / "idx", tmp_path / "v.npy", **FAST)
+    _stopped_on_a_bad_row(tmp_path)
     with pytest.raises(BuildRefused, match="unfinished build"):  # the same input, another index_dim
         indexing.build(tmp_path / "idx", tmp_path / "v.npy", **dict(FAST, index_dim=4))
 
