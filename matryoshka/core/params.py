@@ -20,8 +20,9 @@ class SearchParams:
     re-scoring for the cross-encoder; k: returned. int8 / full / rerank switch stages off (rerank=None runs
     it when a reranker is configured and texts exist); full_dims re-scores with only the first dims (a
     cheaper tier). coarse_ef: how deep an HNSW coarse quantizer (indexes of many lists) searches its graph
-    for the nprobe lists (None: 2 x nprobe, at least 64). probe_margin makes nprobe a cap: a query skips the lists whose centroid scores trail its
-    nearest centroid's by more than the margin (CPU first pass; the tuner measures it).
+    for the nprobe lists (None: 2 x nprobe, at least 64). probe_margin makes nprobe a cap: a query skips the
+    lists whose centroid scores trail its nearest centroid's by more than the margin (CPU first pass; the
+    tuner measures it).
 
     mode: "dense" (the cascade), "lexical" (BM25 over the stored texts alone) or "hybrid" (the BM25 top
     k_lexical join the first pass's candidates; each later cut orders them by `fusion` of the dense stage's
