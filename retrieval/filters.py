@@ -14,8 +14,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from matryoshka.core.errors import InputError
-from matryoshka.storage.predicates import (FILTER_SECONDS, FUNCTIONS, check_growth, check_sql,  # noqa: F401
-                                           key, nan_as_null, row_mask, utf8)
+from matryoshka.storage.predicates import key, nan_as_null, row_mask  # noqa: F401 - also this module's API
 from matryoshka.storage.shard_files import Shard
 from matryoshka.storage.tombstones import rows_bitmap
 
