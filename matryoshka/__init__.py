@@ -1,7 +1,7 @@
 """Matryoshka retrieval, one installed root: `matryoshka.indexing` (the build), `matryoshka.retrieval` (the
 search), `matryoshka.rerank` (re-scoring stages), `matryoshka.benchmarks`, and below them the shared core and
-storage layer (`matryoshka.core`, `matryoshka.storage`). The four named first are folders at the top of the
-repository, linked in here (see docs/development.md)."""
+storage layer (`matryoshka.core`, `matryoshka.storage`). The four named first (and `matryoshka.integrations`) are
+folders at the top of the repository, mapped in by setuptools' package-dir (see docs/development.md)."""
 import os
 
 # faiss and torch each load their own OpenMP runtime. By default the idle threads of one spin after every
