@@ -1,4 +1,6 @@
-"""Where an index's shards live and answer: the interface the cascade (`Index`) searches through.
+"""Where an index's shards live and answer: the data primitives the cascade's stages (`retrieval.stages`) and
+the tuner read through: candidates (first pass, exhaustive, lexical), the rows of a store scored where they
+are, lookups of ids, texts and attributes.
 
 Two implementations: `shard_group.ShardGroup`, every shard in this process, and
 `distributed_search.RayBackend`, shard groups in Ray actors. Each call answers for every shard, merged;
@@ -10,7 +12,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from matryoshka.core.params import SearchParams
+from matryoshka.storage.row_store import RowStore
+
+# re-scoring brought to the rows: (queries, candidate global rows with -1 for none, the store) -> (n, k) scores
+Scorer = Callable[[np.ndarray, np.ndarray, RowStore], np.ndarray]
 
 
 class Backend(Protocol):
@@ -25,9 +30,11 @@ class Backend(Protocol):
     def exhaustive(self, x: np.ndarray, k: int, where, missing: set | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The exact top k (full-vector scores, global rows) among the live rows passing `where` (None: all)."""
 
-    def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,
-                missing: set | None = None) -> dict[str, np.ndarray]:
-        """Scores of the candidates per re-scoring stage that `params` switches on (-inf for none)."""
+    def score(self, store: str, queries: np.ndarray, cand: np.ndarray, scorer: Scorer,
+              missing: set | None = None) -> np.ndarray:
+        """Scores of the candidates (global rows, -1 for none) by `scorer(queries, candidates, row store)` run
+        where the rows of `store` ("int8" or "full") are; -inf for none. The stages bring the scoring, the
+        backend the rows."""
 
     def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:
         """External ids (None where unknown) and, if asked, texts of a flat array of rows."""

@@ -21,10 +21,10 @@ import numpy as np
 
 from matryoshka.indexing.distributed_build import connect
 from matryoshka.core.errors import IndexFormatError, MatryoshkaError, ShardsUnavailable
-from matryoshka.core.params import SearchParams
 from matryoshka.storage import tiers
 from matryoshka.storage.lexical import query_terms
 
+from .backend import Scorer
 from .first_pass import merge_topk
 from .shard_group import ShardGroup
 
@@ -129,13 +129,12 @@ class RayBackend:
             return np.full((n, 0), -np.inf, np.float32), np.full((n, 0), -1, np.int64)
         return merge_topk([p[0] for p in parts], [p[1] for p in parts], k)
 
-    def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,
-                missing: set | None = None) -> dict[str, np.ndarray]:
-        refs = [self._put(a) for a in (x, short, cand)]
-        parts = self._gather("re-scoring", lambda w: w.rescore.remote(*refs, params), missing)
-        names = [n for n, on in (("int8", params.int8), ("full", params.full)) if on]
-        none = np.full(cand.shape, -np.inf, np.float32)
-        return {n: np.maximum.reduce([p[n] for p in parts]) if parts else none for n in names}  # -inf: not owned
+    def score(self, store: str, queries: np.ndarray, cand: np.ndarray, scorer: Scorer,
+              missing: set | None = None) -> np.ndarray:
+        """Each worker scores the candidates it owns, where their rows are; only the scores travel."""
+        refs = [self._put(a) for a in (queries, cand)]
+        parts = self._gather("re-scoring", lambda w: w.score.remote(store, *refs, scorer), missing)
+        return np.maximum.reduce(parts) if parts else np.full(cand.shape, -np.inf, np.float32)  # -inf: not owned
 
     def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:
         ids: list = [None] * len(rows)

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,13 +29,14 @@ from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_shared
 from matryoshka.storage.tiers import SsdReads
 from matryoshka.rerank.cross_encoder import CrossEncoderReranker
-from matryoshka.rerank import fusion
 from matryoshka.rerank.rescore import keep
 
 from . import filters
 from .backend import Backend
-from .first_pass import FirstPass, prune_lists
+from .first_pass import FirstPass
 from .plan import Plan, Rules, Shape, plan
+from .runner import run
+from .stages import Running
 from .describe import describe
 from .results import Hit, Record, SearchResult
 from .shard_group import ShardGroup
@@ -382,26 +381,16 @@ class Index:
 
     def _run(self, pl: Plan, x: np.ndarray, texts: list[str] | None, timer: StageTimer, where,
              missing: set) -> SearchResult:
-        """Run a plan's stages over one chunk of queries, through the backend.
+        """Run a plan's stages over one chunk of queries, through the backend (`retrieval.runner`).
 
         Every shard group answers only for its own shards and the merges break ties by row, so one group or
         many give the identical result."""
         p = pl.params
         timer.mark()
-        short = self.codec.transform.apply(x)
-        lexical = None
-        lex = pl.step("lexical")
-        if lex is not None:
-            if texts is None:
-                raise InputError(f"mode={p.mode!r} searches the texts: give the queries as texts, or "
-                                 "query_texts= beside the vectors")
-            # BM25 runs beside the dense first pass (both release the GIL), not after it
-            lexical = _background().submit(self.backend.lexical, texts, lex.keep, where, missing, p.lexical_syntax)
-        try:
-            cand, stages, last = self._stages(pl, x, short, texts, where, missing, lexical, timer)
-        finally:  # a search never leaves a stage running behind it (a reload may close the backend next)
-            if lexical is not None:
-                wait([lexical])
+        ctx = Running(self.backend, p, x, self.codec.transform.apply(x), texts, where, missing, self.metric,
+                      self.codec, self.assigner, self.device, pl.passing, self.reranker)
+        run(pl, ctx, timer)
+        cand, stages, last = ctx.cand, ctx.stages, ctx.last
         if last != list(stages)[-1]:  # the ordering stage last, as SearchResult reads it
             stages[last] = stages.pop(last)
         cand, stages = keep(cand, stages, last, p.k)
@@ -415,69 +404,6 @@ class Index:
         timer.lap("ids_and_texts")
         return SearchResult(cand, stages[last].copy(), stages, ids, out_texts, dict(timer), bool(missing),
                             sorted(missing))
-
-    def _stages(self, pl: Plan, x: np.ndarray, short: np.ndarray, texts: list[str] | None, where, missing: set,
-                lexical: Future | None, timer: StageTimer) -> tuple[np.ndarray, dict, str]:
-        """The plan's steps in order: (candidates, scores per stage, the stage whose scores order them)."""
-        p = pl.params
-        cand, stages, last = None, {}, None
-        for step in pl.steps:
-            if step.name == "exhaustive":
-                _, cand = self.backend.exhaustive(x, step.keep, where, missing)
-                # scored again as the cascade scores its last stage, so that every backend gives the same scores
-                stages = self.backend.rescore(x, short, cand, p.updated(int8=False, full=True, full_dims=None),
-                                              missing)
-                cand, stages = keep(cand, stages, "full", cand.shape[1])
-                last = "full"
-            elif step.name == "first_pass":
-                cand, stages = self._first_pass(short, p, step.nprobe, pl.passing, where, missing)
-                last = "first_pass"
-            elif step.name == "lexical":
-                s, rows = lexical.result()
-                if cand is None:  # lexical alone
-                    cand, stages, last = rows, {"lexical": s}, "lexical"
-                else:
-                    cand, stages = fusion.union(cand, stages, rows, s)
-            elif step.name == "fuse":
-                stages["hybrid"] = fusion.fuse(stages[last], stages["lexical"], p.fusion, p.lexical_weight)
-                last = "hybrid"
-                cand, stages = keep(cand, stages, last, step.keep)
-            elif step.name == "rerank":
-                _, docs = self._lookup(cand, True, missing)
-                scores = self.reranker.score(texts, docs)
-                s = np.full(cand.shape, -np.inf, dtype=np.float32)
-                for i, row in enumerate(scores):
-                    s[i, : len(row)] = row
-                stages["rerank"] = s
-                cand, stages = keep(cand, stages, "rerank", step.keep)
-                last = "rerank"
-            else:  # int8 or full re-scoring
-                only = p.updated(int8=step.name == "int8", full=step.name == "full")
-                stages.update(self.backend.rescore(x, short, cand, only, missing))
-                last = step.name
-                if "lexical" in stages:  # hybrid: the cut keeps the best by fusion
-                    stages["hybrid"] = fusion.fuse(stages[last], stages["lexical"], p.fusion, p.lexical_weight)
-                    last = "hybrid"
-                cand, stages = keep(cand, stages, last, step.keep)
-            timer.lap(step.name)
-        return cand, stages, last
-
-    def _first_pass(self, short: np.ndarray, p: SearchParams, nprobe: int, passing: int | None, where,
-                    missing: set) -> tuple[np.ndarray, dict]:
-        """The first pass over `nprobe` lists (the plan's); queries of a filtered search that still find fewer
-        than k passing rows are searched over every list."""
-        assigned = None if self.device == "gpu" and where is None else self.assigner.assign(short, nprobe,
-                                                                                             p.coarse_ef)
-        if p.probe_margin is not None and assigned is not None and where is None:
-            assigned = prune_lists(assigned, p.probe_margin, self.metric)
-        s1, cand = self.backend.first_pass(short, p.k1, nprobe, assigned, missing, where)
-        if where is not None and nprobe < self.assigner.nlist:
-            few = np.flatnonzero((cand >= 0).sum(1) < min(p.k, passing))
-            if len(few):
-                nlist = self.assigner.nlist
-                s1[few], cand[few] = self.backend.first_pass(short[few], p.k1, nlist,
-                                                             self.assigner.assign(short[few], nlist), missing, where)
-        return cand, {"first_pass": s1}
 
     def _lookup(self, cand: np.ndarray, texts: bool, missing: set) -> tuple[list[list], list[list[str]] | None]:
         """External ids per query (None for rows that could not be looked up) and, if asked, texts of the
@@ -586,16 +512,6 @@ class Index:
         with self._swap.shared():  # of one generation
             self._check_open()
             return describe(self)
-
-
-_BACKGROUND: list = []
-
-
-def _background() -> ThreadPoolExecutor:
-    """The threads a search runs a stage on beside another (one per core; made on first use)."""
-    if not _BACKGROUND:
-        _BACKGROUND.append(ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="matryoshka-stage"))
-    return _BACKGROUND[0]
 
 
 def _hybrid_defaults(params: SearchParams, m: dict) -> SearchParams:

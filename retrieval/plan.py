@@ -1,5 +1,6 @@
 """A search's plan as a value: its path, each stage with its depth and the store (and tier) it reads, and how
-the batch is split. `plan` decides, `Index` runs the plan stage by stage, `Index.explain` returns it.
+the batch is split. `plan` asks each registered stage (`retrieval.stages`) for its step, `runner.run` runs the
+steps, `Index.explain` returns the plan.
 
 Every choice the cascade makes before it touches a vector is made here, with its reason:
 - exhaustive or first pass: a filter that passes few rows is scored row by row from the full vectors, exact
@@ -19,7 +20,12 @@ from dataclasses import asdict, dataclass, field
 
 from matryoshka.core import checks
 from matryoshka.core.errors import InputError
-from matryoshka.core.params import SearchParams, coarse_ef
+from matryoshka.core.params import SearchParams
+
+from .stages import STAGES, Planning, Step
+from .stages.exhaustive import exhaustive_cheaper
+
+__all__ = ["Plan", "Rules", "Shape", "Step", "exhaustive_cheaper", "plan"]
 
 
 @dataclass(frozen=True)
@@ -70,17 +76,6 @@ class Shape:
 
 
 @dataclass(frozen=True)
-class Step:
-    """One stage: what it does, the candidates per query it keeps, the store it reads and why it runs so."""
-
-    name: str  # "exhaustive", "first_pass", "lexical", "int8", "full", "fuse" or "rerank"
-    keep: int
-    reads: str
-    why: str
-    nprobe: int | None = None  # first pass: lists probed per query (a cap under a probe margin)
-
-
-@dataclass(frozen=True)
 class Plan:
     params: SearchParams  # the depths as run: checked and clamped to the index
     queries: int
@@ -114,87 +109,23 @@ class Plan:
         return "\n".join(lines)
 
 
-def _reads(store: str, tiers: dict) -> str:
-    return f"{store} ({tiers.get(store, 'page cache')})"
-
-
 def plan(shape: Shape, p: SearchParams, queries: int, rules: Rules, *, passing: int | None = None,
          rerank: bool = False, asked: frozenset = frozenset(), measured: bool = False,
          point_note: str | None = None) -> Plan:
-    """The plan for `queries` queries at checked params `p`; `passing` is the count of live rows passing the
-    filter (None: no filter), `rerank` whether the cross-encoder runs; `asked` names the depths the caller set,
-    `measured` says whether the others come from the index's measured operating point, which `point_note`
-    describes (what it was measured on, its interval, whether the index changed since)."""
-    t, steps, notes = shape.tiers, [], [point_note] if point_note else []
+    """The plan for `queries` queries at checked params `p`: each registered stage (`stages.STAGES`, in cascade
+    order) adds its step or not. `passing` is the count of live rows passing the filter (None: no filter),
+    `rerank` whether the cross-encoder runs; `asked` names the depths the caller set, `measured` says whether
+    the others come from the index's measured operating point, which `point_note` describes (what it was
+    measured on, its interval, whether the index changed since)."""
     origin = "as asked" if "nprobe" in asked else "the index's measured operating point" if measured \
         else "the built-in default (no operating point measured: `matryoshka tune`)"
-    last = p.k3 if rerank else p.k
+    ctx = Planning(shape, p, rules, passing, rerank, origin, notes=[point_note] if point_note else [])
+    for stage in STAGES:
+        step = stage.plan(ctx)
+        if step is not None:
+            ctx.steps.append(step)
+    if shape.tiers.get("int8") == "ssd" or shape.tiers.get("full") == "ssd":
+        ctx.notes.append("stores on SSD: each stage gathers its rows for the chunk and reads them with many reads "
+                         "in flight (matryoshka.storage.row_reader)")
     chunk = max(1, min(rules.max_batch, rules.max_candidates // p.k1))
-    filtered = passing is not None
-    if filtered and exhaustive_cheaper(shape, p, passing, rules):
-        why = (f"{passing:,} passing rows <= k1 {p.k1}" if passing <= p.k1 else
-               f"{passing:,} passing rows x {shape.full_dim} dims cost less than the widened first pass "
-               f"(rules: exact_filter_work {rules.exact_filter_work:,}, scan ratio {rules.exact_filter_scan_ratio})")
-        steps.append(Step("exhaustive", last, _reads("full", t), f"every passing row scored exactly: {why}"))
-        path = "exhaustive"
-    else:
-        nprobe, why = p.nprobe, f"nprobe {p.nprobe}: {origin}"
-        if p.k1 >= shape.live:
-            nprobe, why = shape.nlist, f"k1 {p.k1} reaches every live row ({shape.live:,}): every list"
-        elif filtered:
-            nprobe = min(shape.nlist, math.ceil(p.nprobe * shape.live / max(passing, 1)))
-            why = (f"nprobe {p.nprobe} widened to {nprobe} for a filter passing {passing / max(shape.live, 1):.1%} "
-                   "of the rows (the lists hold that share of passing rows)")
-            notes.append("queries that find fewer than k passing rows are searched again over every list")
-        margin = p.probe_margin is not None and not filtered and shape.device != "gpu" and nprobe == p.nprobe
-        if margin:
-            why += f", a cap: lists trailing the nearest centroid by more than {p.probe_margin:g} are skipped"
-        device = "GPU" if shape.device == "gpu" and not filtered else "CPU"
-        if shape.coarse == "hnsw":
-            why += (f"; lists found through an HNSW graph over the {shape.nlist:,} centroids, efSearch "
-                    f"{coarse_ef(nprobe, p.coarse_ef)}")
-        steps.append(Step("first_pass", p.k1, _reads("codes", t), f"{why}; on the {device}", nprobe))
-        path = "cascade"
-        if p.int8:
-            steps.append(Step("int8", p.k2 if p.full or rerank else last, _reads("int8", t),
-                              f"exact int8 scores of the {p.k1} candidates"))
-        if p.full:
-            dims = f"the first {p.full_dims} dims" if p.full_dims else f"all {shape.full_dim} dims"
-            steps.append(Step("full", last, _reads("full", t), f"exact scores over {dims} of the best "
-                              f"{p.k2 if p.int8 else p.k1}"))
-    if p.mode == "lexical":
-        steps, path = [Step("lexical", last, _reads("lexical", t), "BM25 over the stored texts (mode lexical)")], \
-            "lexical"
-        notes = [n for n in notes if not n.startswith("queries that find")]
-    elif p.mode == "hybrid":
-        steps, path = _hybrid(steps, p, t, last), path + "+lexical"
-    if rerank:
-        steps.append(Step("rerank", p.k, _reads("texts", t), f"the cross-encoder reads the query and the {last} texts"))
-    if t.get("int8") == "ssd" or t.get("full") == "ssd":
-        notes.append("stores on SSD: each stage gathers its rows for the chunk and reads them with many reads in "
-                     "flight (matryoshka.storage.row_reader)")
-    return Plan(p, queries, chunk, path, tuple(steps), passing, tuple(notes))
-
-
-def _hybrid(dense: list[Step], p: SearchParams, t: dict, last: int) -> list[Step]:
-    """The dense steps with the lexical list joined after the first (dense) one; each later cut keeps the best by
-    fusion, and the lexical rows a dense stage has not scored yet are scored by the next one."""
-    fused = f"kept by {p.fusion} fusion with the BM25 ranks (lexical weight {p.lexical_weight:g})"
-    steps = [dense[0], Step("lexical", p.k_lexical, _reads("lexical", t),
-                            f"BM25 top {p.k_lexical} over the stored texts join the candidates")]
-    steps += [Step(s.name, s.keep, s.reads, f"{s.why}; {fused}") for s in dense[1:]]
-    if dense[0].name == "exhaustive":
-        steps.append(Step("full", last, _reads("full", t), f"exact scores of the lexical candidates too; {fused}"))
-    elif len(steps) == 2:
-        steps.append(Step("fuse", last, "nothing", f"first-pass ranks {fused}"))
-    return steps
-
-
-def exhaustive_cheaper(shape: Shape, p: SearchParams, passing: int, rules: Rules) -> bool:
-    """Whether scoring every passing row beats the widened first pass (see `Rules`): at a billion rows a
-    selective filter would make the first pass scan most lists."""
-    if passing <= p.k1:
-        return True
-    lists = min(shape.nlist, math.ceil(p.nprobe * shape.live / passing))
-    scanned = lists / shape.nlist * shape.live * shape.code_size
-    return passing * shape.full_dim <= max(rules.exact_filter_work, rules.exact_filter_scan_ratio * scanned)
+    return Plan(p, queries, chunk, ctx.path, tuple(ctx.steps), passing, tuple(ctx.notes))

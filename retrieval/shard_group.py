@@ -15,7 +15,6 @@ import numpy as np
 
 from matryoshka.core.codec import Codec
 from matryoshka.core.errors import IndexFormatError
-from matryoshka.core.params import SearchParams
 from matryoshka.storage.attribute_schema import manifest_schema
 from matryoshka.storage.lexical import bm25, idf, query_terms, tokens_of
 from matryoshka.storage.manifest import read_manifest
@@ -24,9 +23,10 @@ from matryoshka.storage import tiers
 from matryoshka.storage.row_store import RowStore, read_stats
 from matryoshka.storage.shard_files import Shard, read_shared
 from matryoshka.storage.tiers import SsdReads
-from matryoshka.rerank.rescore import Stores, exact_topk, rescore
+from matryoshka.rerank.rescore import Stores, exact_topk
 
 from .filters import PassingCache
+from .backend import Scorer
 from .first_pass import FirstPass, merge_topk
 
 
@@ -171,10 +171,12 @@ class ShardGroup:
         """A local group does not move in place: the handle opens a new one beside it (False)."""
         return False
 
-    def rescore(self, x: np.ndarray, short: np.ndarray, cand: np.ndarray, params: SearchParams,
-                missing: set | None = None) -> dict[str, np.ndarray]:
-        """Scores per stage of the candidates this group owns, -inf elsewhere (see `rerank.rescore`)."""
-        return rescore(self.stores, x, short, np.where(self.owns(cand), cand, -1), params)
+    def score(self, store: str, queries: np.ndarray, cand: np.ndarray, scorer: Scorer,
+              missing: set | None = None) -> np.ndarray:
+        """`scorer(queries, candidates, row store)` over the candidates this group owns in `store` ("int8" or
+        "full"); -inf elsewhere."""
+        rows = {"int8": self.stores.short, "full": self.stores.full}[store]
+        return scorer(queries, np.where(self.owns(cand), cand, -1), rows)
 
     def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:
         """External ids (None where not owned) and texts ('' where not owned) of a flat array of rows."""

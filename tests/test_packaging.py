@@ -40,6 +40,18 @@ def installed_wheel(tmp_path_factory):
     return python, env, tmp
 
 
+def test_every_package_folder_is_listed_for_setuptools():
+    """pyproject lists the packages (package-dir maps them): a new subpackage left out would miss the wheel."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"matryoshka" + "".join("." + p for p in init.parent.relative_to(ROOT / "matryoshka").parts)
+             for init in (ROOT / "matryoshka").rglob("__init__.py")}
+    found |= {".".join(("matryoshka", *init.parent.relative_to(ROOT).parts))
+              for top in ("indexing", "retrieval", "rerank", "benchmarks", "integrations")
+              for init in (ROOT / top).rglob("__init__.py")}
+    assert found == listed
+
+
 def test_the_repository_holds_no_symlinks():
     files = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert [line for line in files.splitlines() if line.startswith("120000")] == []
