@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
 from matryoshka.core import checks
 from matryoshka.core.errors import InputError
 from matryoshka.core.params import SearchParams
 
-from .stages import STAGES, Planning, Step
+from .stages import STAGES, Planning, Stage, Step
 from .stages.exhaustive import exhaustive_cheaper
 
 __all__ = ["Plan", "Rules", "Shape", "Step", "exhaustive_cheaper", "plan"]
@@ -111,16 +112,16 @@ class Plan:
 
 def plan(shape: Shape, p: SearchParams, queries: int, rules: Rules, *, passing: int | None = None,
          rerank: bool = False, asked: frozenset = frozenset(), measured: bool = False,
-         point_note: str | None = None) -> Plan:
-    """The plan for `queries` queries at checked params `p`: each registered stage (`stages.STAGES`, in cascade
-    order) adds its step or not. `passing` is the count of live rows passing the filter (None: no filter),
+         point_note: str | None = None, stages: Sequence[Stage] = STAGES) -> Plan:
+    """The plan for `queries` queries at checked params `p`: each stage of `stages` (the registry,
+    `stages.STAGES`, in cascade order) adds its step or not. `passing` is the count of live rows passing the filter (None: no filter),
     `rerank` whether the cross-encoder runs; `asked` names the depths the caller set, `measured` says whether
     the others come from the index's measured operating point, which `point_note` describes (what it was
     measured on, its interval, whether the index changed since)."""
     origin = "as asked" if "nprobe" in asked else "the index's measured operating point" if measured \
         else "the built-in default (no operating point measured: `matryoshka tune`)"
     ctx = Planning(shape, p, rules, passing, rerank, origin, notes=[point_note] if point_note else [])
-    for stage in STAGES:
+    for stage in stages:
         step = stage.plan(ctx)
         if step is not None:
             ctx.steps.append(step)

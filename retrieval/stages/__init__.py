@@ -19,6 +19,4 @@ STAGES: tuple[Stage, ...] = (
     Fuse(),
     Rerank(),
 )
-BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
-
-__all__ = ["BY_NAME", "STAGES", "Planning", "Running", "Stage", "Step"]
+__all__ = ["STAGES", "Planning", "Running", "Stage", "Step"]
