@@ -388,10 +388,10 @@ def cmd_info(a) -> None:
 
 def cmd_tune(a) -> None:
     from matryoshka.retrieval import open_index
-    from matryoshka.retrieval.tuning import describe, tune
+    from matryoshka.retrieval.tuning import describe
     queries = read_queries(a.queries)[1] if a.queries else None
     with open_index(a.index, device="cpu", model=a.model, threads=a.threads, **_tiers(a)) as index:
-        point = tune(index, a.target_recall, queries, a.max_latency_ms, a.sample_queries)
+        point = index.tune(a.target_recall, queries, max_latency_ms=a.max_latency_ms, n_queries=a.sample_queries)
         on_ssd = [s for s, t in index.tiers.items() if t == "ssd"]
     which = f"with {' and '.join(on_ssd)} on SSD" if on_ssd else "default"
     print(f"{a.index}: {which} operating point now {describe(point.to_dict())}")

@@ -8,7 +8,6 @@ import numpy as np
 
 from matryoshka.core.errors import InputError
 
-from .tuning import update_manifest
 
 if TYPE_CHECKING:
     from .index import Index
@@ -46,8 +45,5 @@ def tune_fusion(index: "Index", queries: Sequence[str], relevant: Sequence, *, v
         rows.append({"fusion": fusion, "lexical_weight": weight, "ndcg_at_10": ndcg_at_10(found, relevant)})
     best = max(rows, key=lambda r: r["ndcg_at_10"])  # ties: the first candidate
     record = {**best, "queries": len(queries), "measured": rows}
-    if save:
-        update_manifest(index, lambda m: m.update(hybrid=record))
-    else:
-        index.params = index.params.updated(fusion=best["fusion"], lexical_weight=best["lexical_weight"])
+    index.update_settings(lambda m: m.update(hybrid=record), save=save)
     return record

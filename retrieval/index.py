@@ -1,6 +1,7 @@
 """Opening an index and searching it through the cascade: first pass -> int8 -> full dims -> cross-encoder."""
 from __future__ import annotations
 
+import copy
 import ctypes
 import threading
 import time
@@ -12,7 +13,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from matryoshka.core import checks, encoder
+from matryoshka.core import checks, encoder, layout
 from matryoshka.core.codec import Codec
 from matryoshka.core.device import check_faiss_install, resolve_device, set_threads
 from matryoshka.core.errors import IndexFormatError, InputError
@@ -23,7 +24,8 @@ from matryoshka.core.vectors import as_matrix, normalize
 from matryoshka.indexing.ids import coerce_ids
 from matryoshka.storage import dict_filters
 from matryoshka.storage.attribute_schema import manifest_schema
-from matryoshka.storage.manifest import generation, live_count, moved_on, read_manifest
+from matryoshka.indexing.folder import BuildLock
+from matryoshka.storage.manifest import generation, live_count, moved_on, read_manifest, write_manifest
 from matryoshka.storage import tiers
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_shared
@@ -41,7 +43,7 @@ from .describe import describe
 from .results import Hit, Record, SearchResult
 from .shard_group import ShardGroup
 from .traffic import Reservoir
-from .tuning import describe as describe_point
+from .tuning import Tunable, describe as describe_point
 
 OPEN_ATTEMPTS = 4
 MIN_TRAFFIC = 50  # live queries a re-tune from traffic needs at least
@@ -161,9 +163,29 @@ class Index:
             if old is not None and old is not self.backend:
                 old.close()  # the generation replaced: its files (perhaps deleted on disk) are released now
 
-    def adopt(self, manifest: dict) -> None:
-        """Make `manifest`, this generation's with a new operating point (`retrieval.tuning.store`), the
-        handle's between searches: its defaults change, its files stay."""
+    def update_settings(self, change: Callable[[dict], None], *, save: bool = True, lock: bool = True) -> None:
+        """The one call that changes an index's settings (operating points, the hybrid fusion): apply
+        `change(manifest)` to this generation's manifest, write it atomically under the build lock (unless the
+        caller holds it, lock=False) when `save`, and make the result this handle's between searches."""
+        if not save:
+            m = copy.deepcopy(self.manifest)
+            change(m)
+            return self._adopt(m)
+        held = BuildLock(self.root) if lock else None
+        try:
+            with PinnedFolder(self.root) as folder:
+                m = read_manifest(folder)
+            if m["shards"] != self.manifest["shards"]:
+                raise InputError(f"{self.root} changed since it was opened (replaced, or a newer generation); reload "
+                                 "it and re-run the tuning")
+            change(m)
+            write_manifest(self.root, m)
+        finally:
+            if held is not None:
+                held.release()
+        self._adopt(m)
+
+    def _adopt(self, manifest: dict) -> None:
         point = tiers.operating_point(manifest, self.tiers)
         with self._swap.exclusive():
             if manifest["shards"] != self.manifest["shards"]:
@@ -172,6 +194,10 @@ class Index:
             if point:
                 self.params = self.params.updated(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")})
             self.params = _hybrid_defaults(self.params, manifest)
+
+    def tunable(self) -> "Tunable":
+        """This handle as the tuner reads it (`retrieval.tuning.Tunable`)."""
+        return _Tunable(self)
 
     def reload(self) -> bool:
         """Open the newest generation of the index (after `indexing.add`, `delete` or `compact`); True when it
@@ -480,7 +506,7 @@ class Index:
         from .tuning import tune
         checks.flag("from_traffic", from_traffic)
         if not from_traffic:
-            return tune(self, target_recall, queries, max_latency_ms, n_queries, save)
+            return tune(self.tunable(), target_recall, queries, max_latency_ms, n_queries, save)
         if queries is not None:
             raise InputError("give queries= or from_traffic=True, not both")
         if self.traffic is None or len(self.traffic) < MIN_TRAFFIC:
@@ -488,7 +514,8 @@ class Index:
             raise InputError(f"from_traffic=True needs at least {MIN_TRAFFIC} live queries kept; this handle has "
                              f"{have}: open the index with sample_queries=N (matryoshka serve --sample-queries N) "
                              "and search it first")
-        return tune(self, target_recall, self.traffic.sample(), max_latency_ms, n_queries, save, source="traffic")
+        return tune(self.tunable(), target_recall, self.traffic.sample(), max_latency_ms, n_queries, save,
+                    source="traffic")
 
     def tune_fusion(self, queries: Sequence[str], relevant: Sequence, *, vectors=None, save: bool = True,
                     **options) -> dict:
@@ -553,3 +580,41 @@ def _local_backend(device: str, budget: int | None, ssd: SsdReads, root: PinnedF
                    trained: faiss.Index, verify: bool, previous: ShardGroup | None = None) -> Backend:
     return ShardGroup(root, m, device=device, verify=verify, codec=codec, trained=trained, memory_budget=budget,
                       ssd=ssd, previous=previous)
+
+
+class _Tunable:
+    """An opened index as the tuner reads it (`retrieval.tuning.Tunable`): a few data primitives of the handle,
+    nothing else of it."""
+
+    def __init__(self, index: Index):
+        m = index.manifest
+        self._index = index
+        self.root, self.count, self.full_dim, self.index_dim = index.root, index.count, index.full_dim, index.index_dim
+        self.metric, self.nlist, self.device, self.generation = index.metric, index.assigner.nlist, index.device, \
+            index.generation
+        self.tiers, self.factory, self.build = index.tiers, m["factory"], m["build"]
+        self.full_path = index.root / layout.shard_dir(m["shards"][0]["number"]) / layout.FULL_FILE
+
+    def search(self, x: np.ndarray, params: SearchParams) -> np.ndarray:
+        return self._index.search_batch(x, params=params).rows
+
+    def assign(self, x: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._index.assigner.assign(self._index.codec.transform.apply(x), nprobe)
+
+    def list_sizes(self) -> np.ndarray:
+        return self._index.backend.list_sizes()
+
+    def exact_topk(self, x: np.ndarray, k: int) -> np.ndarray:
+        return self._index.backend.exhaustive(x, k, None)[1]
+
+    def live_rows(self) -> np.ndarray:
+        return self._index.backend.live_rows()
+
+    def full_vectors(self, rows: np.ndarray) -> np.ndarray:
+        return self._index.backend.full_vectors(rows)
+
+    def query_vectors(self, queries) -> np.ndarray:
+        return self._index.query_vectors(queries)[0]
+
+    def store(self, change: Callable[[dict], None], lock: bool = True) -> None:
+        self._index.update_settings(change, lock=lock)

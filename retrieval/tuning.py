@@ -16,27 +16,63 @@ truth is the exact top 10 by the full vectors, the cascade's last stage, over ev
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 
-from matryoshka.indexing.folder import BuildLock
 from matryoshka.indexing.selection import SATURATION, sample_target
 from matryoshka.indexing.training import sample_rows
 from matryoshka.core import cost_model, layout
 from matryoshka.core.checks import flag, integer, number
 from matryoshka.core.errors import InputError
 from matryoshka.core.params import SearchParams
-from matryoshka.storage.manifest import read_manifest, write_manifest
 from matryoshka.storage import tiers
-from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.row_reader import random_read_rate
 
 from .first_pass import lists_probed, prune_lists
 from .traffic import stale, wilson
 
-if TYPE_CHECKING:
-    from .index import Index
+
+class Tunable(Protocol):
+    """What the tuner reads of an opened index, and the one call through which it stores what it measured
+    (`Index.tunable()` gives one; a test or another engine can give its own)."""
+
+    root: Path
+    count: int  # rows, deleted ones included (the build's)
+    full_dim: int
+    index_dim: int
+    metric: str
+    nlist: int
+    device: str
+    generation: int
+    tiers: dict  # store -> tier
+    factory: str  # the faiss factory string of the first pass
+    build: dict  # the build's record (its training sample)
+    full_path: Path  # a full-vector store file (for the device's read rate)
+
+    def search(self, x: np.ndarray, params: SearchParams) -> np.ndarray:
+        """The rows the cascade finds at `params` for full-dim query vectors."""
+
+    def assign(self, x: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """The coarse assignment (distances, lists) of full-dim query vectors."""
+
+    def list_sizes(self) -> np.ndarray:
+        """Codes per IVF list over every shard."""
+
+    def exact_topk(self, x: np.ndarray, k: int) -> np.ndarray:
+        """The exact top k rows by the full vectors over every live row, ties by the lower row."""
+
+    def live_rows(self) -> np.ndarray: ...
+
+    def full_vectors(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def query_vectors(self, queries) -> np.ndarray:
+        """Normalized full-dim vectors of query texts or vectors."""
+
+    def store(self, change: Callable[[dict], None], lock: bool = True) -> None:
+        """Apply `change` to this generation's manifest and write it, under the build lock unless the caller
+        holds it; the handle adopts the result (`Index.update_settings`)."""
 
 TARGET_RECALL = 0.95
 NPROBES = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -85,12 +121,12 @@ class OperatingPoint:
         return asdict(self)
 
 
-def sample_queries(index: "Index", n: int = SAMPLE_QUERIES, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def sample_queries(index: "Tunable", n: int = SAMPLE_QUERIES, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(global rows, their full vectors as float32): `n` rows of the index spread at random, outside the
     build's training sample where enough rows are (its PQ codes fit the sample better than other vectors, so
     sample rows as queries overstate recall)."""
-    build = index.manifest["build"]
-    pool = index.backend.live_rows()
+    build = index.build
+    pool = index.live_rows()
     built = build.get("count") or build["identity"]["source"].get("count") or index.count  # rows at build time
     trained = build.get("train_rows") or 0
     if 0 < trained and len(pool) - trained >= n:
@@ -98,13 +134,13 @@ def sample_queries(index: "Index", n: int = SAMPLE_QUERIES, seed: int = 1) -> tu
             sample_rows(built, trained, build["options"]["seed"])
         pool = np.setdiff1d(pool, seen, assume_unique=True)
     rows = np.sort(np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False))
-    return rows, index.backend.full_vectors(rows)
+    return rows, index.full_vectors(rows)
 
 
-def exact_truth(index: "Index", x: np.ndarray, k: int) -> np.ndarray:
+def exact_truth(index: "Tunable", x: np.ndarray, k: int) -> np.ndarray:
     """(nq, k) global rows of the exact top k by the full vectors, the scores of the cascade's last stage, over
     every live row (ties by the lower row)."""
-    return index.backend.exhaustive(x, k, None)[1]
+    return index.exact_topk(x, k)
 
 
 def _recall(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None, depth: int = 10, k: int = 10) -> float:
@@ -120,19 +156,19 @@ class Pricer:
     """The modelled cost of a setting on a query batch, from the work it does: the lists it probes, the codes
     they hold in every shard, and the candidates each stage re-scores."""
 
-    def __init__(self, index: "Index"):
+    def __init__(self, index: "Tunable"):
         self.index, self.cal = index, cost_model.calibration()
-        self.sizes = index.backend.list_sizes().astype(np.float64)
+        self.sizes = index.list_sizes().astype(np.float64)
         # a store on SSD costs a device read per candidate row (rows rarely share a page at scale)
         self.on_ssd = [s for s in ("int8", "full") if index.tiers.get(s) == tiers.SSD]
         self.read_ns = 0.0
         if self.on_ssd:
-            path = index.root / layout.shard_dir(index.manifest["shards"][0]["number"]) / layout.FULL_FILE
+            path = index.full_path
             self.read_ns = cost_model.device_read_ns(path, lambda: random_read_rate(path))
-        self.code = layout.parse_factory(index.manifest["factory"])[1]
+        self.code = layout.parse_factory(index.factory)[1]
 
     def ms(self, x: np.ndarray, p: SearchParams) -> float:
-        assigned = self.index.assigner.assign(self.index.codec.transform.apply(x), p.nprobe)
+        assigned = self.index.assign(x, p.nprobe)
         if p.probe_margin is not None:
             assigned = prune_lists(assigned, p.probe_margin, self.index.metric)
         lists = assigned[1]
@@ -140,17 +176,17 @@ class Pricer:
         int8 = np.minimum(codes, p.k1)
         full = np.minimum(int8, p.k2)
         reads = {"int8": int8.mean(), "full": full.mean()}
-        return cost_model.query_ms(self.cal, nlist=self.index.assigner.nlist, dim=self.index.index_dim,
+        return cost_model.query_ms(self.cal, nlist=self.index.nlist, dim=self.index.index_dim,
                                    code=self.code, lists=float((lists >= 0).sum(1).mean()), codes=float(codes.mean()),
                                    int8=float(int8.mean()), full=float(full.mean()), full_dim=self.index.full_dim,
                                    reads=float(sum(reads[s] for s in self.on_ssd)), read_ns=self.read_ns)
 
 
-def _priced(index: "Index", pricer: Pricer, x: np.ndarray, params: SearchParams) -> tuple[np.ndarray, float]:
-    return index.search_batch(x, params=params).rows, pricer.ms(x, params)
+def _priced(index: "Tunable", pricer: Pricer, x: np.ndarray, params: SearchParams) -> tuple[np.ndarray, float]:
+    return index.search(x, params), pricer.ms(x, params)
 
 
-def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target: float = TARGET_RECALL,
+def measure(index: "Tunable", x: np.ndarray, own: np.ndarray | None = None, target: float = TARGET_RECALL,
             max_latency_ms: float | None = None, source: str = "index sample") -> OperatingPoint:
     """The fastest setting reaching `target` recall@10 on queries `x` (rows `own` of the index, left out of
     their own results, or None for outside queries); the most accurate one when none reaches it. With
@@ -163,12 +199,12 @@ def measure(index: "Index", x: np.ndarray, own: np.ndarray | None = None, target
     k = 10 + extra
     truth = exact_truth(index, x, k)
     pricer = Pricer(index)
-    nlist = index.assigner.nlist
+    nlist = index.nlist
     tried, passing = [], []
     for nprobe in [p for p in NPROBES if p < nlist] + [nlist]:
         depths = sorted({min(d, index.count - extra) for d in DEPTHS})
-        deep = index.search_batch(x, params=SearchParams(k=depths[-1] + extra, nprobe=nprobe, k1=depths[-1] + extra,
-                                                         int8=False, full=False, rerank=False)).rows
+        deep = index.search(x, SearchParams(k=depths[-1] + extra, nprobe=nprobe, k1=depths[-1] + extra,
+                                            int8=False, full=False, rerank=False))
         cover = {d: _recall(deep, truth, own, d) for d in depths}
         # On real text the depth curve of real queries saturates later than that of the index's own vectors
         # (GCIDE: 0.937 against 0.960 at k1 50, equal from k1 200), while the coverage it saturates at, set by
@@ -219,14 +255,14 @@ def margin_for(assigned: tuple[np.ndarray, np.ndarray], lists: float, metric: st
     return hi
 
 
-def _adaptive(index: "Index", pricer: Pricer, x: np.ndarray, truth: np.ndarray, own: np.ndarray | None, best: dict,
+def _adaptive(index: "Tunable", pricer: Pricer, x: np.ndarray, truth: np.ndarray, own: np.ndarray | None, best: dict,
               need: float) -> list[dict]:
     """Settings that probe up to ADAPTIVE_CAP x the best fixed nprobe, skipping far lists (probe_margin), at
     ADAPTIVE_LISTS x its lists on average: on real text they cover more at equal lists probed."""
-    cap = min(index.assigner.nlist, ADAPTIVE_CAP * best["nprobe"])
+    cap = min(index.nlist, ADAPTIVE_CAP * best["nprobe"])
     if cap <= best["nprobe"]:
         return []
-    assigned = index.assigner.assign(index.codec.transform.apply(x), cap)
+    assigned = index.assign(x, cap)
     extra = 0 if own is None else 1
     out = []
     for share in ADAPTIVE_LISTS:
@@ -254,11 +290,11 @@ def choose(tried: list[dict], target: float, max_latency_ms: float | None = None
     return max(within, key=lambda t: (t["recall_at_10"], -t["ms_per_query"])), False
 
 
-def truth_work(index: "Index", queries: int = SAMPLE_QUERIES) -> float:
+def truth_work(index: "Tunable", queries: int = SAMPLE_QUERIES) -> float:
     return float(index.count) * index.full_dim * queries
 
 
-def store(index: "Index", point: OperatingPoint, lock: bool = True) -> None:
+def store(index: "Tunable", point: OperatingPoint, lock: bool = True) -> None:
     """Record `point` in the index's manifest (atomically, under the build lock unless the caller holds it) and
     make it this handle's default."""
     key = tiers.point_key(index.tiers)
@@ -268,28 +304,10 @@ def store(index: "Index", point: OperatingPoint, lock: bool = True) -> None:
             m.setdefault("operating_points", {})[key] = point.to_dict()
         else:
             m["operating_point"] = point.to_dict()
-    update_manifest(index, put, lock)
+    index.store(put, lock)
 
 
-def update_manifest(index: "Index", change, lock: bool = True) -> None:
-    """Apply `change(manifest)` to the index's manifest of this generation and write it atomically (under the build
-    lock unless the caller holds it); the handle adopts the result."""
-    held = BuildLock(index.root) if lock else None
-    try:
-        with PinnedFolder(index.root) as folder:
-            m = read_manifest(folder)
-        if m["shards"] != index.manifest["shards"]:
-            raise InputError(f"{index.root} changed since it was opened (replaced, or a newer generation); reload it "
-                             "and re-run the tuning")
-        change(m)
-        write_manifest(index.root, m)
-    finally:
-        if held is not None:
-            held.release()
-    index.adopt(m)
-
-
-def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max_latency_ms: float | None = None,
+def tune(index: "Tunable", target_recall: float = TARGET_RECALL, queries=None, max_latency_ms: float | None = None,
          n_queries: int = SAMPLE_QUERIES, save: bool = True, lock: bool = True,
          source: str = "given") -> OperatingPoint:
     """Measure the operating point for `target_recall` on `queries` (texts or vectors; default: a sample of the
@@ -306,7 +324,7 @@ def tune(index: "Index", target_recall: float = TARGET_RECALL, queries=None, max
         own, x = sample_queries(index, n_queries)
         point = measure(index, x, own, target_recall, max_latency_ms)
     else:
-        x, _ = index.query_vectors(queries)
+        x = index.query_vectors(queries)
         point = measure(index, x, None, target_recall, max_latency_ms, source=source)
     if not point.within_latency:
         raise InputError(f"no setting meets max_latency_ms={max_latency_ms}: the fastest tried costs "

@@ -88,3 +88,21 @@ def test_a_new_stage_is_one_class_and_one_entry(small_index, small_data):
             run(pl, Running(ix.backend, p, x, ix.codec.transform.apply(x), None, None, set(), ix.metric, ix.codec,
                             ix.assigner, ix.device, None), timer)
     assert stages.STAGES == STAGES
+
+
+def test_the_tuner_reads_only_its_protocol(small_index):
+    """`retrieval.tuning` is a client of `Tunable`: a view that refuses every other member still tunes."""
+    from matryoshka.retrieval import tuning
+    allowed = set(tuning.Tunable.__annotations__) | {n for n in vars(tuning.Tunable) if not n.startswith("_")}
+
+    class Only:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            assert name in allowed, f"the tuner read {name!r}, outside its protocol"
+            return getattr(self._inner, name)
+
+    with retrieval.open_index(small_index) as ix:
+        point = tuning.tune(Only(ix.tunable()), 0.9, n_queries=50, save=False)
+    assert point.queries == 50 and point.recall_at_10 > 0

@@ -174,9 +174,9 @@ def test_a_point_tuned_with_stores_on_ssd_prices_reads_and_is_kept_for_that_plac
     with open_index(root) as warm:
         default = warm.params
         p = warm.params.updated(k=10, nprobe=8, k1=200, k2=50)
-        warm_ms = tuning.Pricer(warm).ms(queries, p)
+        warm_ms = tuning.Pricer(warm.tunable()).ms(queries, p)
     with open_index(root, memory_budget=budget) as cold:
-        assert tuning.Pricer(cold).ms(queries, p) > warm_ms  # each int8 and full row is a device read
+        assert tuning.Pricer(cold.tunable()).ms(queries, p) > warm_ms  # each int8 and full row is a device read
         point = cold.tune(0.9, queries, n_queries=50)
         assert (cold.params.nprobe, cold.params.k1, cold.params.k2) == (point.nprobe, point.k1, point.k2)
     with open_index(root, memory_budget=budget) as again:

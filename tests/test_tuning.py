@@ -154,7 +154,7 @@ def test_exact_truth_matches_brute_force(two_indexes):
     path, docs, queries = two_indexes["hard"]
     index = retrieval.open_index(path)
     x, _ = index.query_vectors(queries[:20])
-    got = tuning.exact_truth(index, x, 10)
+    got = tuning.exact_truth(index.tunable(), x, 10)
     assert recall_at(got, exact_topk(docs, queries[:20], 10)) >= 0.99  # float16 store: ties may swap
 
 
@@ -163,7 +163,7 @@ def test_sample_queries_avoid_the_training_sample_whose_codes_flatter_them(tmp_p
     indexing.build(tmp_path / "idx", docs, **BUILD, train_size=3000, tune=False)
     index = retrieval.open_index(tmp_path / "idx")
     trained = sample_rows(index.count, index.manifest["build"]["train_rows"], 0)
-    rows, x = tuning.sample_queries(index, 300)
+    rows, x = tuning.sample_queries(index.tunable(), 300)
     assert len(rows) == 300 and not np.isin(rows, trained).any()
     np.testing.assert_allclose(x, docs[rows] / np.linalg.norm(docs[rows], axis=1, keepdims=True), atol=2e-3)
 
