@@ -56,13 +56,11 @@ def truth_step(root: Path, queries: np.ndarray, k: int = 10, block: int = 1 << 1
     from matryoshka.core import layout
     from matryoshka.storage.row_reader import evict
     from matryoshka.rerank.rescore import _f32
-    manifest = json.loads((root / "manifest.json").read_text())
-
-    shards = sorted(manifest["shards"], key=lambda s: s["id_start"])
+    shards = sorted(_manifest(root).shards, key=lambda s: s.id_start)
 
     def blocks():
         for s in shards:
-            path = root / layout.shard_dir(s["number"]) / layout.FULL_FILE
+            path = root / layout.shard_dir(s.number) / layout.FULL_FILE
             full = np.load(path, mmap_mode="r")
             for lo in range(0, len(full), block):
                 yield _f32(full[lo:lo + block])
@@ -73,19 +71,19 @@ def truth_step(root: Path, queries: np.ndarray, k: int = 10, block: int = 1 << 1
     return rows_of_positions(root, shards, at)
 
 
-def rows_of_positions(root: Path, shards: list[dict], at: np.ndarray) -> np.ndarray:
+def rows_of_positions(root: Path, shards: list, at: np.ndarray) -> np.ndarray:
     """Global rows of positions in the shards' full stores read back to back: a list-ordered shard stores row r
     at its slot (`slots[r]`), so position p of such a shard holds the row whose slot is p."""
     from matryoshka.core import layout
     rows, start = at.copy(), 0
     for s in shards:
-        inside = (at >= start) & (at < start + s["count"])
-        if layout.SLOTS_FILE in s["files"]:
-            row_at_slot = np.argsort(np.load(root / layout.shard_dir(s["number"]) / layout.SLOTS_FILE))
-            rows[inside] = s["id_start"] + row_at_slot[at[inside] - start]
+        inside = (at >= start) & (at < start + s.count)
+        if layout.SLOTS_FILE in s.files:
+            row_at_slot = np.argsort(np.load(root / layout.shard_dir(s.number) / layout.SLOTS_FILE))
+            rows[inside] = s.id_start + row_at_slot[at[inside] - start]
         else:
-            rows[inside] = s["id_start"] + at[inside] - start
-        start += s["count"]
+            rows[inside] = s.id_start + at[inside] - start
+        start += s.count
     return rows
 
 
@@ -210,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         report["build_s"] = time.perf_counter() - t
         report["build_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     report["disk_bytes"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    manifest = json.loads((root / "manifest.json").read_text())
-    report["factory"], report["build_log"] = manifest["factory"], json.loads((root / "build-log.json").read_text())
+    manifest = _manifest(root)
+    report["factory"], report["build_log"] = manifest.factory, json.loads((root / "build-log.json").read_text())
     if not truth_path.exists():
         t = time.perf_counter()
         np.save(truth_path, truth_step(root, queries))
@@ -246,10 +244,17 @@ def _budget(root: Path, keep: tuple) -> int:
 
     from matryoshka.core import layout
     from matryoshka.storage.tiers import store_sizes
-    manifest = json.loads((root / layout.MANIFEST).read_text())
+    manifest = _manifest(root)
     sizes = store_sizes(manifest, faiss.read_index(str(root / layout.TRAINED)))
     return sum(sizes[s] for s in ("codes", *keep)) + (64 << 20)  # the id files' estimate is not what RAM holds
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _manifest(root: Path):
+    from matryoshka.storage.manifest import read_manifest
+    from matryoshka.storage.pinned import PinnedFolder
+    with PinnedFolder(root) as folder:
+        return read_manifest(folder)

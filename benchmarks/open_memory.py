@@ -36,7 +36,7 @@ q = np.random.default_rng(0).standard_normal((int(sys.argv[2]), index.full_dim))
 index.search_batch(q, k=10)
 searched = anon()
 print(json.dumps({"count": index.count, "shards": len(index.backend.shards), "metric": index.metric,
-                  "factory": index.manifest["factory"], "open_bytes": opened - base,
+                  "factory": index.manifest.factory, "open_bytes": opened - base,
                   "search_heap_bytes": searched - before_search,
                   "info_ram_bytes_per_vector": index.info()["ram_bytes_per_vector"]}))
 """

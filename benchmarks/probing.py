@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m matryoshka.benchmarks.probing " + " ".join(sys.argv[1:] if argv is None else argv)
-    doc = {"command": command, "index": index.manifest["factory"], "queries": len(queries), "threads": a.threads,
+    doc = {"command": command, "index": index.manifest.factory, "queries": len(queries), "threads": a.threads,
            "rows": rows}
     (out / "results.json").write_text(json.dumps(doc, indent=1))
     for r in rows:

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 from matryoshka.indexing.sizing import estimate
+from matryoshka.storage.manifest import read_manifest
+from matryoshka.storage.pinned import PinnedFolder
 
 STEPS = ("read", "validate", "transform", "int8", "pq_encode", "write", "finish_shard")
 
@@ -32,21 +34,22 @@ def run(n: int, dim: int, data: Path, out: Path, extra: list[str], results: Path
     if p.returncode:
         raise SystemExit(f"build failed:\n{p.stderr[-3000:]}")
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
-    m = json.loads((out / "manifest.json").read_text())
-    secs = m["build"]["seconds"]
+    with PinnedFolder(out) as folder:
+        m = read_manifest(folder)
+    secs = m.build["seconds"]
     disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    codes_and_ids = sum(s["files"]["index.faiss"]["bytes"] for s in m["shards"])
-    plan = estimate(m["count"], m["full_dim"], m["index_dim"], m["factory"], m["build"]["options"]["shard_size"],
-                    m["build"]["options"]["batch_rows"], m["build"]["train_rows"])
+    codes_and_ids = sum(s.files["index.faiss"]["bytes"] for s in m.shards)
+    plan = estimate(m.count, m.full_dim, m.index_dim, m.factory, m.build["options"]["shard_size"],
+                    m.build["options"]["batch_rows"], m.build["train_rows"])
     record = {
-        "n": m["count"], "full_dim": m["full_dim"], "index_dim": m["index_dim"], "factory": m["factory"],
+        "n": m.count, "full_dim": m.full_dim, "index_dim": m.index_dim, "factory": m.factory,
         "command": " ".join(cmd[2:]), "wall_seconds": round(wall, 1), "peak_rss_bytes": rss_kib * 1024,
-        "train_seconds": round(secs["train"], 1), "train_rows": m["build"]["train_rows"],
+        "train_seconds": round(secs["train"], 1), "train_rows": m.build["train_rows"],
         "seconds_per_step": {k: round(secs.get(k, 0.0), 1) for k in STEPS},
-        "vectors_per_second_per_step": {k: round(m["count"] / secs[k]) for k in STEPS if secs.get(k)},
-        "vectors_per_second_overall": round(m["count"] / wall),
-        "disk_bytes_per_vector": round(disk / m["count"], 1),
-        "ram_bytes_per_vector_first_pass": round(codes_and_ids / m["count"], 1),
+        "vectors_per_second_per_step": {k: round(m.count / secs[k]) for k in STEPS if secs.get(k)},
+        "vectors_per_second_overall": round(m.count / wall),
+        "disk_bytes_per_vector": round(disk / m.count, 1),
+        "ram_bytes_per_vector_first_pass": round(codes_and_ids / m.count, 1),
         "plan_size": {k: plan[k] for k in ("disk_bytes_per_vector", "ram_bytes_per_vector", "build_peak_ram")},
     }
     results.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             same = None if reference is None else bool(np.array_equal(r.rows, reference))
             reference = r.rows if reference is None else reference
             per_q = {k: 1000 * v / len(q) for k, v in r.timings.items()}
-            rows.append({"shards": len(index.manifest["shards"]), "ms_per_query": 1000 * secs / len(q),
+            rows.append({"shards": len(index.manifest.shards), "ms_per_query": 1000 * secs / len(q),
                          "stage_ms_per_query": per_q, "recall_at_10": recall, "same_rows_as_one_shard": same})
             print(f"{rows[-1]['shards']:>4} shards: {rows[-1]['ms_per_query']:.3f} ms/query, first pass "
                   f"{per_q.get('first_pass', 0):.3f}, int8 {per_q.get('int8', 0):.3f}, recall@10 {recall:.3f}, "

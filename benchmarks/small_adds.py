@@ -34,7 +34,7 @@ def batch_ms(path: Path, queries: np.ndarray) -> tuple[float, int]:
             t = time.perf_counter()
             index.search_batch(queries, **SETTING)
             best = min(best, time.perf_counter() - t)
-        return best * 1e3, len(index.manifest["shards"])
+        return best * 1e3, len(index.manifest.shards)
 
 
 def run(n: int, dim: int, shard_size: int, adds: int, rows: int, work: Path) -> dict:

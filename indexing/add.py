@@ -25,6 +25,7 @@ from matryoshka.core.device import set_threads
 from matryoshka.core.errors import InputError
 from matryoshka.core.progress import bar, say
 from matryoshka.core.timing import StageTimer
+from matryoshka.storage.manifest import Manifest, ShardRecord
 
 from . import drift
 from .attributes import check_add, describe, index_attributes, typed_nulls, widened
@@ -60,7 +61,7 @@ added (null for earlier rows); those the input leaves out are null for its rows.
         stored = index_attributes(root, m)
         source = _open_input(m, data, ids, texts, model, typed_nulls(attributes, stored))
         check_add(stored, source.attributes, _all_null(source))  # before anything is written
-        if source.model_name and not m["has_text"]:  # texts to encode: the documents themselves (docs/usage.md)
+        if source.model_name and not m.has_text:  # texts to encode: the documents themselves (docs/usage.md)
             warnings.warn("this index was built without texts: the texts given are encoded with its model and "
                           "their vectors added, but the texts themselves are not stored (rebuild the index with "
                           "texts to keep them)", stacklevel=2)
@@ -102,29 +103,30 @@ def _add(change: Change, source: Source, data, ids, upsert: bool, quiet: bool, t
     if not named and isinstance(source, (ArraySource, TextSource)):  # no ids given: number the new rows
         if live.kind != "int":
             raise InputError("the index's ids are strings: give ids= (--ids) for the documents to add")
-        offset = max(int(live.max_int) + 1, int(m.get("next_id", 0)))
+        offset = max(int(live.max_int) + 1, int(m.next_id or 0))
         if offset + (source.count or 0) - 1 > MAX_ID:
             raise InputError(f"automatic ids would pass the largest integer id, 2^63-1: the index's ids reach "
                              f"{offset - 1} and {source.count:,} documents need new ones; give ids explicitly "
                              "(ids=, --ids)")
     opts = _options(m, quiet, threads)
     first = change.next_shards()
-    state = BuildState({}, full_dim=m["full_dim"], index_dim=m["index_dim"])
+    state = BuildState({}, full_dim=m.full_dim, index_dim=m.index_dim)
     id_type = pa.int64() if live.kind == "int" else pa.string()
     schema = widened(index_attributes(root, m), source.attributes)
     guard = _AddGuard(live, upsert, root, first[0])
     if ray:  # one Ray task per new shard; ids are checked once they are written
         from .distributed_add import write_shards_on_ray
-        new = write_shards_on_ray(root, data, ids, first, opts, state, m["has_text"], id_type, offset, ray,
+        new = write_shards_on_ray(root, data, ids, first, opts, state, m.has_text, id_type, offset, ray,
                                   quiet, schema)
         for meta in new:
             guard.check_live(shard_ids(root, meta["number"]), meta["id_start"] - first[1])
     else:  # ids are checked batch by batch, before they are written
         timer = StageTimer()
-        pipe = Pipeline(root, state, opts, "cpu", m["has_text"], timer, id_type, schema)
+        pipe = Pipeline(root, state, opts, "cpu", m.has_text, timer, id_type, schema)
         with bar(source.count, "add", quiet) as pbar:
             new = pipe.fill_shards(offset_ids(source.batches(opts.batch_rows, 0), offset), guard, *first, pbar)
-    added = sum(s["count"] for s in new)
+    new = [ShardRecord.of(s) for s in new]
+    added = sum(s.count for s in new)
     if not added:
         raise InputError("the input holds no vectors; there is nothing to add")
     reference, measured = _drift(root, m, new)
@@ -134,14 +136,14 @@ def _add(change: Change, source: Source, data, ids, upsert: bool, quiet: bool, t
         warnings.warn(warning, stacklevel=2)
     seconds = time.perf_counter() - change.started
     record = {"fingerprint": fingerprint, "added": added, "replaced": sum(map(len, guard.replaced.values())),
-              "shards": [s["number"] for s in new], "vectors_per_second": added / seconds, "drift": measured,
+              "shards": [s.number for s in new], "vectors_per_second": added / seconds, "drift": measured,
               "warning": warning, "engine": "ray" if ray else "local"}
-    extra = {"next_id": max(guard.max_int + 1, offset or 0, m.get("next_id", 0))} if live.kind == "int" else {}
+    extra = {"next_id": max(guard.max_int + 1, offset or 0, m.next_id or 0)} if live.kind == "int" else {}
     return change.commit(shards, record, drift_reference=reference, attributes=describe(schema), **extra)
 
 
-def _append_to_tail(change: Change, old: list[dict], new: list[dict], shard_size: int,
-                    id_type: pa.DataType, attributes: pa.Schema | None) -> list[dict]:
+def _append_to_tail(change: Change, old: list[ShardRecord], new: list[ShardRecord], shard_size: int,
+                    id_type: pa.DataType, attributes: pa.Schema | None) -> list[ShardRecord]:
     """The shards of the next generation: the index's, then the new ones; when the add wrote one shard, the last
     shard of the index and it merge into one, if the last holds fewer than APPEND_ROWS live rows and both fit in
     a shard. Fifty adds of ten rows then leave one small tail shard, not fifty (whose per-shard scans would make
@@ -149,17 +151,16 @@ def _append_to_tail(change: Change, old: list[dict], new: list[dict], shard_size
     if not old or len(new) != 1:
         return old + new
     tail, first = old[-1], new[0]
-    live = tail["count"] - (tail.get("dead") or {}).get("count", 0)
-    if live >= min(APPEND_ROWS, shard_size) or live + first["count"] > shard_size:
+    if tail.live >= min(APPEND_ROWS, shard_size) or tail.live + first.count > shard_size:
         return old + new
-    merged = merge(change, [tail, first], shard_spec(change.manifest, change.root, attributes), first["number"] + 1,
-                   first["id_start"] + first["count"], id_type, StageTimer())
+    merged = merge(change, [tail, first], shard_spec(change.manifest, change.root, attributes), first.number + 1,
+                   first.end, id_type, StageTimer())
     return old[:-1] + [merged]
 
 
-def _open_input(m: dict, data, ids, texts, model: str | None, attributes) -> Source:
+def _open_input(m: Manifest, data, ids, texts, model: str | None, attributes) -> Source:
     """The input as a source of the index's kind: same dims, texts if it stores them, the index's model."""
-    recorded = m["model"]
+    recorded = m.model
     if recorded is None and model is None and isinstance(data, (list, tuple)) and data and \
             all(isinstance(t, str) for t in data):
         raise InputError("this index was built from vectors without a model, so it cannot encode texts; add the "
@@ -170,14 +171,14 @@ def _open_input(m: dict, data, ids, texts, model: str | None, attributes) -> Sou
             raise InputError("this index was built from vectors without a model, so it cannot encode texts; add "
                              "the documents' vectors")
         encoder.check_fingerprint(recorded, encoder.fingerprint(source.model, source.model_name))
-    if source.dim != m["full_dim"]:
+    if source.dim != m.full_dim:
         made = f" by {recorded['name']}" if recorded else ""
-        raise InputError(f"the input has {source.dim}-dim vectors but the index holds {m['full_dim']}-dim vectors"
+        raise InputError(f"the input has {source.dim}-dim vectors but the index holds {m.full_dim}-dim vectors"
                          f"{made}; add vectors of the same model and dims")
-    if m["has_text"] and not source.has_text:
+    if m.has_text and not source.has_text:
         raise InputError("this index stores the documents' texts: give texts= (or a `text` column) for the "
                          "documents to add")
-    if source.has_text and not m["has_text"] and not source.model_name:  # texts besides vectors: nowhere to go
+    if source.has_text and not m.has_text and not source.model_name:  # texts besides vectors: nowhere to go
         raise InputError("this index was built without texts, so it cannot store the texts given (texts=, or the "
                          "input's `text` column): add the documents without them, or rebuild the index with texts")
     return source
@@ -190,9 +191,9 @@ def _all_null(source: Source) -> set[str]:
         else set()
 
 
-def _options(m: dict, quiet: bool, threads: int | None) -> BuildOptions:
+def _options(m: Manifest, quiet: bool, threads: int | None) -> BuildOptions:
     known = {f.name for f in fields(BuildOptions)}
-    stored = {k: v for k, v in m["build"]["options"].items() if k in known}
+    stored = {k: v for k, v in m.build["options"].items() if k in known}
     return BuildOptions(**{**stored, "quiet": quiet, "threads": threads, "overwrite": False})
 
 
@@ -223,18 +224,18 @@ class _AddGuard(DuplicateGuard):
             self.replaced.setdefault(s, []).append(r)
 
 
-def _drift(root: Path, m: dict, new: list[dict]) -> tuple[dict, dict]:
+def _drift(root: Path, m: Manifest, new: list[ShardRecord]) -> tuple[dict, dict]:
     """(reference, added): drift figures of the index before its first change (kept in the manifest) and of
     the rows this add wrote."""
     codec = Codec.load(root / layout.TRANSFORM)
     trained = faiss.read_index(str(root / layout.TRAINED))  # owns the quantizer: keep it referenced
     quantizer = faiss.extract_index_ivf(trained).quantizer
 
-    def stored(metas: list[dict]) -> np.ndarray:
-        parts = [np.load(root / layout.shard_dir(s["number"]) / layout.SHORT_FILE, mmap_mode="r") for s in metas]
+    def stored(metas: list[ShardRecord]) -> np.ndarray:
+        parts = [np.load(root / layout.shard_dir(s.number) / layout.SHORT_FILE, mmap_mode="r") for s in metas]
         per = -(-drift.SAMPLE // max(len(parts), 1))
         return np.concatenate([p[np.linspace(0, len(p) - 1, min(per, len(p))).astype(np.int64)] for p in parts
-                               if len(p)] or [np.zeros((0, m["index_dim"]), np.int8)])
-    reference = m.get("drift_reference") or drift.measure(stored(m["shards"]), codec.int8, quantizer)
+                               if len(p)] or [np.zeros((0, m.index_dim), np.int8)])
+    reference = m.drift_reference or drift.measure(stored(m.shards), codec.int8, quantizer)
     added = drift.measure(stored(new), codec.int8, quantizer)
     return (added if reference["rows"] < drift.MIN_ROWS else reference), added  # an empty index: the first add

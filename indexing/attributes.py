@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from matryoshka.core.errors import IndexFormatError, InputError
 from matryoshka.storage.attribute_schema import manifest_schema
+from matryoshka.storage.manifest import Manifest
 
 RESERVED = ("id", "embedding", "text")
 KINDS = "strings, integers, floats, booleans, timestamps, dates and lists of strings"
@@ -181,10 +182,10 @@ def widened(schema: pa.Schema | None, given: pa.Schema | None) -> pa.Schema | No
     return pa.schema(list(schema) + [f for f in given if f.name not in schema.names])
 
 
-def index_attributes(root: Path, m: dict) -> pa.Schema | None:
+def index_attributes(root: Path, m: Manifest) -> pa.Schema | None:
     """The schema of the attributes the index in `root` (manifest `m`) stores, None when it stores none."""
     try:
-        return manifest_schema(m)
+        return manifest_schema(m.attributes)
     except IndexFormatError as e:
         raise InputError(f"{root}: {e}") from None
 

@@ -17,6 +17,7 @@ from matryoshka.core import layout
 from matryoshka.core.errors import InputError
 from matryoshka.core.progress import bar, say
 from matryoshka.core.timing import StageTimer
+from matryoshka.storage.manifest import Manifest, ShardRecord
 from matryoshka.storage.shard_files import Shard
 
 from .attributes import index_attributes
@@ -40,52 +41,52 @@ def compact(index_dir: str | os.PathLike, *, min_dead: float = MIN_DEAD, quiet: 
         groups = _groups(m, min_dead)
         todo = [s for g in groups for s in g]
         if not todo:
-            most = max((_dead_share(s) for s in m["shards"]), default=0.0)
+            most = max((_dead_share(s) for s in m.shards), default=0.0)
             say(f"no shard has {percent(min_dead)} of its rows deleted (the most: {percent(most)}) and no small "
                 "shards sit side by side; nothing to compact", quiet)
             return {"op": "compact", "generation": change.generation, "rewritten": [], "removed_rows": 0}
         number, row = change.next_shards()
-        spec, id_type = shard_spec(m, root), pa.int64() if m["id_type"] == "int" else pa.string()
+        spec, id_type = shard_spec(m, root), pa.int64() if m.id_type == "int" else pa.string()
         written, timer = [], StageTimer()
-        with bar(sum(s["count"] for s in todo), "compact", quiet) as pbar:
+        with bar(sum(s.count for s in todo), "compact", quiet) as pbar:
             for group in groups:
                 new = merge(change, group, spec, number, row, id_type, timer)
-                layout.crash_point("compacted", group[0]["number"])
+                layout.crash_point("compacted", group[0].number)
                 if new is not None:
                     written.append(new)
-                    number, row = number + 1, row + new["count"]
-                pbar.update(sum(s["count"] for s in group))
+                    number, row = number + 1, row + new.count
+                pbar.update(sum(s.count for s in group))
         extra = {}
-        if m["id_type"] == "int":  # the ids of removed rows stay used: an add numbers new documents after them
-            top = [pa.compute.max(shard_ids(root, s["number"])).as_py() for s in todo if s["count"]]
-            extra["next_id"] = max([m.get("next_id", 0)] + [t + 1 for t in top if t is not None])
-        gone = {s["number"] for s in todo}
-        shards = [s for s in m["shards"] if s["number"] not in gone] + written
-        removed = sum(s["count"] for s in todo) - sum(s["count"] for s in written)
+        if m.id_type == "int":  # the ids of removed rows stay used: an add numbers new documents after them
+            top = [pa.compute.max(shard_ids(root, s.number)).as_py() for s in todo if s.count]
+            extra["next_id"] = max([m.next_id or 0] + [t + 1 for t in top if t is not None])
+        gone = {s.number for s in todo}
+        shards = [s for s in m.shards if s.number not in gone] + written
+        removed = sum(s.count for s in todo) - sum(s.count for s in written)
         record = change.commit(shards, {"rewritten": sorted(gone), "removed_rows": removed,
-                                        "into": [s["number"] for s in written]}, **extra)
+                                        "into": [s.number for s in written]}, **extra)
     say(f"compacted {len(todo)} shard(s) into {len(written)}: {removed:,} deleted rows removed, generation "
         f"{record['generation']}", quiet)
     return record
 
 
-def _live(meta: dict) -> int:
-    return meta["count"] - (meta.get("dead") or {}).get("count", 0)
+def _live(meta: ShardRecord) -> int:
+    return meta.live
 
 
-def _groups(m: dict, min_dead: float) -> list[list[dict]]:
+def _groups(m: Manifest, min_dead: float) -> list[list[ShardRecord]]:
     """The shards to rewrite, grouped by the shard each becomes: a shard `min_dead` deleted on its own, or with
     its small neighbours; neighbouring small shards (live rows under half the shard size) merged while they fit
     in one shard. Shards that stay as they are are left out."""
-    size = m["build"]["options"]["shard_size"]
-    groups: list[list[dict]] = []
-    run: list[dict] = []
+    size = m.build["options"]["shard_size"]
+    groups: list[list[ShardRecord]] = []
+    run: list[ShardRecord] = []
 
     def close_run():
         if len(run) > 1 or (run and _dead_enough(run[0], min_dead)):
             groups.append(list(run))
         run.clear()
-    for s in m["shards"]:
+    for s in m.shards:
         small = _live(s) < size / 2
         if small and sum(map(_live, run)) + _live(s) <= size:
             run.append(s)
@@ -99,8 +100,8 @@ def _groups(m: dict, min_dead: float) -> list[list[dict]]:
     return groups
 
 
-def _dead_share(meta: dict) -> float:
-    return (meta.get("dead") or {}).get("count", 0) / max(meta["count"], 1)
+def _dead_share(meta: ShardRecord) -> float:
+    return meta.dead_count / max(meta.count, 1)
 
 
 def percent(share: float) -> str:
@@ -108,26 +109,26 @@ def percent(share: float) -> str:
     return f"{share * 100:.3g}%"
 
 
-def _dead_enough(meta: dict, min_dead: float) -> bool:
-    return (meta.get("dead") or {}).get("count", 0) >= min_dead * max(meta["count"], 1)
+def _dead_enough(meta: ShardRecord, min_dead: float) -> bool:
+    return meta.dead_count >= min_dead * max(meta.count, 1)
 
 
-def shard_spec(m: dict, root, attributes: pa.Schema | None = None) -> ShardSpec:
+def shard_spec(m: Manifest, root, attributes: pa.Schema | None = None) -> ShardSpec:
     """How a change writes shards of the index in `root` (manifest `m`): its trained IVF, store widths and
     attribute columns (default: the manifest's)."""
-    return ShardSpec(root, np.frombuffer((root / layout.TRAINED).read_bytes(), np.uint8), m["full_dim"],
-                     m["index_dim"], m["has_text"], "cpu",
+    return ShardSpec(root, np.frombuffer((root / layout.TRAINED).read_bytes(), np.uint8), m.full_dim,
+                     m.index_dim, m.has_text, "cpu",
                      attributes=attributes if attributes is not None else index_attributes(root, m),
-                     lexical=bool(m.get("lexical")),
-                     row_order=m["build"]["options"].get("row_order", "input"))
+                     lexical=bool(m.lexical),
+                     row_order=m.build["options"].get("row_order", "input"))
 
 
-def merge(change: Change, metas: list[dict], spec: ShardSpec, number: int, row: int, id_type: pa.DataType,
-          timer: StageTimer) -> dict | None:
+def merge(change: Change, metas: list[ShardRecord], spec: ShardSpec, number: int, row: int, id_type: pa.DataType,
+          timer: StageTimer) -> ShardRecord | None:
     """Write the live rows of shards `metas`, in order, as shard `number` from global row `row`: their codes
     copied, not encoded again. None when no row is live."""
     m = change.manifest
-    olds = [Shard(change.folder, meta, m["full_dim"], m["index_dim"], m["has_text"], attributes=spec.attributes)
+    olds = [Shard(change.folder, meta, m.full_dim, m.index_dim, m.has_text, attributes=spec.attributes)
             for meta in metas]
     lives = [np.flatnonzero(~old.dead) if old.dead is not None else np.arange(old.count) for old in olds]
     if not sum(map(len, lives)):
@@ -149,7 +150,7 @@ def merge(change: Change, metas: list[dict], spec: ShardSpec, number: int, row: 
                 writer.append_rows(ids, old.vectors("full", rows), old.vectors("short", rows),
                                    old.texts(rows) if old.doc_offsets is not None else None,
                                    old.attrs.take(pa.array(rows)) if old.attrs is not None else None)
-        return writer.finish(id_type)
+        return ShardRecord.of(writer.finish(id_type))
     except BaseException:
         writer.abandon()
         raise

@@ -18,10 +18,11 @@ from matryoshka.core.errors import InputError
 from matryoshka.core.progress import say
 from matryoshka.storage import dict_filters, predicates
 from matryoshka.storage.attribute_schema import manifest_schema, padded
+from matryoshka.storage.manifest import Manifest
 from matryoshka.storage.shard_files import read_checked, read_dead
 
 from .generation import Change
-from .ids import hash_ids
+from .ids import hash_ids, id_list
 from .live_ids import LiveIds
 
 
@@ -43,9 +44,7 @@ def delete(index_dir: str | os.PathLike, ids: Iterable | None = None, *, where=N
         given = None
         if ids is not None:
             live = LiveIds(change.folder, change.manifest)
-            if isinstance(ids, (str, bytes, int, np.integer)):
-                ids = [ids]  # one id, not the characters of a string
-            given = live.coerce(list(ids) if not hasattr(ids, "__len__") else ids)
+            given = live.coerce(id_list(ids))
             if not len(given):
                 raise InputError("no ids were given to delete")
             given = given.unique()
@@ -89,12 +88,12 @@ def delete(index_dir: str | os.PathLike, ids: Iterable | None = None, *, where=N
     return record
 
 
-def _condition(where, manifest: dict):
+def _condition(where, manifest: Manifest):
     """`where` as the filters evaluate it (a dict compiled to SQL), checked against the index's attributes
     before any shard is read."""
     if where is None:
         return None
-    schema = manifest_schema(manifest)
+    schema = manifest_schema(manifest.attributes)
     if schema is None:
         raise InputError("this index stores no attributes, so it cannot delete by condition; delete by ids")
     where = dict_filters.resolve(where, schema) if isinstance(where, dict) else where
@@ -106,15 +105,15 @@ def _condition(where, manifest: dict):
 
 def _passing(change: Change, where) -> dict[int, np.ndarray]:
     """Each shard's live rows that pass `where` (shard number -> bool mask), evaluated on every shard first."""
-    schema = manifest_schema(change.manifest)
+    schema = manifest_schema(change.manifest.attributes)
     out = {}
-    for meta in change.manifest["shards"]:
-        name = f"{layout.shard_dir(meta['number'])}/{layout.ATTR_FILE}"
-        rec = meta["files"].get(layout.ATTR_FILE)
+    for meta in change.manifest.shards:
+        name = f"{layout.shard_dir(meta.number)}/{layout.ATTR_FILE}"
+        rec = meta.files.get(layout.ATTR_FILE)
         table = pq.read_table(pa.BufferReader(read_checked(change.folder, name, rec))) if rec else None
-        mask = predicates.row_mask(padded(table, schema, meta["count"]), where)
+        mask = predicates.row_mask(padded(table, schema, meta.count), where)
         dead = read_dead(change.folder, meta)
-        out[meta["number"]] = mask if dead is None else mask & ~dead
+        out[meta.number] = mask if dead is None else mask & ~dead
     return out
 
 

@@ -13,16 +13,16 @@ that instead (`retrieval.index.Index`).
 """
 from __future__ import annotations
 
-import copy
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from matryoshka.core import layout
 from matryoshka.core.errors import InputError
-from matryoshka.storage.manifest import generation, next_numbers, read_manifest, write_manifest
+from matryoshka.storage.manifest import Manifest, ShardRecord, read_manifest, write_manifest
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_dead
 from matryoshka.storage.tombstones import write_dead
@@ -53,54 +53,52 @@ class Change:
         except BaseException:
             self.close()
             raise
-        self.generation = generation(self.manifest)
+        self.generation = self.manifest.generation
         self.started = time.perf_counter()
 
     def repeated(self, fingerprint: dict) -> dict | None:
         """The newest change's record, when it was this same change (a re-run after a kill that came after its
         commit): then there is nothing left to do."""
-        last = (self.manifest.get("changes") or [None])[-1]
+        last = (self.manifest.changes or [None])[-1]
         if last and last.get("op") == self.op and last.get("fingerprint") == fingerprint:
             return last
         return None
 
     def next_shards(self) -> tuple[int, int]:
         """(number, first row) of the first new shard this change may write."""
-        return next_numbers(self.manifest)
+        return self.manifest.next_numbers()
 
-    def mark_dead(self, rows: dict[int, list[int]]) -> list[dict]:
+    def mark_dead(self, rows: dict[int, list[int]]) -> list[ShardRecord]:
         """The current shards' records, with the given rows (shard number -> rows) added to their tombstones,
         each written as a new file for the next generation."""
         out = []
-        for meta in self.manifest["shards"]:
-            if rows.get(meta["number"]):
+        for meta in self.manifest.shards:
+            if rows.get(meta.number):
                 dead = read_dead(self.folder, meta)
-                dead = np.zeros(meta["count"], bool) if dead is None else dead.copy()
-                dead[rows[meta["number"]]] = True
-                layout.crash_point("tombstone", meta["number"])
-                meta = {**meta, "dead": write_dead(self.root / layout.shard_dir(meta["number"]), self.generation + 1,
-                                                   dead)}
+                dead = np.zeros(meta.count, bool) if dead is None else dead.copy()
+                dead[rows[meta.number]] = True
+                layout.crash_point("tombstone", meta.number)
+                meta = replace(meta, dead=write_dead(self.root / layout.shard_dir(meta.number), self.generation + 1,
+                                                     dead))
             out.append(meta)
         return out
 
-    def commit(self, shards: list[dict], record: dict, **fields) -> dict:
+    def commit(self, shards: list[ShardRecord], record: dict, **fields) -> dict:
         """Write the next generation with `shards` (and any other manifest `fields`), then delete what only
         older generations used. Returns the change record, with its generation and seconds."""
-        m = copy.deepcopy(self.manifest)
-        m.update(fields)
         number, row = self.next_shards()
-        last = max((s["number"] for s in shards), default=-1), max((s["id_start"] + s["count"] for s in shards),
-                                                                  default=0)
+        last = max((s.number for s in shards), default=-1), max((s.end for s in shards), default=0)
         record = {"op": self.op, "generation": self.generation + 1, **record,
                   "seconds": round(time.perf_counter() - self.started, 3)}
-        m.update(retained=sorted(_named(self.manifest) - _named({"shards": shards})))
-        m.update(format_version=layout.FORMAT_VERSION, generation=self.generation + 1, shards=shards,
-                 count=sum(s["count"] for s in shards), dead=sum((s.get("dead") or {}).get("count", 0) for s in shards),
-                 next_shard=max(number, last[0] + 1), next_row=max(row, last[1]),
-                 changes=(m.get("changes", []) + [record])[-MAX_CHANGES:])
+        m = replace(self.manifest, **fields)
+        m = replace(m, format_version=layout.FORMAT_VERSION, generation=self.generation + 1, shards=tuple(shards),
+                    count=sum(s.count for s in shards), dead=sum(s.dead_count for s in shards),
+                    next_shard=max(number, last[0] + 1), next_row=max(row, last[1]),
+                    retained=sorted(_named(self.manifest.shards) - _named(shards)),
+                    changes=(self.manifest.changes + [record])[-MAX_CHANGES:])
         write_manifest(self.root, m)
         layout.crash_point("committed")
-        self.manifest, self.generation = m, m["generation"]
+        self.manifest, self.generation = m, m.generation
         remove_unreferenced(self.root, m)
         return record
 
@@ -117,23 +115,23 @@ class Change:
         self.close()
 
 
-def _named(m: dict) -> set[str]:
-    """Shard folders and tombstone files a manifest names, relative to the shards folder."""
+def _named(shards) -> set[str]:
+    """Shard folders and tombstone files of shard records, relative to the shards folder."""
     out = set()
-    for s in m["shards"]:
-        out.add(layout.shard_name(s["number"]))
-        if s.get("dead"):
-            out.add(f"{layout.shard_name(s['number'])}/{s['dead']['file']}")
+    for s in shards:
+        out.add(layout.shard_name(s.number))
+        if s.dead:
+            out.add(f"{layout.shard_name(s.number)}/{s.dead['file']}")
     return out
 
 
-def remove_unreferenced(root: Path, manifest: dict) -> None:
+def remove_unreferenced(root: Path, manifest: Manifest) -> None:
     """Delete shard folders and tombstone files that neither `manifest` nor the generation before it names
     (its `retained` list): unfinished ones, and those superseded two changes ago."""
     shards_dir = root / layout.SHARDS
     if not shards_dir.is_dir():
         return
-    keep = _named(manifest) | set(manifest.get("retained", []))
+    keep = _named(manifest.shards) | set(manifest.retained)
     removed = False
     for p in shards_dir.iterdir():
         if p.name not in keep:

@@ -88,6 +88,14 @@ def id_kind(ids: pa.Array) -> str:
     return "int" if pa.types.is_integer(ids.type) else "string"
 
 
+def id_list(ids):
+    """Ids as given to get or delete: one id (a string or an integer) is a list of one, not of its characters;
+    a sequence or array of them is kept, an iterator read into a list."""
+    if isinstance(ids, (str, bytes, int, np.integer)) and not isinstance(ids, bool):
+        return [ids]
+    return ids if hasattr(ids, "__len__") else list(ids)
+
+
 def coerce_ids(values, kind: str) -> pa.Array:
     """Ids given by a user, as an index's id type (`kind`: "int" or "string"; integers given as text are
     parsed)."""

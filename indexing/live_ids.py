@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from matryoshka.storage.manifest import Manifest
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_dead
 
@@ -15,14 +16,14 @@ class LiveIds:
     """The live ids of the index in `folder` (its generation `manifest`), found by their 64-bit keys: 20 bytes
     per document. String keys that match are confirmed against the ids themselves."""
 
-    def __init__(self, folder: PinnedFolder, manifest: dict):
-        self.kind = "int" if manifest["id_type"] == "int" else "string"
+    def __init__(self, folder: PinnedFolder, manifest: Manifest):
+        self.kind = "int" if manifest.id_type == "int" else "string"
         self.ids: dict[int, pa.Array] = {}
         keys, shards, rows = [], [], []
         self.dead: dict[int, np.ndarray] = {}
         self.max_int = -1  # the largest integer id any row holds, deleted or not
-        for meta in manifest["shards"]:
-            number = meta["number"]
+        for meta in manifest.shards:
+            number = meta.number
             ids = self.ids[number] = shard_ids(folder.path(), number)
             dead = read_dead(folder, meta)
             if dead is not None:

@@ -101,9 +101,9 @@ def plan_options(other: str | os.PathLike) -> dict:
     shortening, partition, code and rotation, with nothing measured again."""
     try:
         m = layout.read_json(Path(other) / layout.MANIFEST, "manifest")
-        nlist, code = layout.parse_factory(m["factory"])
-        sel = (m["build"].get("selection") or {})
-        plan = {"index_dim": m["index_dim"], "metric": m["metric"], "transform": m["transform"]["kind"],
+        nlist, code = layout.parse_factory(m.factory)
+        sel = (m.build.get("selection") or {})
+        plan = {"index_dim": m.index_dim, "metric": m.metric, "transform": m.transform["kind"],
                 "nlist": nlist, "select": False, "rotation": sel.get("rotation_kind", "random")}
     except (IndexFormatError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise InputError(f"--plan-from {other}: not an index whose plan can be read ({e}); name the folder of "

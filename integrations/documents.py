@@ -1,5 +1,5 @@
-"""Documents with metadata over an index folder: what the LangChain and LlamaIndex stores (and the server's
-document calls) share.
+"""Documents with metadata over an index folder, or over an index a server serves (a URL, or a handle from
+`retrieval.open_index(URL)`): what the LangChain and LlamaIndex stores share.
 
 A store may start empty (no folder yet: its dims come with the first vectors) and every change is an upsert by
 id. Each document's metadata is kept whole as JSON (so it comes back as given, as JSON holds it), and its values
@@ -26,7 +26,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +37,9 @@ from matryoshka.core.errors import InputError
 from matryoshka.core.layout import MANIFEST
 from matryoshka.storage.attribute_schema import manifest_schema
 
+if TYPE_CHECKING:
+    from matryoshka.retrieval.remote import RemoteIndex
+
 METADATA = "_metadata"  # the attribute column holding each document's metadata as JSON
 RESERVED = ("id", "embedding", "text")  # names the index keeps for itself
 ESCAPE = "meta_"
@@ -44,6 +47,7 @@ KINDS = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string":
          "strings": pa.list_(pa.string()), "json": pa.string()}  # a value's kind: the type of its own column
 NUMBERS = ("int", "float")
 INT64 = (-2**63, 2**63 - 1)
+PAGE = 1000  # records read per call by `select`
 
 
 def column(key: str) -> str:
@@ -108,7 +112,7 @@ class Columns:
     def of(cls, index: "retrieval.Index | None") -> "Columns":
         if index is None:
             return cls({})
-        schema = manifest_schema(index.manifest)
+        schema = manifest_schema(index.manifest.attributes)
         return cls({f.name: f.type for f in schema} if schema is not None else {})
 
     def holding(self, key: str, kinds: Sequence[str]) -> list[str]:
@@ -172,39 +176,44 @@ class Doc:
     metadata: dict = field(default_factory=dict)
     score: float | None = None
     vector: np.ndarray | None = None
+    row: int | None = None  # in the generation it was read from
 
 
 class DocumentStore:
-    """Documents in the index folder `path` (created by the first add), searched through the engine's cascade.
+    """Documents in the index folder `path` (created by the first add), searched through the engine's cascade;
+    or in the index a server serves at a URL, or behind a remote handle (`retrieval.open_index(URL)`), which on
+    a server of many indexes the first add creates too.
 
-    `build_options` go to `indexing.build` when the first add creates the index (its plan is fixed then:
+    `build_options` go to `indexing.build` when the first add creates a local index (its plan is fixed then:
     add the bulk of a corpus first, or rebuild it from the corpus once it grew), `open_options` to
-    `retrieval.open_index`, `search_options` (k1, k2, nprobe, rerank...) to every search."""
+    `retrieval.open_index` (for a URL: token, timeout), `search_options` (k1, k2, nprobe, rerank...) to every
+    search."""
 
-    def __init__(self, path: str | os.PathLike, *, build_options: dict | None = None,
+    def __init__(self, path: str | os.PathLike | RemoteIndex, *, build_options: dict | None = None,
                  open_options: dict | None = None, search_options: dict | None = None):
-        self.path = Path(path)
         self.build_options = {"quiet": True, **(build_options or {})}
         self.open_options = dict(open_options or {})
         self.search_options = dict(search_options or {})
-        self._index: retrieval.Index | None = None
+        self._index: retrieval.Index | RemoteIndex | None = None
+        self.remote = _remote(path, self.open_options)
+        self.path = None if self.remote is not None else Path(path)
         self._lock = threading.Lock()  # one change at a time from this store
 
     @property
     def exists(self) -> bool:
-        return (self.path / MANIFEST).exists()
+        return self.remote.exists if self.remote is not None else (self.path / MANIFEST).exists()
 
     @property
-    def index(self) -> retrieval.Index | None:
-        """The open index (None while the store is empty and has no folder)."""
+    def index(self) -> retrieval.Index | RemoteIndex | None:
+        """The open index (None while the store is empty and has no index)."""
         if self._index is None and self.exists:
-            self._index = retrieval.open_index(self.path, **self.open_options)
+            self._index = self.remote or retrieval.open_index(self.path, **self.open_options)
         return self._index
 
     @property
     def has_model(self) -> bool:
         """True when the index stores the model that made its vectors (it can encode texts itself)."""
-        return self.index is not None and self.index.manifest["model"] is not None
+        return self.index is not None and self.index.manifest.model is not None
 
     def close(self) -> None:
         if self._index is not None:
@@ -231,7 +240,9 @@ class DocumentStore:
         with self._lock:  # the columns of the generation this store last wrote or read (its changes reload);
             # another writer's newer ones, where they clash, make the engine refuse the add by name
             attrs = attribute_table(metadatas, Columns.of(self.index))
-            if self.exists:
+            if self.remote is not None:  # the server adds, or creates the index
+                self.remote.upsert(data, ids=kept_ids, texts=None if vectors is None else texts, attributes=attrs)
+            elif self.exists:
                 indexing.add(self.path, data, ids=kept_ids, texts=texts, attributes=attrs, upsert=True, quiet=True)
                 if self.index is not None:
                     self.index.reload()
@@ -249,8 +260,11 @@ class DocumentStore:
         if not ids or not self.exists:
             return
         with self._lock:
-            indexing.delete(self.path, ids, missing_ok=True, quiet=True)
-            self.index.reload()
+            if self.remote is not None:
+                self.remote.delete(ids, missing_ok=True)
+            else:
+                indexing.delete(self.path, ids, missing_ok=True, quiet=True)
+                self.index.reload()
 
     # -- reads ---------------------------------------------------------------------------------------------
     @property
@@ -269,10 +283,18 @@ class DocumentStore:
         return [_doc(r) for r in self.index.get([str(i) for i in ids], vectors=vectors)]
 
     def select(self, where, limit: int | None = None) -> list[Doc]:
-        """The stored documents that pass `where` (SQL, or None: all of them), in row order, at most `limit`."""
+        """The stored documents that pass `where` (SQL, or None: all of them), in row order, at most `limit`
+        (read a page at a time: a server answers a page per request)."""
         if self.index is None or self.index.live == 0:
             return []
-        return [_doc(r) for r in self.index.get(where=where or "true", limit=limit)]
+        out: list[Doc] = []
+        while limit is None or len(out) < limit:
+            page = PAGE if limit is None else min(PAGE, limit - len(out))
+            records = self.index.get(where=where or "true", limit=page, after=out[-1].row if out else None)
+            out += [_doc(r) for r in records]
+            if len(records) < page:
+                break
+        return out
 
     def search(self, query, k: int, where=None, vectors: bool = False, **options) -> list[Doc]:
         """The k best documents for one query (a text, encoded by the index's model, or a vector), best first."""
@@ -282,8 +304,8 @@ class DocumentStore:
             return []
         hits = index.search(query if isinstance(query, str) else np.asarray(query, np.float32), k=k, where=where,
                             **{**self.search_options, **options})
-        records = index.records([h.row for h in hits], vectors=vectors)
-        return [_doc(r, h.score) for r, h in zip(records, hits)]
+        records = {r.id: r for r in index.get([h.id for h in hits], vectors=vectors)} if hits else {}
+        return [_doc(records[h.id], h.score) for h in hits if h.id in records]  # one deleted meanwhile: left out
 
 
     def rank(self, query, ids: Sequence[str], k: int, where=None) -> list[Doc]:
@@ -304,12 +326,25 @@ class DocumentStore:
         return [Doc(docs[i].id, docs[i].text, docs[i].metadata, float(scores[i])) for i in order]
 
 
+def _remote(target, open_options: dict) -> RemoteIndex | None:
+    """The remote index `target` is (a URL, or a handle from `retrieval.open_index(URL)`); None for a folder."""
+    if isinstance(target, str) and target.startswith(("http://", "https://")):
+        return retrieval.open_index(target, must_exist=False, **open_options)
+    if isinstance(target, (str, os.PathLike)):
+        return None
+    from matryoshka.retrieval.remote import RemoteIndex
+    if not isinstance(target, RemoteIndex):
+        raise InputError(f"a store takes an index folder, a URL or a remote handle (retrieval.open_index(URL)); "
+                         f"got {type(target).__name__}")
+    return target
+
+
 def _doc(r: retrieval.Record, score: float | None = None) -> Doc:
     attrs = dict(r.attributes)
     stored = attrs.pop(METADATA, None)
     meta = json.loads(stored) if stored is not None else \
         {k: v for k, v in attrs.items() if not (k.startswith("_") and ":" in k)}  # a row added otherwise
-    return Doc(str(r.id), r.text or "", meta, score, r.vector)
+    return Doc(str(r.id), r.text or "", meta, score, r.vector, r.row)
 
 
 def attribute_table(metadatas: Sequence[dict], columns: Columns | None = None) -> pa.Table:

@@ -4,6 +4,7 @@
     store = MatryoshkaVectorStore("my-index", embedding)      # an existing index, or a new empty one
     store.add_texts(["..."], metadatas=[{"lang": "en"}])
     store.as_retriever(search_kwargs={"k": 5, "filter": {"lang": "en"}}).invoke("question")
+    MatryoshkaVectorStore("http://127.0.0.1:8000/indexes/docs", embedding, open_options={"token": "..."})  # served
 
 Searches run the engine's cascade (first pass, int8 and full-vector re-scoring, the cross-encoder when the
 index is opened with one). Metadata round-trips as JSON holds it and its values are filterable, whatever kinds
@@ -13,7 +14,7 @@ SQL `where` string.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 from langchain_core.documents import Document
@@ -26,15 +27,19 @@ from matryoshka.core.errors import InputError
 
 from .documents import Doc, DocumentStore
 
+if TYPE_CHECKING:
+    from matryoshka.retrieval.remote import RemoteIndex
+
 
 class MatryoshkaVectorStore(VectorStore):
-    """A LangChain vector store on the index folder `path` (created by the first add when it does not exist).
+    """A LangChain vector store on the index folder `path` (created by the first add when it does not exist), or
+    on an index a server serves: its URL, or a handle from `retrieval.open_index(URL)`.
 
     `embedding` encodes documents and queries; None uses the model the index stores (an index built from
     texts). The keyword options are `DocumentStore`'s: build_options, open_options (e.g. reranker=NAME),
     search_options (k1, k2, nprobe, ...)."""
 
-    def __init__(self, path: str | os.PathLike, embedding: Embeddings | None = None, **options: Any):
+    def __init__(self, path: str | os.PathLike | RemoteIndex, embedding: Embeddings | None = None, **options: Any):
         self.store = DocumentStore(path, **options)
         self.embedding = embedding
         if embedding is None and self.store.exists and not self.store.has_model:
@@ -90,7 +95,7 @@ class MatryoshkaVectorStore(VectorStore):
         """Diverse results: `fetch_k` candidates from the cascade, then k picked by maximal marginal relevance on
         their full vectors."""
         vector = self.embedding.embed_query(query) if self.embedding is not None else \
-            self.store.index.encode([query])[0]
+            self.store.index.query_vectors([query])[0][0]
         return self.max_marginal_relevance_search_by_vector(vector, k, fetch_k, lambda_mult, filter, **kwargs)
 
     def max_marginal_relevance_search_by_vector(self, embedding: list[float], k: int = 4, fetch_k: int = 20,

@@ -4,6 +4,7 @@
     from matryoshka.integrations.llama_index import MatryoshkaLlamaStore
     store = MatryoshkaLlamaStore("my-index")
     index = VectorStoreIndex.from_documents(docs, storage_context=StorageContext.from_defaults(vector_store=store))
+    MatryoshkaLlamaStore("http://127.0.0.1:8000/indexes/docs", open_options={"token": "..."})  # a served index
 
 Nodes keep their text, metadata and relationships (stored whole as JSON); their metadata and `ref_doc_id` are
 filterable, by the rules of `integrations.documents`. Queries run the engine's cascade.
@@ -11,7 +12,7 @@ filterable, by the rules of `integrations.documents`. Queries run the engine's c
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode, MetadataMode, TextNode
@@ -25,25 +26,29 @@ from matryoshka.core.errors import InputError
 
 from .documents import Columns, Doc, DocumentStore, compare, empty_test, list_test, member, text_test
 
+if TYPE_CHECKING:
+    from matryoshka.retrieval.remote import RemoteIndex
+
 _OPS = {FilterOperator.EQ: "=", FilterOperator.NE: "<>", FilterOperator.GT: ">", FilterOperator.GTE: ">=",
         FilterOperator.LT: "<", FilterOperator.LTE: "<="}
 
 
 class MatryoshkaLlamaStore(BasePydanticVectorStore):
-    """LlamaIndex nodes in the index folder `path` (created by the first add). The keyword options are
-    `DocumentStore`'s (build_options, open_options, search_options)."""
+    """LlamaIndex nodes in the index folder `path` (created by the first add), or in an index a server serves:
+    its URL, or a handle from `retrieval.open_index(URL)`. The keyword options are `DocumentStore`'s
+    (build_options, open_options, search_options)."""
 
     stores_text: bool = True
     flat_metadata: bool = False
     _docs: DocumentStore = PrivateAttr()
 
-    def __init__(self, path: str | os.PathLike, **options: Any):
+    def __init__(self, path: str | os.PathLike | RemoteIndex, **options: Any):
         super().__init__()
         self._docs = DocumentStore(path, **options)
 
     @property
     def client(self) -> Any:
-        """The open `retrieval.Index` (None while the store is empty)."""
+        """The open `retrieval.Index`, or the remote handle (None while the store is empty)."""
         return self._docs.index
 
     def close(self) -> None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from matryoshka.core.codec import Int8Codec
-from matryoshka.core.params import SearchParams
 from matryoshka.storage.row_store import RowStore
 
 CHUNK_BYTES = 8 << 20  # float32 candidates scored at once: small blocks stay in cache and reuse memory
@@ -30,19 +29,6 @@ class Stores:
     full: RowStore
     int8: Int8Codec
     metric: str
-
-
-def rescore(stores: Stores, x: np.ndarray, short: np.ndarray, cand: np.ndarray,
-            params: SearchParams) -> dict[str, np.ndarray]:
-    """Scores of the candidates (global rows, -1 for none) that `stores` hold, per stage `params` switches on:
-    "int8" and "full"; -inf elsewhere. The cascade asks for one stage at a time (full scores only the best k2
-    by int8), so that each stage is timed on its own. Candidates outside `stores` must be -1."""
-    out = {}
-    if params.int8:
-        out["int8"] = int8_scores(short, cand, stores.short, stores.int8, stores.metric)
-    if params.full:
-        out["full"] = full_scores(x, cand, stores.full, stores.metric, params.full_dims)
-    return out
 
 
 def exact_topk(stores: Stores, x: np.ndarray, rows: np.ndarray, k: int,

@@ -12,10 +12,13 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from matryoshka.storage.manifest import Manifest
+from matryoshka.storage.device_store import DeviceRows
 from matryoshka.storage.row_store import RowStore
 
-# re-scoring brought to the rows: (queries, candidate global rows with -1 for none, the store) -> (n, k) scores
-Scorer = Callable[[np.ndarray, np.ndarray, RowStore], np.ndarray]
+# re-scoring brought to the rows: (queries, candidate global rows with -1 for none, the store's rows, the device
+# re-scoring runs on: None for numpy, else torch's) -> (n, k) scores in host memory
+Scorer = Callable[[np.ndarray, np.ndarray, "RowStore | DeviceRows", str | None], np.ndarray]
 
 
 class Backend(Protocol):
@@ -32,7 +35,7 @@ class Backend(Protocol):
 
     def score(self, store: str, queries: np.ndarray, cand: np.ndarray, scorer: Scorer,
               missing: set | None = None) -> np.ndarray:
-        """Scores of the candidates (global rows, -1 for none) by `scorer(queries, candidates, row store)` run
+        """Scores of the candidates (global rows, -1 for none) by `scorer(queries, candidates, rows, device)` run
         where the rows of `store` ("int8" or "full") are; -inf for none. The stages bring the scoring, the
         backend the rows."""
 
@@ -64,7 +67,7 @@ class Backend(Protocol):
     def list_sizes(self) -> np.ndarray:
         """Codes per IVF list, over every shard (what a probe of each list scans)."""
 
-    def reload(self, folder, manifest: dict, between_searches: Callable[[Callable[[], None]], None]) -> bool:
+    def reload(self, folder, manifest: Manifest, between_searches: Callable[[Callable[[], None]], None]) -> bool:
         """Move to generation `manifest` in place and return True, running the switch through
         `between_searches(switch)`; or return False at once, and the caller opens a new backend."""
 

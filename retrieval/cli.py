@@ -194,6 +194,9 @@ def _tier_args(p) -> None:
                         "they fit are read into RAM; the rest is read from SSD, and the operating point measured "
                         "for that placement (`matryoshka tune --memory-budget`) is used (default: every store "
                         "memory-mapped)")
+    p.add_argument("--gpu-memory-budget", metavar="SIZE", type=memory_budget,
+                   help="GPU memory the int8 store may take, e.g. 40G (re-scoring on the GPU reads it there); "
+                        "one that does not fit is held in pinned host memory (default: no GPU tier)")
     p.add_argument("--ssd-reads", choices=("pread", "uring", "willneed", "mmap", "direct"),
                    help="how stores on SSD are read (default willneed: madvise(WILLNEED) on exactly the pages a stage "
                         "needs, then the copy, the fastest measured; pread: a thread pool, 32 reads in flight; "
@@ -201,10 +204,12 @@ def _tier_args(p) -> None:
 
 
 def _tiers(a) -> dict:
-    if a.ssd_reads is None:
-        return {"memory_budget": a.memory_budget}
-    ssd = {"method": "pread", "direct": True} if a.ssd_reads == "direct" else {"method": a.ssd_reads}
-    return {"memory_budget": a.memory_budget, "ssd_reads": ssd}
+    out = {"memory_budget": a.memory_budget}
+    if getattr(a, "gpu_memory_budget", None) is not None:
+        out["gpu_memory_budget"] = a.gpu_memory_budget
+    if a.ssd_reads is not None:
+        out["ssd_reads"] = {"method": "pread", "direct": True} if a.ssd_reads == "direct" else {"method": a.ssd_reads}
+    return out
 
 
 def cmd_search(a) -> None:
@@ -232,7 +237,7 @@ def cmd_search(a) -> None:
         if isinstance(queries, list) and a.mode != "lexical" and not a.quiet:
             _loading_note(index, a.model)
         result = index.search_batch(queries, query_texts=texts, params=params, where=where)
-        has_text = index.manifest["has_text"]
+        has_text = index.manifest.has_text
     if "rerank" not in result.stage_scores and not a.quiet:
         why = ("--no-rerank" if a.no_rerank else "no --reranker given" if not a.reranker
                else "the index stores no texts" if not has_text else "the queries are vectors without texts")
@@ -256,7 +261,7 @@ def cmd_search(a) -> None:
 
 def _loading_note(index, model: str | None) -> None:
     """One line on stderr before text queries are encoded: loading the model takes seconds, and says nothing."""
-    name = model or (index.manifest["model"] or {}).get("name")
+    name = model or (index.manifest.model or {}).get("name")
     if name is not None:
         print(f"note: loading the query model {name} to encode the queries (a few seconds)", file=sys.stderr,
               flush=True)

@@ -45,7 +45,7 @@ def run_demo(out: str = "matryoshka-demo-index", limit: int | None = None, reran
         except RerankerUnavailable as e:
             print(f"note: cross-encoder stage off: {e}")
     index = open_index(out, reranker=rr)
-    sel = index.manifest["transform"]["selection"]
+    sel = index.manifest.transform["selection"]
     print(f"shortening: {sel['chosen']} {index.full_dim} -> {index.index_dim} dims "
           f"(neighbours kept in the short space: {sel.get('recall_at_10_in_short_space', 'n/a')})")
     t = time.perf_counter()

@@ -23,26 +23,26 @@ def describe(ix: "Index") -> dict:
     ivf = faiss.extract_index_ivf(ix.trained)
     # code + faiss's int64 row id per vector, the external ids (held by the backend), one copy of the centroids
     ram = ivf.code_size + 8 + (ix.backend.id_map_bytes() + ivf.nlist * ix.index_dim * 4) / n
-    shard_bytes = [sum(f["bytes"] for f in s["files"].values()) for s in m["shards"]]
+    shard_bytes = [sum(f["bytes"] for f in s.files.values()) for s in m.shards]
     mmapped = ix.count * (ix.index_dim + 2 * ix.full_dim)  # int8 short + float16 full rows
-    disk = sum(shard_bytes) + m["trained"]["bytes"] + m["transform_file"]["bytes"]
+    disk = sum(shard_bytes) + m.trained["bytes"] + m.transform_file["bytes"]
     placed = stores(ix)
     return {"path": str(ix.root), "count": ix.count, "live": ix.live, "dead": ix.count - ix.live,
             "generation": ix.generation, "metric": ix.metric, "full_dim": ix.full_dim,
-            "index_dim": ix.index_dim, "factory": m["factory"],
-            "transform": m["transform"], "model": (m["model"] or {}).get("name"),
+            "index_dim": ix.index_dim, "factory": m.factory,
+            "transform": m.transform, "model": (m.model or {}).get("name"),
             "device": ix.device,
-            "shards": [{"number": s["number"], "count": s["count"], "bytes": b,
-                        "dead": (s.get("dead") or {}).get("count", 0)}
-                       for s, b in zip(m["shards"], shard_bytes)],
-            "changes": m.get("changes", []), "attributes": m.get("attributes", {}),
+            "shards": [{"number": s.number, "count": s.count, "bytes": b, "dead": s.dead_count}
+                       for s, b in zip(m.shards, shard_bytes)],
+            "changes": m.changes, "attributes": m.attributes,
             "ram_bytes_per_vector": ram, "mmap_bytes_per_vector": mmapped / n,
             "memory_budget": ix.memory_budget, "stores": placed,
-            "resident_bytes": sum(s["bytes"] for s in placed.values() if s["tier"] == tiers.RAM),
-            "disk_bytes_per_vector": disk / n, "build": m["build"], "build_log": build_log(ix.root),
+            "resident_bytes": sum(s["bytes"] for s in placed.values() if s["tier"] in (tiers.RAM, tiers.PINNED)),
+            "gpu_bytes": sum(s["bytes"] for s in placed.values() if s["tier"] == tiers.GPU),
+            "disk_bytes_per_vector": disk / n, "build": m.build, "build_log": build_log(ix.root),
             "operating_point": tiers.operating_point(m, ix.tiers),
             "operating_point_stale": stale(tiers.operating_point(m, ix.tiers), ix.generation),
-            "operating_points": m.get("operating_points", {}), "defaults": ix.params.to_dict()}
+            "operating_points": m.operating_points, "defaults": ix.params.to_dict()}
 
 
 def stores(ix: "Index") -> dict:
@@ -53,13 +53,13 @@ def stores(ix: "Index") -> dict:
              "texts": (layout.DOC_OFFSETS, layout.DOC_BYTES)}
     out = {}
     for store in tiers.STORES:
-        paths = [ix.root / layout.shard_dir(s["number"]) / f for s in ix.manifest["shards"]
-                 for f in files.get(store, ()) if f in s["files"]]
+        paths = [ix.root / layout.shard_dir(s.number) / f for s in ix.manifest.shards
+                 for f in files.get(store, ()) if f in s.files]
         out[store] = {**placed[store], "page_cached": cached_share(paths) if paths else None}
         if store in reads:
             out[store]["reads"] = reads[store]
-    if ix.manifest.get("lexical"):  # BM25 per shard: memory-mapped by tantivy, read as queries need it
-        paths = [ix.root / layout.shard_dir(s["number"]) / f for s in ix.manifest["shards"] for f in s["files"]
+    if ix.manifest.lexical:  # BM25 per shard: memory-mapped by tantivy, read as queries need it
+        paths = [ix.root / layout.shard_dir(s.number) / f for s in ix.manifest.shards for f in s.files
                  if f.startswith(LEXICAL_DIR + "/")]
         out["lexical"] = {"tier": tiers.CACHE, "bytes": sum(p.stat().st_size for p in paths if p.exists()),
                           "page_cached": cached_share(paths) if paths else None}

@@ -23,6 +23,7 @@ from matryoshka.indexing.distributed_build import connect
 from matryoshka.core.errors import IndexFormatError, MatryoshkaError, ShardsUnavailable
 from matryoshka.storage import tiers
 from matryoshka.storage.lexical import query_terms
+from matryoshka.storage.manifest import Manifest
 
 from .backend import Scorer
 from .first_pass import merge_topk
@@ -38,7 +39,7 @@ class ShardWorker(ShardGroup):
         """The worker's process id, once its shards are open."""
         return os.getpid()
 
-    def stage(self, root: str, manifest: dict, numbers: list[int]) -> int:
+    def stage(self, root: str, manifest: Manifest, numbers: list[int]) -> int:
         """Open shards `numbers` of generation `manifest` beside the ones held now (`Index.reload`)."""
         self._staged = ShardGroup(root, manifest, numbers, device=self.device, verify=self.verify, previous=self)
         return os.getpid()
@@ -59,12 +60,12 @@ def _split(numbers: list[int], workers: int) -> list[list[int]]:
 class RayBackend:
     """Shard groups in Ray actors, with the interface of `backend.Backend`."""
 
-    def __init__(self, root: Path, manifest: dict, *, address: str | None = "auto", workers: int | None = None,
+    def __init__(self, root: Path, manifest: Manifest, *, address: str | None = "auto", workers: int | None = None,
                  worker_cpus: float = 1.0, num_gpus: float = 0.0, max_restarts: int = 3, max_task_retries: int = 3,
                  timeout_s: float = 120.0, allow_partial: bool = False, verify: bool = False):
         self.timeout_s, self.allow_partial = timeout_s, allow_partial
         self._ray = connect(address)
-        numbers = [s["number"] for s in manifest["shards"]]
+        numbers = [s.number for s in manifest.shards]
         self.worker_shards = _split(numbers, workers or len(numbers))
         actor = self._ray.remote(ShardWorker).options(num_cpus=worker_cpus, num_gpus=num_gpus,
                                                       max_restarts=max_restarts, max_task_retries=max_task_retries)
@@ -73,12 +74,12 @@ class RayBackend:
                         for chunk in self.worker_shards]
         self.pids = self._gather("opening", lambda w: w.ready.remote(), set())
 
-    def reload(self, folder, manifest: dict, between_searches: Callable[[Callable[[], None]], None]) -> bool:
+    def reload(self, folder, manifest: Manifest, between_searches: Callable[[Callable[[], None]], None]) -> bool:
         """Have the running workers open generation `manifest`, its shards spread over them again (workers
         left without a shard stop); the cluster and the workers stay up. Every worker opens the new generation
         beside the old one; all switch to it only once all have it, through `between_searches(switch)`, which
         runs the switch while no search is in flight."""
-        chunks = _split([s["number"] for s in manifest["shards"]], len(self.workers))
+        chunks = _split([s.number for s in manifest.shards], len(self.workers))
         workers, extra, root = self.workers[:len(chunks)], self.workers[len(chunks):], str(folder.path().resolve())
         refs = [w.stage.remote(root, manifest, c) for w, c in zip(workers, chunks)]
         try:

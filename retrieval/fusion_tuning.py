@@ -45,5 +45,5 @@ def tune_fusion(index: "Index", queries: Sequence[str], relevant: Sequence, *, v
         rows.append({"fusion": fusion, "lexical_weight": weight, "ndcg_at_10": ndcg_at_10(found, relevant)})
     best = max(rows, key=lambda r: r["ndcg_at_10"])  # ties: the first candidate
     record = {**best, "queries": len(queries), "measured": rows}
-    index.update_settings(lambda m: m.update(hybrid=record), save=save)
+    index.update_settings(lambda m: setattr(m, "hybrid", record), save=save)
     return record

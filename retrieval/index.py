@@ -21,11 +21,11 @@ from matryoshka.core.params import SearchParams
 from matryoshka.core.shared_lock import SharedLock
 from matryoshka.core.timing import StageTimer
 from matryoshka.core.vectors import as_matrix, normalize
-from matryoshka.indexing.ids import coerce_ids
+from matryoshka.indexing.ids import coerce_ids, id_list
 from matryoshka.storage import dict_filters
 from matryoshka.storage.attribute_schema import manifest_schema
 from matryoshka.indexing.folder import BuildLock
-from matryoshka.storage.manifest import generation, live_count, moved_on, read_manifest, write_manifest
+from matryoshka.storage.manifest import Manifest, moved_on, read_manifest, write_manifest
 from matryoshka.storage import tiers
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage.shard_files import read_shared
@@ -49,7 +49,7 @@ OPEN_ATTEMPTS = 4
 MIN_TRAFFIC = 50  # live queries a re-tune from traffic needs at least
 
 # (root, manifest, codec, trained, verify) -> the backend that holds the shards
-BackendFactory = Callable[[PinnedFolder, dict, Codec, faiss.Index, bool], Backend]
+BackendFactory = Callable[[PinnedFolder, Manifest, Codec, faiss.Index, bool], Backend]
 
 
 def release_free_memory() -> None:
@@ -71,23 +71,33 @@ class Index:
     def __init__(self, path: str | Path, *, device: str = "auto", model=None, reranker=None,
                  threads: int | None = None, verify: bool = False, backend: BackendFactory | None = None,
                  memory_budget: int | str | None = None, ssd_reads: SsdReads | dict | None = None,
-                 rules: Rules | dict | None = None, sample_queries: int = 0):
+                 rules: Rules | dict | None = None, sample_queries: int = 0,
+                 gpu_memory_budget: int | str | None = None, rescore_device: str | None = None):
         """`sample_queries=N` keeps a uniform sample of up to N of the query vectors searched, in memory only,
-        for `tune(from_traffic=True)`; 0 (the default) keeps none."""
+        for `tune(from_traffic=True)`; 0 (the default) keeps none. `gpu_memory_budget` lets the int8 store live
+        in GPU memory (else in pinned host memory; `storage.tiers.choose`). `rescore_device` runs re-scoring
+        with torch on "cpu" or "cuda"; by default numpy on the CPU (the faster there), torch on CUDA when the
+        first pass runs on a GPU."""
         check_faiss_install()
         self.root = Path(path)
         self.device = resolve_device(device)
         budget = None if memory_budget is None else tiers.parse_bytes(memory_budget)
         ssd = SsdReads.of(ssd_reads)
-        if backend is not None and (budget is not None or ssd_reads is not None):
-            raise InputError("memory_budget and ssd_reads place the stores of shards opened in this process; "
-                             "with Ray each worker holds its own shards: leave them out")
+        gpu_budget = None if gpu_memory_budget is None else tiers.parse_bytes(gpu_memory_budget, "gpu_memory_budget")
+        if rescore_device not in (None, "cpu", "cuda"):
+            raise InputError(f"rescore_device is {rescore_device!r}; give 'cpu' or 'cuda' (torch), or leave it out "
+                             "(numpy on the CPU, torch on CUDA with device='gpu')")
+        if backend is not None and (budget is not None or ssd_reads is not None or gpu_budget is not None
+                                    or rescore_device is not None):
+            raise InputError("memory_budget, gpu_memory_budget, ssd_reads and rescore_device place the stores of "
+                             "shards opened in this process; with Ray each worker holds its own shards: leave "
+                             "them out")
         set_threads(threads)
         self._verify, self._local = verify, backend is None
         self.memory_budget = budget
         self.rules = Rules.of(rules)  # the planner's thresholds (see retrieval.plan)
         # a factory that holds no reference to this handle, so that the last reference frees it (no cycle)
-        self._backend = backend or partial(_local_backend, self.device, budget, ssd)
+        self._backend = backend or partial(_local_backend, self.device, budget, ssd, gpu_budget, rescore_device)
         self.backend = None
         self._swap = SharedLock()  # searches share it; a reload swaps generations between them
         self._reloading = threading.Lock()
@@ -142,7 +152,7 @@ class Index:
                 raise
         self._install(m, codec, trained, backend)
 
-    def _install(self, m: dict, codec: Codec, trained: faiss.Index, backend: Backend | None,
+    def _install(self, m: Manifest, codec: Codec, trained: faiss.Index, backend: Backend | None,
                  switch: Callable[[], None] | None = None) -> None:
         """Make generation `m` this handle's, with no search running; `switch` moves an in-place backend to it."""
         placed = {s: v["tier"] for s, v in (backend or self.backend).placement().items()}
@@ -150,20 +160,20 @@ class Index:
         params = SearchParams(**{k: point.get(k) for k in ("nprobe", "k1", "k2", "probe_margin")}) if point \
             else SearchParams()
         params = _hybrid_defaults(params, m)
-        assigner = FirstPass(trained, [], m["metric"], "cpu")  # one coarse assignment per batch
+        assigner = FirstPass(trained, [], m.metric, "cpu")  # one coarse assignment per batch
         with self._swap.exclusive():
             if switch is not None:
                 switch()
             self.manifest = m
-            self.metric, self.full_dim, self.index_dim = m["metric"], m["full_dim"], m["index_dim"]
-            self.count, self.live, self.generation = m["count"], live_count(m), generation(m)
+            self.metric, self.full_dim, self.index_dim = m.metric, m.full_dim, m.index_dim
+            self.count, self.live, self.generation = m.count, m.live, m.generation
             self.params, self.codec, self.trained, self.assigner = params, codec, trained, assigner
             self.tiers = placed  # where each store is read from (see matryoshka.storage.tiers)
             old, self.backend = self.backend, backend or self.backend
             if old is not None and old is not self.backend:
                 old.close()  # the generation replaced: its files (perhaps deleted on disk) are released now
 
-    def update_settings(self, change: Callable[[dict], None], *, save: bool = True, lock: bool = True) -> None:
+    def update_settings(self, change: Callable[[Manifest], None], *, save: bool = True, lock: bool = True) -> None:
         """The one call that changes an index's settings (operating points, the hybrid fusion): apply
         `change(manifest)` to this generation's manifest, write it atomically under the build lock (unless the
         caller holds it, lock=False) when `save`, and make the result this handle's between searches."""
@@ -175,7 +185,7 @@ class Index:
         try:
             with PinnedFolder(self.root) as folder:
                 m = read_manifest(folder)
-            if m["shards"] != self.manifest["shards"]:
+            if m.shards != self.manifest.shards:
                 raise InputError(f"{self.root} changed since it was opened (replaced, or a newer generation); reload "
                                  "it and re-run the tuning")
             change(m)
@@ -185,10 +195,10 @@ class Index:
                 held.release()
         self._adopt(m)
 
-    def _adopt(self, manifest: dict) -> None:
+    def _adopt(self, manifest: Manifest) -> None:
         point = tiers.operating_point(manifest, self.tiers)
         with self._swap.exclusive():
-            if manifest["shards"] != self.manifest["shards"]:
+            if manifest.shards != self.manifest.shards:
                 raise InputError(f"{self.root}: the manifest given is another generation's; reload the index")
             self.manifest = manifest
             if point:
@@ -239,7 +249,7 @@ class Index:
     # -- queries -------------------------------------------------------------------------------------------
     def _load_model(self):
         if self._model is None:
-            rec = self.manifest["model"]
+            rec = self.manifest.model
             arg = self._model_arg
             if rec is None and arg is None:
                 raise InputError("this index was built from vectors without a model, so it cannot encode text "
@@ -332,7 +342,7 @@ class Index:
     def _where(self, where):
         """`where` with its dict filters compiled to SQL over this generation's attributes."""
         if isinstance(where, (dict, list, tuple)):
-            return dict_filters.resolve(where, manifest_schema(self.manifest))
+            return dict_filters.resolve(where, manifest_schema(self.manifest.attributes))
         return where
 
     def _check_open(self) -> None:
@@ -342,7 +352,8 @@ class Index:
     def shape(self) -> Shape:
         """What the planner knows of this index (`retrieval.plan.Shape`)."""
         return Shape(self.live, self.assigner.nlist, faiss.extract_index_ivf(self.trained).code_size,
-                     self.full_dim, self.device, self.tiers, "hnsw" if self.assigner.graph else "flat")
+                     self.full_dim, self.device, self.tiers, "hnsw" if self.assigner.graph else "flat",
+                     getattr(self.backend, "rescore_device", None))
 
     def _plan(self, p: SearchParams, n: int, where, rerank: bool, rules, asked, params,
               missing: set | None = None) -> Plan:
@@ -397,10 +408,10 @@ class Index:
         return p.updated(nprobe=self.assigner.nlist) if p.k1 >= self.live else p
 
     def _rerank_wanted(self, rerank: bool | None, texts) -> bool:
-        possible = self.reranker is not None and texts is not None and self.manifest["has_text"]
+        possible = self.reranker is not None and texts is not None and self.manifest.has_text
         if rerank and not possible:
             why = ("no cross-encoder is configured (open the index with reranker=NAME, or --reranker NAME)"
-                   if self.reranker is None else "the index stores no texts" if not self.manifest["has_text"]
+                   if self.reranker is None else "the index stores no texts" if not self.manifest.has_text
                    else "the queries are vectors without query_texts")
             raise InputError(f"rerank=True but {why}")
         return possible if rerank is None else rerank
@@ -420,13 +431,13 @@ class Index:
         if last != list(stages)[-1]:  # the ordering stage last, as SearchResult reads it
             stages[last] = stages.pop(last)
         cand, stages = keep(cand, stages, last, p.k)
-        ids, out_texts = self._lookup(cand, self.manifest["has_text"], missing)
+        ids, out_texts = self._lookup(cand, self.manifest.has_text, missing)
         if missing:  # rows of a group that stopped answering after the first pass cannot be returned
             lost = np.array([[v is None for v in row] for row in ids], dtype=bool).reshape(cand.shape) & (cand >= 0)
             if lost.any():
                 stages = {n: np.where(lost, -np.inf, v).astype(np.float32) for n, v in stages.items()}
                 cand, stages = keep(cand, stages, last, p.k)
-                ids, out_texts = self._lookup(cand, self.manifest["has_text"], missing)
+                ids, out_texts = self._lookup(cand, self.manifest.has_text, missing)
         timer.lap("ids_and_texts")
         return SearchResult(cand, stages[last].copy(), stages, ids, out_texts, dict(timer), bool(missing),
                             sorted(missing))
@@ -462,7 +473,7 @@ class Index:
             where = self._where(where)
             rows = None
             if ids is not None:
-                rows = self.backend.find(coerce_ids(ids, "int" if self.manifest["id_type"] == "int" else "string"))
+                rows = self.backend.find(coerce_ids(id_list(ids), "int" if self.manifest.id_type == "int" else "string"))
                 rows = rows[rows >= 0]
             if where is not None:
                 passing = self.backend.select(where)
@@ -488,7 +499,7 @@ class Index:
     def _records(self, rows: np.ndarray, vectors: bool) -> list[Record]:
         if not len(rows):
             return []
-        ids, texts = self.backend.lookup(rows, self.manifest["has_text"])
+        ids, texts = self.backend.lookup(rows, self.manifest.has_text)
         attrs = self.backend.attributes(rows)
         vecs = None
         if vectors:
@@ -541,9 +552,9 @@ class Index:
             return describe(self)
 
 
-def _hybrid_defaults(params: SearchParams, m: dict) -> SearchParams:
+def _hybrid_defaults(params: SearchParams, m: Manifest) -> SearchParams:
     """`params` with the fusion measured for the index (`retrieval.fusion_tuning`), when one was."""
-    hybrid = m.get("hybrid")
+    hybrid = m.hybrid
     return params.updated(fusion=hybrid["fusion"], lexical_weight=hybrid["lexical_weight"]) if hybrid else params
 
 
@@ -576,10 +587,11 @@ def _as_params(params, default: SearchParams) -> SearchParams:
     raise InputError(f"params= takes a retrieval.SearchParams or a dict of its fields; got {type(params).__name__}")
 
 
-def _local_backend(device: str, budget: int | None, ssd: SsdReads, root: PinnedFolder, m: dict, codec: Codec,
+def _local_backend(device: str, budget: int | None, ssd: SsdReads, gpu_budget: int | None,
+                   rescore_device: str | None, root: PinnedFolder, m: Manifest, codec: Codec,
                    trained: faiss.Index, verify: bool, previous: ShardGroup | None = None) -> Backend:
     return ShardGroup(root, m, device=device, verify=verify, codec=codec, trained=trained, memory_budget=budget,
-                      ssd=ssd, previous=previous)
+                      ssd=ssd, previous=previous, gpu_budget=gpu_budget, rescore_device=rescore_device)
 
 
 class _Tunable:
@@ -592,8 +604,8 @@ class _Tunable:
         self.root, self.count, self.full_dim, self.index_dim = index.root, index.count, index.full_dim, index.index_dim
         self.metric, self.nlist, self.device, self.generation = index.metric, index.assigner.nlist, index.device, \
             index.generation
-        self.tiers, self.factory, self.build = index.tiers, m["factory"], m["build"]
-        self.full_path = index.root / layout.shard_dir(m["shards"][0]["number"]) / layout.FULL_FILE
+        self.tiers, self.factory, self.build = index.tiers, m.factory, m.build
+        self.full_path = index.root / layout.shard_dir(m.shards[0].number) / layout.FULL_FILE
 
     def search(self, x: np.ndarray, params: SearchParams) -> np.ndarray:
         return self._index.search_batch(x, params=params).rows
@@ -616,5 +628,5 @@ class _Tunable:
     def query_vectors(self, queries) -> np.ndarray:
         return self._index.query_vectors(queries)[0]
 
-    def store(self, change: Callable[[dict], None], lock: bool = True) -> None:
+    def store(self, change: Callable[[Manifest], None], lock: bool = True) -> None:
         self._index.update_settings(change, lock=lock)

@@ -74,6 +74,7 @@ class Shape:
     device: str  # where the first pass runs
     tiers: dict  # store -> tier (`matryoshka.storage.tiers`)
     coarse: str = "flat"  # how queries are assigned to lists: "flat" (every centroid) or "hnsw" (a graph)
+    rescore: str | None = None  # where re-scoring runs: None for numpy on the CPU, else torch's device
 
 
 @dataclass(frozen=True)

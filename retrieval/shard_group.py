@@ -7,6 +7,7 @@ every shard; the Ray backend puts one group in each worker and merges their answ
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import numpy as np
 from matryoshka.core.codec import Codec
 from matryoshka.core.errors import IndexFormatError
 from matryoshka.storage.attribute_schema import manifest_schema
+from matryoshka.storage.device_store import DeviceRows, cuda_available
 from matryoshka.storage.lexical import bm25, idf, query_terms, tokens_of
-from matryoshka.storage.manifest import read_manifest
+from matryoshka.storage.manifest import Manifest, read_manifest
 from matryoshka.storage.pinned import PinnedFolder
 from matryoshka.storage import tiers
 from matryoshka.storage.row_store import RowStore, read_stats
@@ -30,7 +32,7 @@ from .backend import Scorer
 from .first_pass import FirstPass, merge_topk
 
 
-def _pin_same(root: Path, manifest: dict) -> PinnedFolder:
+def _pin_same(root: Path, manifest: Manifest) -> PinnedFolder:
     """The folder at `root`, pinned, if it still holds the index `manifest` describes (a worker opening its
     shards after the driver must not open a newer index that an overwrite put there meanwhile)."""
     folder = PinnedFolder(root)
@@ -50,31 +52,38 @@ class ShardGroup:
 
     Implements `backend.Backend`; a group in this process always answers, so `missing` is never added to."""
 
-    def __init__(self, root: PinnedFolder | str | Path, manifest: dict, numbers: list[int] | None = None, *,
+    def __init__(self, root: PinnedFolder | str | Path, manifest: Manifest, numbers: list[int] | None = None, *,
                  device: str = "cpu", verify: bool = False, codec: Codec | None = None,
                  trained: faiss.Index | None = None, memory_budget: int | None = None,
-                 ssd: SsdReads | None = None, previous: "ShardGroup | None" = None):
+                 ssd: SsdReads | None = None, previous: "ShardGroup | None" = None, gpu_budget: int | None = None,
+                 rescore_device: str | None = None):
         """`previous`: the group of the generation before, whose unchanged shards (the same manifest record) and
-        codes this one takes over instead of reading them again."""
+        codes this one takes over instead of reading them again. `gpu_budget`: GPU memory the int8 store may
+        take (`tiers.choose`). `rescore_device`: where re-scoring runs: None for numpy on the CPU (the faster
+        there, benchmarks/results/rescore-device.json), "cpu" or "cuda" for torch; the default is "cuda" when
+        the first pass runs on a GPU and torch sees one."""
         self.device, self.verify = device, verify
         folder = root if isinstance(root, PinnedFolder) else _pin_same(Path(root), manifest)
         m = manifest
-        metas = [s for s in m["shards"] if numbers is None or s["number"] in set(numbers)]
-        self.numbers = [s["number"] for s in metas]
-        schema = manifest_schema(m)
-        reusable = previous.reusable(schema, memory_budget, ssd) if previous is not None else {}
-        self.shards = [reusable.get(s["number"]) if reusable.get(s["number"]) is not None
-                       and reusable[s["number"]].meta == s else
-                       Shard(folder, s, m["full_dim"], m["index_dim"], m["has_text"], deep=verify, attributes=schema,
+        metas = [s for s in m.shards if numbers is None or s.number in set(numbers)]
+        self.numbers = [s.number for s in metas]
+        schema = manifest_schema(m.attributes)
+        reusable = previous.reusable(schema, memory_budget, ssd, gpu_budget) if previous is not None else {}
+        self.shards = [reusable.get(s.number) if reusable.get(s.number) is not None
+                       and reusable[s.number].meta == s else
+                       Shard(folder, s, m.full_dim, m.index_dim, m.has_text, deep=verify, attributes=schema,
                              codes=previous is None) for s in metas]
         taken = [s for s in self.shards if reusable.get(s.number) is s]
         if codec is None or trained is None:
             codec, trained = read_shared(folder, m)
         self.sizes = tiers.store_sizes(m, trained, metas, held=sum(s.held_bytes() for s in self.shards))
-        self.tiers = tiers.choose(self.sizes, memory_budget)
-        if memory_budget is not None:
+        cuda = cuda_available()
+        if gpu_budget is not None and not cuda:
+            warnings.warn(tiers.NO_CUDA, stacklevel=3)
+        self.tiers = tiers.choose(self.sizes, memory_budget, gpu_budget, cuda)
+        if memory_budget is not None or gpu_budget is not None:
             if previous is not None and self.tiers != previous.tiers:  # a store changed tier: place every shard
-                self.shards = [Shard(folder, s.meta, m["full_dim"], m["index_dim"], m["has_text"], deep=verify,
+                self.shards = [Shard(folder, s.meta, m.full_dim, m.index_dim, m.has_text, deep=verify,
                                      attributes=schema, codes=False) if s in taken else s for s in self.shards]
                 taken = []
             for s in self.shards:
@@ -82,23 +91,28 @@ class ShardGroup:
                     s.place(folder, self.tiers, ssd or SsdReads())
         self.starts = np.array([s.id_start for s in self.shards], dtype=np.int64)
         self.ends = self.starts + np.array([s.count for s in self.shards], dtype=np.int64)
-        self.stores = Stores(self._store("int8", "short", m["index_dim"], np.int8),
-                             self._store("full", "full", m["full_dim"], np.float16), codec.int8, m["metric"])
-        self.first = FirstPass(trained, self.shards, m["metric"], device,
+        self.stores = Stores(self._store("int8", "short", m.index_dim, np.int8),
+                             self._store("full", "full", m.full_dim, np.float16), codec.int8, m.metric)
+        held = self.tiers["int8"] in (tiers.GPU, tiers.PINNED)
+        self.int8_rows = DeviceRows(self.stores.short, "cuda", pinned=self.tiers["int8"] == tiers.PINNED) \
+            if held else None
+        self.rescore_device = rescore_device or ("cuda" if device == "gpu" and cuda else None)
+        self.first = FirstPass(trained, self.shards, m.metric, device,
                                previous=None if previous is None else previous.first,
                                read_codes=lambda s: s.read_codes(folder))
         if folder is not root:
             folder.close()
         self.filters = PassingCache(self.shards)
-        self.budget, self.ssd = memory_budget, ssd
+        self.budget, self.ssd, self.gpu_budget = memory_budget, ssd, gpu_budget
         self._given: set[int] = set()  # ids of shards a newer group took over (not closed with this one)
         if previous is not None:
             previous._given |= {id(s) for s in taken}
 
-    def reusable(self, schema, memory_budget, ssd) -> dict[int, Shard]:
+    def reusable(self, schema, memory_budget, ssd, gpu_budget=None) -> dict[int, Shard]:
         """This group's shards a group of a newer generation may take over as they are, by number: all of them
         when it opens with the same attribute columns and the same reads, none otherwise."""
-        if self.shards and (self.shards[0].schema != schema or memory_budget != self.budget or ssd != self.ssd):
+        if self.shards and (self.shards[0].schema != schema or memory_budget != self.budget or ssd != self.ssd
+                            or gpu_budget != self.gpu_budget):
             return {}
         return {s.number: s for s in self.shards}
 
@@ -108,8 +122,12 @@ class ShardGroup:
                         [s.slots for s in self.shards])
 
     def placement(self) -> dict:
-        """Each store's tier and bytes (`storage.tiers`): {store: {"tier", "bytes"}}."""
-        return {s: {"tier": self.tiers[s], "bytes": self.sizes[s]} for s in tiers.STORES}
+        """Each store's tier and bytes (`storage.tiers`), and where the stages that read it run:
+        {store: {"tier", "bytes", "device"}}."""
+        rescore = f"torch on {self.rescore_device}" if self.rescore_device else "numpy on the CPU"
+        where = {"codes": "faiss on the GPU" if self.device == "gpu" else "faiss on the CPU", "int8": rescore,
+                 "full": rescore, "texts": "the CPU"}
+        return {s: {"tier": self.tiers[s], "bytes": self.sizes[s], "device": where[s]} for s in tiers.STORES}
 
     def drop_page_cache(self) -> None:
         """Make every store not held in RAM cold (`Shard.drop_page_cache`)."""
@@ -167,16 +185,16 @@ class ShardGroup:
         """Codes per IVF list over this group's shards."""
         return self.first.list_sizes()
 
-    def reload(self, folder, manifest: dict, between_searches) -> bool:
+    def reload(self, folder, manifest: Manifest, between_searches) -> bool:
         """A local group does not move in place: the handle opens a new one beside it (False)."""
         return False
 
     def score(self, store: str, queries: np.ndarray, cand: np.ndarray, scorer: Scorer,
               missing: set | None = None) -> np.ndarray:
-        """`scorer(queries, candidates, row store)` over the candidates this group owns in `store` ("int8" or
-        "full"); -inf elsewhere."""
-        rows = {"int8": self.stores.short, "full": self.stores.full}[store]
-        return scorer(queries, np.where(self.owns(cand), cand, -1), rows)
+        """`scorer(queries, candidates, rows, device)` over the candidates this group owns in `store` ("int8" or
+        "full"), on this group's re-scoring device; -inf elsewhere."""
+        rows = (self.int8_rows or self.stores.short) if store == "int8" else self.stores.full
+        return scorer(queries, np.where(self.owns(cand), cand, -1), rows, self.rescore_device)
 
     def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:
         """External ids (None where not owned) and texts ('' where not owned) of a flat array of rows."""

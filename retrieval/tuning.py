@@ -28,6 +28,7 @@ from matryoshka.core.checks import flag, integer, number
 from matryoshka.core.errors import InputError
 from matryoshka.core.params import SearchParams
 from matryoshka.storage import tiers
+from matryoshka.storage.manifest import Manifest
 from matryoshka.storage.row_reader import random_read_rate
 
 from .first_pass import lists_probed, prune_lists
@@ -70,7 +71,7 @@ class Tunable(Protocol):
     def query_vectors(self, queries) -> np.ndarray:
         """Normalized full-dim vectors of query texts or vectors."""
 
-    def store(self, change: Callable[[dict], None], lock: bool = True) -> None:
+    def store(self, change: Callable[[Manifest], None], lock: bool = True) -> None:
         """Apply `change` to this generation's manifest and write it, under the build lock unless the caller
         holds it; the handle adopts the result (`Index.update_settings`)."""
 
@@ -299,11 +300,11 @@ def store(index: "Tunable", point: OperatingPoint, lock: bool = True) -> None:
     make it this handle's default."""
     key = tiers.point_key(index.tiers)
 
-    def put(m: dict) -> None:
+    def put(m: Manifest) -> None:
         if key:
-            m.setdefault("operating_points", {})[key] = point.to_dict()
+            m.operating_points = {**m.operating_points, key: point.to_dict()}
         else:
-            m["operating_point"] = point.to_dict()
+            m.operating_point = point.to_dict()
     index.store(put, lock)
 
 

@@ -15,8 +15,8 @@ def verify_index(path: str | Path) -> dict:
     """Open the index with every checksum checked, then check the document offsets; raise on the first fault."""
     with Index(path, device="cpu", verify=True) as index:
         nbytes = 0
-        for meta, shard in zip(index.manifest["shards"], index.backend.shards):
-            nbytes += sum(f["bytes"] for f in meta["files"].values())
+        for meta, shard in zip(index.manifest.shards, index.backend.shards):
+            nbytes += sum(f["bytes"] for f in meta.files.values())
             if shard.doc_offsets is not None:
                 off = shard.doc_offsets
                 step = 1 << 20

@@ -1,4 +1,9 @@
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -122,3 +127,33 @@ def search_while_swapping(index, live, spare, queries, setting: dict, swaps: int
 def assert_each_is_one_of(results: list, expected: list) -> None:
     for r in results:
         assert any(r.ids == e.ids and np.array_equal(r.scores, e.scores) for e in expected)
+
+
+class Server:
+    """`python -m matryoshka.retrieval.cli serve INDEX` on a free port, its output in a log file."""
+
+    def __init__(self, index, log, *args: str):
+        import httpx
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url, self.log = f"http://127.0.0.1:{self.port}", log
+        cmd = [sys.executable, "-m", "matryoshka.retrieval.cli", "serve", str(index), "--port", str(self.port),
+               "--no-access-log", "--log-level", "warning", *args]
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, f"the server exited ({self.proc.returncode}):\n{log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"the server did not come up:\n{log.read_text()[-3000:]}"
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)

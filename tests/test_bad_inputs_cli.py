@@ -99,7 +99,7 @@ def snapshot(root: Path):
     with retrieval.open_index(root, device="cpu") as index:
         r = index.search_batch(vectors(5, 99), k=10)
         return (root / layout.MANIFEST).read_bytes(), r.rows.tolist(), [list(map(str, i)) for i in r.ids], \
-            index.manifest["shards"]
+            index.manifest.shards
 
 
 def check_refused(p, *says):

@@ -34,7 +34,7 @@ def test_an_index_with_a_graph_quantizer_answers_as_the_flat_one(tmp_path, data,
     monkeypatch.setattr(ivf, "HNSW_FROM_NLIST", 256)
     path = indexing.build(tmp_path / "graph", x, **opts)
     graph = retrieval.open_index(path)
-    assert graph.manifest["factory"].startswith("IVF256_HNSW32,") and graph.assigner.graph
+    assert graph.manifest.factory.startswith("IVF256_HNSW32,") and graph.assigner.graph
     setting = dict(k=10, nprobe=16, k1=200, k2=50)
     a, b = flat.search_batch(q, **setting), graph.search_batch(q, **setting)
     overlap = np.mean([len(set(r) & set(s)) / 10 for r, s in zip(a.rows, b.rows)])

@@ -156,7 +156,7 @@ def test_texts_are_encoded_by_ray_data_into_the_index_a_single_machine_builds(cl
     local = retrieval.open_index(indexing.build(tmp_path / "local", tmp_path / "texts", model=DEFAULT_MODEL, **opts))
     dist = retrieval.open_index(indexing.build(tmp_path / "ray", tmp_path / "texts", model=DEFAULT_MODEL,
                                                ray="auto", **opts))
-    assert dist.manifest["build"]["engine"] == "ray" and dist.count == local.count == 600
+    assert dist.manifest.build["engine"] == "ray" and dist.count == local.count == 600
     assert not (tmp_path / ".ray.encoded").exists()  # the encoding spool is removed once the index is complete
     for a, b in zip(dist.backend.shards, local.backend.shards):
         np.testing.assert_array_equal(a.ids, b.ids)  # row numbers, in input order

@@ -85,8 +85,8 @@ def test_pyarrow_expressions_and_every_attribute_type(filtered):
     sql = "published >= TIMESTAMP '2021-06-01' AND NOT archived AND lang IN ('de')"
     mask = (days >= (dt.date(2021, 6, 1) - dt.date(2020, 1, 1)).days) & ~attrs["archived"] & (attrs["lang"] == "de")
     assert check(index.search_batch(queries, k=10, where=sql), mask, docs, queries) >= 0.95
-    assert index.manifest["attributes"]["published"] == "timestamp[us]"
-    assert index.manifest["attributes"]["tags"].startswith("list<")
+    assert index.manifest.attributes["published"] == "timestamp[us]"
+    assert index.manifest.attributes["tags"].startswith("list<")
     assert index.info()["attributes"]["bucket"] == "int64"
 
 

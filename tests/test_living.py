@@ -182,13 +182,13 @@ def test_drift_is_measured_and_warned(index, small_data):
     texts = [f"t{i}" for i in ids]
     rec = indexing.add(index, x, ids=ids, texts=texts, quiet=True)
     assert rec["warning"] is None and rec["drift"]["rows"] == 300
-    ref = retrieval.open_index(index).manifest["drift_reference"]
+    ref = retrieval.open_index(index).manifest.drift_reference
     assert 0.8 < rec["drift"]["centroid_distance"] / ref["centroid_distance"] < 1.2
     far = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)  # another distribution
     with pytest.warns(UserWarning, match="differ from those the index was trained on.*rebuild"):
         rec = indexing.add(index, far, ids=[f"far-{i}" for i in range(300)], texts=texts, quiet=True)
     assert rec["drift"]["centroid_distance"] > 1.25 * ref["centroid_distance"]
-    assert retrieval.open_index(index).manifest["changes"][-1]["warning"] == rec["warning"]
+    assert retrieval.open_index(index).manifest.changes[-1]["warning"] == rec["warning"]
 
 
 def test_an_index_of_format_1_opens_and_takes_changes(index, small_data):
@@ -271,7 +271,7 @@ def test_a_change_killed_at_any_point_leaves_a_valid_index_and_reruns_to_the_sam
     np.testing.assert_array_equal(end[3], want[3])
     assert retrieval.open_index(index, verify=True).live == want[1]
     m = retrieval.open_index(index).manifest
-    named = {layout.shard_name(s["number"]) for s in m["shards"]} | {r for r in m["retained"] if "/" not in r}
+    named = {layout.shard_name(s.number) for s in m.shards} | {r for r in m.retained if "/" not in r}
     assert set(os.listdir(index / layout.SHARDS)) == named  # nothing half-written, or superseded twice, is left
 
 

@@ -288,7 +288,7 @@ def test_csv_and_json_lines_inputs_build_and_add(tmp_path):
                    quiet=True)
     assert indexing.add(tmp_path / "idx", tmp_path / "b.jsonl", quiet=True)["added"] == 40
     ix = retrieval.open_index(tmp_path / "idx")
-    assert len(ix) == 160 and ix.manifest["attributes"] == {"year": "int64"}
+    assert len(ix) == 160 and ix.manifest.attributes == {"year": "int64"}
     hit = ix.search(x[7], k=1)[0]
     assert (hit.id, hit.text) == ("d7", "1007")  # a CSV text of digits stays text
     assert ix.search(x[130], k=1)[0].text == "jsonl 130"
@@ -331,7 +331,7 @@ def test_the_shell_prints_zero_hits_precise_shares_and_plugin_names(built, copy,
                  "--quiet"]) == 0
     printed = capsys.readouterr()
     assert printed.out.strip() == "0 hits" and printed.err == ""  # --quiet: no note on stderr
-    _loading_note(SimpleNamespace(manifest={"model": {"name": "some/model"}}), None)
+    _loading_note(SimpleNamespace(manifest=SimpleNamespace(model={"name": "some/model"})), None)
     assert "note: loading the query model some/model" in capsys.readouterr().err
     indexing.delete(copy, ["d1"], quiet=True)  # 1 of 150 rows: 0.667% of its shard
     with caplog.at_level(logging.INFO):
@@ -370,3 +370,8 @@ def test_the_server_takes_dict_filters_as_the_engine_does(built):
             [ids("list_contains(tags, 'r')")[0], ids(None)[1], ids("flag")[2]]
         r = client.post("/search", json={"vectors": x[:1].tolist(), "where": {"nope": 1}})
         assert r.status_code == 400 and "nope" in r.json()["detail"]
+
+
+def test_one_id_is_one_document_not_its_characters(built):
+    with retrieval.open_index(built[0]) as ix:
+        assert [r.id for r in ix.get("d12")] == ["d12"] and [r.id for r in ix.get(["d12", "d3"])] == ["d12", "d3"]

@@ -17,10 +17,10 @@ def test_cascade_recall_at_10_reaches_095_on_20k_vectors_with_defaults(tmp_path)
     index = retrieval.open_index(tmp_path / "idx")
     # the build measured its plan on the sample and kept it; a GPU build only 8-bit codes (faiss's GPU IVF-PQ
     # has no fast-scan)
-    sel = index.manifest["build"]["selection"]
-    assert index.manifest["factory"] == f"IVF{sel['nlist']},{sel['code']}"
+    sel = index.manifest.build["selection"]
+    assert index.manifest.factory == f"IVF{sel['nlist']},{sel['code']}"
     assert sel["code"] in (("PQ32",) if resolve_device("auto") == "gpu" else ("PQ32", "PQ64x4fs"))
-    assert index.manifest["transform"]["kind"] == "pca"  # rotated data: the projection must win
+    assert index.manifest.transform["kind"] == "pca"  # rotated data: the projection must win
     truth = exact_topk(docs, queries, 10)
     cascade = index.search_batch(queries, k=10)
     first = index.search_batch(queries, k=10, int8=False, full=False)

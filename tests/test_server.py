@@ -1,13 +1,11 @@
 """The HTTP server (`matryoshka serve`), tested as users run it: a real uvicorn process on a free port, a real HTTP
 client. One server serves the module; the kill-and-restart test starts its own."""
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,41 +14,13 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from conftest import Server  # noqa: E402
 from matryoshka import indexing, retrieval  # noqa: E402
 
 N, DIM = 2000, 32
 TOKEN = "s3cret-token"
 MAX_BATCH, MAX_BODY = 64, 200_000
 LANGS = np.array(["en", "de", "fr"])
-
-
-class Server:
-    """`python -m matryoshka.retrieval.cli serve INDEX` on a free port, its output in a log file."""
-
-    def __init__(self, index: Path, log: Path, *args: str):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url, self.log = f"http://127.0.0.1:{self.port}", log
-        cmd = [sys.executable, "-m", "matryoshka.retrieval.cli", "serve", str(index), "--port", str(self.port),
-               "--no-access-log", "--log-level", "warning", *args]
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, f"the server exited ({self.proc.returncode}):\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the server did not come up:\n{log.read_text()[-3000:]}"
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def test_one_shard_and_fourteen_give_the_same_results_with_deletes_and_filters(p
     _, q = data
     one, many = (shutil.copytree(p, tmp_path / p.name) for p in pair)
     a, b = retrieval.open_index(one), retrieval.open_index(many)
-    assert len(a.manifest["shards"]) == 1 and len(b.manifest["shards"]) == 14
+    assert len(a.manifest.shards) == 1 and len(b.manifest.shards) == 14
     _same(a, b, q)
     gone = [f"d{i}" for i in range(0, N, 7)]
     for path in (one, many):

@@ -50,7 +50,7 @@ def test_stdlib_corpus_is_read_without_importing(text_index):
 def test_text_query_finds_the_passage_it_paraphrases(text_index):
     out, ids, texts = text_index
     index = retrieval.open_index(out)
-    assert index.manifest["model"]["name"] == MODEL and index.full_dim == 384 and index.index_dim == 256
+    assert index.manifest.model["name"] == MODEL and index.full_dim == 384 and index.index_dim == 256
     # querying with a document's own text must return that document first
     hits = index.search(texts[42], k=3)
     assert hits[0].id == ids[42] and hits[0].text == texts[42]

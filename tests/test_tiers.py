@@ -9,6 +9,7 @@ import pytest
 
 from matryoshka.core.errors import InputError
 from matryoshka.storage import row_reader, tiers
+from matryoshka.storage.manifest import Manifest
 from matryoshka.storage.row_reader import FileRows, evict
 from matryoshka.retrieval import open_index
 
@@ -189,9 +190,9 @@ def test_a_point_tuned_with_stores_on_ssd_prices_reads_and_is_kept_for_that_plac
     again = indexing.build(tmp_path / "budgeted", docs, index_dim=32, pq_bytes=8, shard_size=1000, quiet=True,
                            select=False, memory_budget=budget)
     with open_index(again, memory_budget=budget) as built:
-        assert set(built.manifest["operating_points"]) == {"int8=ssd,full=ssd"}
-        assert "operating_point" not in built.manifest
-        assert built.params.k1 == built.manifest["operating_points"]["int8=ssd,full=ssd"]["k1"]
+        assert set(built.manifest.operating_points) == {"int8=ssd,full=ssd"}
+        assert built.manifest.operating_point is None
+        assert built.params.k1 == built.manifest.operating_points["int8=ssd,full=ssd"]["k1"]
 
 
 def test_stores_in_ivf_list_order_answer_the_same_with_fewer_device_reads(tmp_path):
@@ -209,7 +210,7 @@ def test_stores_in_ivf_list_order_answer_the_same_with_fewer_device_reads(tmp_pa
     p = dict(k=10, nprobe=4, k1=200, k2=50)
     estimate = {}  # before opening, a budget's codes count the slots a list-ordered shard holds in RAM
     for order, root in roots.items():
-        manifest = json.loads((root / "manifest.json").read_text())
+        manifest = Manifest.from_dict(json.loads((root / "manifest.json").read_text()))
         estimate[order] = tiers.store_sizes(manifest, faiss.read_index(str(root / "trained.faiss")))["codes"]
     slot_files = sum((f.stat().st_size for f in roots["lists"].rglob("slots.u32.npy")))
     assert estimate["lists"] - estimate["input"] == slot_files > 4 * 12000

@@ -64,7 +64,7 @@ def test_bm25_ranking_survives_deletes_and_compaction(tmp_path, four_shards):
     before = _ranked(handle, QUERIES)
     indexing.compact(path, min_dead=0.1, quiet=True)
     handle.reload()
-    assert len(retrieval.open_index(path).manifest["shards"]) == 4
+    assert len(retrieval.open_index(path).manifest.shards) == 4
     after = _ranked(handle, QUERIES)
     # the same scores, and the same documents above the cut: compaction renumbers shard 0's rows, so only the
     # order within equal scores (broken by the lower row) may change

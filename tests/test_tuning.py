@@ -162,7 +162,7 @@ def test_sample_queries_avoid_the_training_sample_whose_codes_flatter_them(tmp_p
     docs = _clustered(6000, 3, 1.0)
     indexing.build(tmp_path / "idx", docs, **BUILD, train_size=3000, tune=False)
     index = retrieval.open_index(tmp_path / "idx")
-    trained = sample_rows(index.count, index.manifest["build"]["train_rows"], 0)
+    trained = sample_rows(index.count, index.manifest.build["train_rows"], 0)
     rows, x = tuning.sample_queries(index.tunable(), 300)
     assert len(rows) == 300 and not np.isin(rows, trained).any()
     np.testing.assert_allclose(x, docs[rows] / np.linalg.norm(docs[rows], axis=1, keepdims=True), atol=2e-3)

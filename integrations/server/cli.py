@@ -1,7 +1,8 @@
-"""serve an index over HTTP (FastAPI on uvicorn; needs the `server` extra).
+"""serve an index, or a folder of indexes, over HTTP (FastAPI on uvicorn; needs the `server` extra).
 
-`matryoshka serve INDEX`, registered under the `matryoshka.commands` entry point group. Install the extra from a
-clone of the repository: pip install -e ".[server]"."""
+`matryoshka serve INDEX` (or `serve FOLDER`: each index in it under /indexes/NAME), registered under the
+`matryoshka.commands` entry point group. Install the extra from a clone of the repository:
+pip install -e ".[server]"."""
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,11 @@ FACTORY = "matryoshka.integrations.server.app:app_from_env"
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="matryoshka serve", description="serve an index over HTTP: search, explain, "
-                                "info, add, upsert and delete as JSON endpoints (docs at /docs, schema at "
-                                "/openapi.json)", formatter_class=HelpFormatter)
-    p.add_argument("index", help="index folder")
+                                "get, info, add, upsert and delete as JSON endpoints (docs at /docs, schema at "
+                                "/openapi.json); or every index in a folder, each under /indexes/NAME/",
+                                formatter_class=HelpFormatter)
+    p.add_argument("index", help="index folder, or a folder of indexes (an index in it is created by its first "
+                                 "add)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--workers", type=positive_int, default=1,
@@ -30,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"require 'Authorization: Bearer TOKEN' on every endpoint; /health without it says only "
                         f"'ok' (default: ${TOKEN_ENV}; the variable keeps it out of the process list)")
     p.add_argument("--max-batch", type=positive_int, default=1024, help="queries per search request")
-    p.add_argument("--max-docs", type=positive_int, default=10_000, help="documents per add / upsert, ids per delete")
+    p.add_argument("--max-docs", type=positive_int, default=10_000,
+                   help="documents per add / upsert, ids per delete / get, records per get")
     p.add_argument("--max-k", type=positive_int, default=1000, help="hits per query")
     p.add_argument("--max-body-bytes", type=_size, default="64M", help="request body size, e.g. 64M or 1000000")
     p.add_argument("--reload-interval", type=_seconds, default=0.5,
@@ -97,10 +101,13 @@ def _check_index(path: str) -> None:
     """Refuse a folder that holds no readable index before starting workers that would each fail on it."""
     from matryoshka.storage.manifest import read_manifest
     from matryoshka.storage.pinned import PinnedFolder
+
+    from .catalog import is_index
     if not os.path.isdir(path):
         raise InputError(f"no index at {path}: the folder does not exist")
-    with PinnedFolder(path) as folder:
-        read_manifest(folder)
+    if is_index(path):
+        with PinnedFolder(path) as folder:
+            read_manifest(folder)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Every error the server answers, as one JSON shape: {"error": kind, "detail": what is wrong and the fix}.
+"""Every error the server answers, as one JSON shape: {"error": kind, "detail": what is wrong and the fix,
+"classes": the engine's exception classes}.
 
 Engine errors keep their message (it names the problem and the fix): bad input is a 400, a change refused
 because another process is changing the index a 409, an index that cannot be read a 503. Request bodies that do
-not match their schema are a 422 listing each field.
+not match their schema are a 422 listing each field. `classes` names the engine's exception class and its bases,
+most specific first (a 413 or 422 is an `InputError`, an unknown field an `UnknownOption`), so that a client
+(`retrieval.remote`) raises what the engine raises in process; it is empty for errors of HTTP alone (401, 404).
 """
 from __future__ import annotations
 
@@ -14,27 +17,38 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from matryoshka.core.errors import (BuildRefused, IndexFormatError, InputError, MatryoshkaError,
-                                    RerankerUnavailable, ShardsUnavailable)
+                                    RerankerUnavailable, ShardsUnavailable, UnknownOption)
 
 log = logging.getLogger("matryoshka.server")
 
 # most specific first
 STATUS = ((InputError, 400), (BuildRefused, 409), (IndexFormatError, 503), (RerankerUnavailable, 503),
           (ShardsUnavailable, 503), (MatryoshkaError, 500))
+REFUSED_INPUT = {413: InputError, 422: InputError}  # the server's own refusals, as the engine would class them
+
+
+def classes(kind: type[Exception] | None) -> list[str]:
+    """The engine's exception class `kind` and its bases up to MatryoshkaError, most specific first."""
+    if kind is None:
+        return []
+    return [c.__name__ for c in kind.__mro__ if issubclass(c, MatryoshkaError)]
 
 
 class ApiError(HTTPException):
     """An error answered as {"error": kind, "detail": detail}. An HTTPException, so that FastAPI lets it through
     when it is raised while the body is read (the body limit), instead of making it a 400."""
 
-    def __init__(self, status: int, kind: str, detail: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, kind: str, detail: str, headers: dict[str, str] | None = None,
+                 engine: type[MatryoshkaError] | None = None):
         super().__init__(status, detail, headers)
-        self.kind = kind
+        self.kind, self.engine = kind, engine
 
 
 def error_response(status: int, kind: str, detail: str, headers: dict[str, str] | None = None,
-                   **extra) -> JSONResponse:
-    return JSONResponse({"error": kind, "detail": detail, **extra}, status_code=status, headers=headers)
+                   engine: type[MatryoshkaError] | None = None, **extra) -> JSONResponse:
+    """The error body; `engine`: the engine's exception class a client raises for it (None: an HTTP error)."""
+    body = {"error": kind, "detail": detail, "classes": classes(engine or REFUSED_INPUT.get(status)), **extra}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -42,7 +56,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        return error_response(e.status_code, e.kind, e.detail, e.headers)
+        return error_response(e.status_code, e.kind, e.detail, e.headers, e.engine)
 
     @app.exception_handler(HTTPException)  # 404, 405 and FastAPI's own
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
@@ -53,14 +67,16 @@ def install(app: FastAPI) -> None:
         status = next(code for kind, code in STATUS if isinstance(e, kind))
         if status >= 500:
             log.error("%s %s: %s: %s", request.method, request.url.path, type(e).__name__, e)
-        return error_response(status, type(e).__name__, str(e))
+        return error_response(status, type(e).__name__, str(e), engine=type(e))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in e.errors()]
         said = [_say(err) for err in errors]
         more = f" (and {len(said) - 3} more)" if len(said) > 3 else ""
-        return error_response(422, "InvalidRequest", "; ".join(said[:3]) + more, errors=errors)
+        unknown = any(err["type"] == "extra_forbidden" for err in errors)
+        return error_response(422, "InvalidRequest", "; ".join(said[:3]) + more,
+                              engine=UnknownOption if unknown else InputError, errors=errors)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, e: Exception) -> JSONResponse:

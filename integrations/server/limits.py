@@ -12,7 +12,7 @@ from .errors import ApiError, error_response
 @dataclass(frozen=True)
 class Limits:
     max_batch: int = 1024  # queries per search or explain
-    max_docs: int = 10_000  # documents per add or upsert, ids per delete
+    max_docs: int = 10_000  # documents per add or upsert, ids per delete or get, records per get
     max_k: int = 1000  # hits per query
 
     def check_queries(self, n: int, k: int) -> None:

@@ -13,6 +13,8 @@ Id = int | str
 # JSON values an attribute column takes: numbers, strings, booleans, lists of strings; null is missing
 AttributeValue = bool | int | float | str | list[str] | None
 QUERY_FIELDS = ("query", "vector", "queries", "vectors")
+WHERE = ("SQL condition over the attributes, e.g. \"lang = 'en' AND year >= 2020\", or a dict filter, e.g. "
+         "{\"lang\": \"en\", \"year\": {\"$gte\": 2020}}")
 
 
 class Strict(BaseModel):
@@ -24,9 +26,7 @@ class SearchOptions(Strict):
 
     k: int = Field(10, ge=1, description="hits per query")
     where: str | dict | list[str | dict | None] | None = Field(
-        None, description="SQL condition over the attributes, e.g. \"lang = 'en' AND year >= 2020\", or a dict "
-                          "filter, e.g. {\"lang\": \"en\", \"year\": {\"$gte\": 2020}}; or one per query "
-                          "(null: none)")
+        None, description=f"{WHERE}; or one per query (null: none)")
     nprobe: int | None = Field(None, ge=1, description="IVF lists scanned per query")
     k1: int | None = Field(None, ge=1, description="first-pass depth")
     k2: int | None = Field(None, ge=1, description="kept after int8 re-scoring")
@@ -40,6 +40,8 @@ class SearchOptions(Strict):
     k_lexical: int | None = Field(None, ge=1, description="hybrid: BM25 candidates joined to the first pass")
     fusion: Literal["rrf", "weighted"] | None = None
     lexical_weight: float | None = Field(None, ge=0)
+    lexical_syntax: bool | None = Field(None, description="read query texts in tantivy's query language")
+    coarse_ef: int | None = Field(None, ge=1, description="search depth of an HNSW coarse quantizer")
 
     def options(self) -> dict[str, Any]:
         """The stage options given (those left out keep the index's defaults), without k and where."""
@@ -90,6 +92,9 @@ class SearchResponse(BaseModel):
     generation: int = Field(description="the index generation that answered")
     timings_ms: dict[str, float] = Field(description="milliseconds per stage")
     partial: bool = False
+    missing_shards: list[int] = Field(default_factory=list, description="shards that could not answer (partial)")
+    stages: list[str] = Field(default_factory=list, description="the stages that ran, in order (a hit's `scores` "
+                                                                "has those that scored it)")
 
 
 class ExplainResponse(BaseModel):
@@ -122,8 +127,41 @@ class AddRequest(Strict):
 
 
 class DeleteRequest(Strict):
-    ids: list[Id] = Field(min_length=1)
+    """Documents by id, those passing `where`, or those of the ids that pass it."""
+
+    ids: list[Id] | None = None
+    where: str | dict | None = Field(None, description=f"{WHERE}; 'true' deletes every document")
     missing_ok: bool = Field(True, description="ignore ids not in the index (false: refuse the whole delete)")
+
+
+class GetRequest(Strict):
+    """Stored documents by id (in the order given), or those passing `where` in row order, a page at a time."""
+
+    ids: list[Id] | None = None
+    where: str | dict | None = Field(None, description=f"{WHERE}; 'true' reads every document")
+    limit: int | None = Field(None, ge=0, description="at most this many records (and at most --max-docs)")
+    after: int | None = Field(None, ge=0, description="paging: the `row` of the last record of the previous page")
+    vectors: bool = Field(False, description="add each document's full vector")
+
+
+class Record(BaseModel):
+    id: Id
+    row: int = Field(description="global row in the index (stable within a generation)")
+    text: str | None = None
+    attributes: dict[str, Any] = Field(description="the document's attributes; nulls left out")
+    vector: list[float] | None = None
+
+
+class GetResponse(BaseModel):
+    records: list[Record]
+    generation: int = Field(description="the index generation that answered")
+
+
+class IndexEntry(BaseModel):
+    name: str
+    generation: int | None = None
+    count: int | None = Field(None, description="live documents")
+    error: str | None = Field(None, description="why the index could not be opened")
 
 
 class TuneRequest(Strict):
@@ -148,9 +186,12 @@ class Health(BaseModel):
     count: int | None = Field(None, description="live documents")
     reload_error: str | None = Field(None, description="why the newest generation on disk could not be "
                                                           "opened (the one named is served meanwhile)")
+    indexes: list[str] | None = Field(None, description="a server of many indexes: their names")
 
 
 class Error(BaseModel):
     error: str = Field(description="the kind of error")
     detail: str = Field(description="what is wrong and how to fix it")
+    classes: list[str] = Field(description="the engine's exception class and its bases, most specific first, "
+                                           "for a client to raise the same (empty: an error of HTTP alone)")
     errors: list[dict[str, Any]] | None = Field(None, description="422: each invalid field")

@@ -29,6 +29,7 @@ from matryoshka.indexing.attributes import check_type
 from matryoshka.retrieval import SearchResult
 from matryoshka.storage.attribute_schema import manifest_schema
 
+from .errors import ApiError
 from .schemas import Document
 from .watch import ManifestWatch, stamp
 
@@ -48,10 +49,8 @@ class IndexService:
         self._watch = ManifestWatch(self.path / layout.MANIFEST, reload_interval)
         self._reloading = threading.Lock()  # one reload at a time: two could install generations out of order
         self._changing = threading.Lock()
-        digest = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
-        self._change_file = Path(tempfile.gettempdir()) / f"matryoshka-serve-{digest}.lock"
         self._warm_up()
-        if preload_model and self.index.manifest["model"] is not None:
+        if preload_model and self.index.manifest.model is not None:
             self._load_model()
 
     def _warm_up(self) -> None:
@@ -91,7 +90,7 @@ class IndexService:
         seen = self._watch.latest  # taken before reading: a change after it is seen at the next look
         try:
             on_disk = layout.read_json(self._watch.path, "manifest")
-            if on_disk != self.index.manifest:  # a stat change alone (a touch, a copy) costs no reload
+            if on_disk != self.index.manifest.to_dict():  # a stat change alone (a touch, a copy) costs no reload
                 before = self.index.generation
                 self.index.reload()
                 log.info("reloaded %s: generation %d -> %d", self.path, before, self.index.generation)
@@ -126,6 +125,23 @@ class IndexService:
     def info(self) -> dict:
         return jsonable(self.refresh().info())
 
+    def manifest(self) -> dict:
+        """The manifest of the generation served (what `retrieval.Index.manifest` holds), as on disk."""
+        return self.refresh().manifest.to_dict()
+
+    def get(self, ids: list | None, where, limit: int | None, after: int | None, vectors: bool,
+            most: int) -> tuple[list[dict], int]:
+        """(the records as JSON objects, the generation read) of `Index.get`; more than `most` is a 413."""
+        index = self.refresh()
+        generation = index.generation
+        records = index.get(ids, where=where, limit=most + 1 if limit is None else min(limit, most + 1),
+                            after=after, vectors=vectors)
+        if len(records) > most:
+            raise ApiError(413, "TooManyDocuments", f"more than {most} records match; this server returns at most "
+                                                    f"{most} per request (--max-docs): page with limit and after")
+        return [jsonable({"id": r.id, "row": r.row, "text": r.text, "attributes": r.attributes,
+                          "vector": r.vector}) for r in records], generation
+
     def tune(self, target_recall: float, from_traffic: bool) -> dict:
         """Measure and store the operating point (one change at a time, as an add); the point as a dict."""
         with self.change():
@@ -135,35 +151,50 @@ class IndexService:
     @contextmanager
     def change(self) -> Iterator[None]:
         """One change at a time (across this server's worker processes too), then the new generation served."""
-        with self._changing, open(self._change_file, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+        with self._changing, change_lock(self.path):
             yield
             self._reload_now()
 
     def add(self, documents: Sequence[Document], upsert: bool = False) -> dict:
         """Add (or upsert) documents: vectors, or texts the index's model encodes; returns the change record."""
-        first = documents[0]
-        texts = [d.text for d in documents] if first.text is not None else None
-        if first.vector is not None:
-            data = _matrix([d.vector for d in documents], "document vectors")
-        elif self.index.manifest["model"] is None:  # the engine would ask for model=, which a client cannot give
-            raise InputError("this index was built from vectors without a model, so it cannot encode texts: give "
-                             "each document's vector")
-        else:
-            data, texts = texts, None  # texts as the input: encoded by the index's model, and stored
-        ids = [d.id for d in documents] if first.id is not None else None
+        data, ids, texts = document_inputs(documents, self.index.manifest.model is not None)
         with self.change():
             # the columns of the newest generation: another process may have added some since the last reload
-            stored = manifest_schema(layout.read_json(self._watch.path, "manifest"))
+            stored = manifest_schema(layout.read_json(self._watch.path, "manifest").get("attributes") or {})
             attributes = attribute_table(documents, stored)
             record = indexing.add(self.path, data, ids=ids, texts=texts, attributes=attributes, upsert=upsert,
                                   quiet=True)
         return change_record(record)
 
-    def delete(self, ids: list, missing_ok: bool = True) -> dict:
+    def delete(self, ids: list | None, where=None, missing_ok: bool = True) -> dict:
+        """Delete documents by id, by condition, or those of the ids passing it; returns the change record."""
         with self.change():
-            record = indexing.delete(self.path, ids, missing_ok=missing_ok, quiet=True)
+            record = indexing.delete(self.path, ids, where=where, missing_ok=missing_ok, quiet=True)
         return change_record(record)
+
+
+@contextmanager
+def change_lock(path: Path) -> Iterator[None]:
+    """One change of the index at `path` at a time across this server's threads and worker processes: an flock
+    on a file in the system's temp folder, named after the path (released when it closes, or the process dies)."""
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"matryoshka-serve-{digest}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def document_inputs(documents: Sequence[Document], has_model: bool) -> tuple[Any, list | None, list | None]:
+    """(data, ids, texts) as `indexing.add` and `build` take them: the documents' vectors, or their texts for
+    the index's model to encode (then stored as the input itself)."""
+    first = documents[0]
+    texts = [d.text for d in documents] if first.text is not None else None
+    ids = [d.id for d in documents] if first.id is not None else None
+    if first.vector is not None:
+        return _matrix([d.vector for d in documents], "document vectors"), ids, texts
+    if not has_model:  # the engine would ask for model=, which a client cannot give
+        raise InputError("this index was built from vectors without a model, so it cannot encode texts: give "
+                         "each document's vector")
+    return texts, ids, None
 
 
 def _queries(queries: Sequence):

@@ -9,9 +9,8 @@ import pyarrow as pa
 from matryoshka.core.errors import IndexFormatError
 
 
-def manifest_schema(m: dict) -> pa.Schema | None:
+def manifest_schema(described: dict[str, str]) -> pa.Schema | None:
     """The schema the manifest's `attributes` ({name: type}) describe; None when the index stores none."""
-    described = m.get("attributes") or {}
     if not described:
         return None
     try:

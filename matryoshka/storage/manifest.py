@@ -1,11 +1,14 @@
 """The manifest: written last by a build, read and checked field by field before anything trusts it.
 
 A manifest edited by hand, damaged on disk or written by another tool must be refused with the field that
-is wrong, never half-read into a KeyError or, worse, into silently wrong search results.
+is wrong, never half-read into a KeyError or, worse, into silently wrong search results. In memory it is a
+typed `Manifest` (with a `ShardRecord` per shard): `read_manifest` is its one reader, which checks the format
+version and every field, and `write_manifest` its one writer, which checks it again with the reader's rules.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +148,119 @@ def check_manifest(m: dict) -> None:
             _int(point, key, "operating_point", 1)
 
 
-def read_manifest(folder: PinnedFolder) -> dict:
+@dataclass(frozen=True)
+class ShardRecord:
+    """A shard as the manifest names it: its number, rows, files (name -> {bytes, sha256}) and tombstones."""
+
+    number: int
+    count: int
+    id_start: int  # its first global row
+    files: dict
+    ids_are_rows: bool = False  # its external ids are its global rows (no id map stored)
+    dead: dict | None = None  # its tombstone file's record: {file, count, bytes, sha256}
+
+    @property
+    def dead_count(self) -> int:
+        return self.dead["count"] if self.dead else 0
+
+    @property
+    def live(self) -> int:
+        return self.count - self.dead_count
+
+    @property
+    def end(self) -> int:
+        """One past its last global row."""
+        return self.id_start + self.count
+
+    @classmethod
+    def of(cls, d: dict) -> "ShardRecord":
+        """From a manifest's shard entry or a finished shard's own `shard.json` (other keys left out)."""
+        return cls(d["number"], d["count"], d["id_start"], d["files"], d.get("ids_are_rows", False), d.get("dead"))
+
+    def to_dict(self) -> dict:
+        d = {"number": self.number, "count": self.count, "id_start": self.id_start, "files": self.files,
+             "ids_are_rows": self.ids_are_rows}
+        return d if self.dead is None else {**d, "dead": self.dead}
+
+
+_OPTIONAL = ("retained", "next_id", "changes", "operating_point", "operating_points", "hybrid", "drift_reference")
+
+
+@dataclass
+class Manifest:
+    """An index generation: what was built (vectors, transform, first-pass factory, model), its shards, the
+    changes since, and the settings measured for it. Fields the engine does not know are kept in `extra` and
+    written back as they were."""
+
+    format_version: int
+    metric: str
+    full_dim: int
+    index_dim: int
+    count: int  # rows in its shards, deleted ones included
+    id_type: str  # "int" or "string"
+    transform: dict  # {kind, file, selection}
+    int8: dict
+    factory: str  # the faiss factory string of the first pass
+    nlist: int | None
+    trained: dict
+    transform_file: dict
+    model: dict | None  # the model that made the vectors: {name, dim, probe, ...}
+    has_text: bool
+    attributes: dict  # column -> type name
+    lexical: bool
+    shards: tuple[ShardRecord, ...]
+    build: dict  # how it was built: options, selection, training sample
+    generation: int = 1
+    next_shard: int | None = None
+    next_row: int | None = None
+    dead: int = 0
+    retained: list = field(default_factory=list)  # files of the generation before, deleted by the next change
+    next_id: int | None = None
+    changes: list = field(default_factory=list)  # the last changes' records
+    operating_point: dict | None = None  # measured with every store in RAM or the page cache
+    operating_points: dict = field(default_factory=dict)  # placement key -> point (`storage.tiers.point_key`)
+    hybrid: dict | None = None  # the measured fusion (`retrieval.fusion_tuning`)
+    drift_reference: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def live(self) -> int:
+        """Documents not deleted."""
+        return self.count - self.dead
+
+    def next_numbers(self) -> tuple[int, int]:
+        """(shard number, first global row) for the next new shard: never one a generation used before."""
+        last = self.shards[-1] if self.shards else None
+        return (self.next_shard if self.next_shard is not None else (last.number + 1 if last else 0),
+                self.next_row if self.next_row is not None else (last.end if last else 0))
+
+    def replaced(self, **changes) -> "Manifest":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifest":
+        """From a checked manifest's JSON object (`check_manifest`)."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in d.items() if k in known and not (k in _OPTIONAL and v is None)}
+        values["shards"] = tuple(ShardRecord.of(s) for s in d["shards"])
+        values.setdefault("id_type", "string")
+        for k in ("int8", "attributes", "build"):
+            values.setdefault(k, {})
+        values.setdefault("nlist", None)
+        values.setdefault("lexical", False)
+        return cls(**values, extra={k: v for k, v in d.items() if k not in known})
+
+    def to_dict(self) -> dict:
+        """The JSON object written to disk (optional fields left out while unset)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        d["shards"] = [s.to_dict() for s in self.shards]
+        for k in _OPTIONAL:
+            if d[k] in (None, [], {}):
+                del d[k]
+        return {**d, **self.extra}
+
+
+def read_manifest(folder: PinnedFolder) -> Manifest:
     """The manifest of a complete index, checked, with errors that say how to get a good one."""
     root, path = folder.path(), folder.path(layout.MANIFEST)
     try:
@@ -170,28 +285,10 @@ def read_manifest(folder: PinnedFolder) -> dict:
     except _Bad as e:
         raise IndexFormatError(f"manifest {path}: {e}; the file is damaged: rebuild the index or restore it "
                                "from a copy") from None
-    return m
+    return Manifest.from_dict(m)
 
 
-def generation(m: dict) -> int:
-    """The manifest's generation: 1 for a new build, one more for each change since."""
-    return m.get("generation", 1)
-
-
-def live_count(m: dict) -> int:
-    """Documents not deleted."""
-    return m["count"] - m.get("dead", 0)
-
-
-def next_numbers(m: dict) -> tuple[int, int]:
-    """(shard number, first global row) for the next new shard: never one a generation used before."""
-    shards = m["shards"]
-    last_number = shards[-1]["number"] if shards else -1
-    end = shards[-1]["id_start"] + shards[-1]["count"] if shards else 0
-    return m.get("next_shard", last_number + 1), m.get("next_row", end)
-
-
-def moved_on(folder: PinnedFolder, m: dict | None) -> bool:
+def moved_on(folder: PinnedFolder, m: Manifest | None) -> bool:
     """Whether the index pinned in `folder` has a newer generation than `m` (read while it was opened)."""
     if m is None:
         return False
@@ -199,20 +296,19 @@ def moved_on(folder: PinnedFolder, m: dict | None) -> bool:
         now = layout.parse_json(folder.read_bytes(layout.MANIFEST), folder.path(layout.MANIFEST), "manifest")
     except (OSError, IndexFormatError):
         return False
-    return generation(now) != generation(m)
+    return now.get("generation", 1) != m.generation
 
 
-def shard_records(shards: list[dict]) -> list[dict]:
-    """The manifest's entry for each finished shard, from the shard's own `shard.json`."""
-    return [{**{k: s[k] for k in ("number", "count", "id_start", "files")},
-             "ids_are_rows": s.get("ids_are_rows", False)} for s in shards]
+def shard_records(shards: list[dict]) -> tuple[ShardRecord, ...]:
+    """The manifest's record of each finished shard, from the shard's own `shard.json`."""
+    return tuple(ShardRecord.of({k: v for k, v in s.items() if k != "dead"}) for s in shards)
 
 
 def new_manifest(root: Path, *, metric: str, full_dim: int, index_dim: int, factory: str, nlist: int,
                  transform_selection: dict, model: dict | None, id_type: str, shards: list[dict],
-                 build: dict, attributes: dict[str, str] | None = None) -> dict:
+                 build: dict, attributes: dict[str, str] | None = None) -> Manifest:
     """A manifest for the finished shards of `root`, with the records of its shared files."""
-    return {
+    return Manifest.from_dict({
         "format_version": layout.FORMAT_VERSION,
         "metric": metric,
         "full_dim": full_dim,
@@ -230,19 +326,21 @@ def new_manifest(root: Path, *, metric: str, full_dim: int, index_dim: int, fact
         "has_text": bool(shards and layout.DOC_BYTES in shards[0]["files"]),
         "attributes": attributes or {},
         "lexical": bool(shards and LEXICAL_META in shards[0]["files"]),
-        "shards": shard_records(shards),
+        "shards": [s.to_dict() for s in shard_records(shards)],
         "build": build,
         "generation": 1,
         "next_shard": max((s["number"] for s in shards), default=-1) + 1,
         "next_row": sum(s["count"] for s in shards),
         "dead": 0,
-    }
+    })
 
 
-def write_manifest(root: Path, manifest: dict) -> None:
-    """Check a manifest with the reader's own rules, then write it atomically: the last step of a build."""
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """Check a manifest with the reader's own rules, then write it atomically: the last step of a build and
+    of every change."""
+    data = manifest.to_dict()
     try:
-        check_manifest(manifest)
+        check_manifest(data)
     except _Bad as e:
         raise IndexFormatError(f"refusing to write a manifest the engine could not read back: {e}") from None
-    layout.write_json_atomic(root / layout.MANIFEST, manifest)
+    layout.write_json_atomic(root / layout.MANIFEST, data)

@@ -18,7 +18,7 @@ from matryoshka.core.codec import Codec
 from matryoshka.core.errors import IndexFormatError, InputError
 
 from .attribute_schema import padded
-from .manifest import LEXICAL_DIR, LEXICAL_META
+from .manifest import LEXICAL_DIR, LEXICAL_META, Manifest, ShardRecord
 from .pinned import PinnedFolder
 from .row_reader import FileRows, drop_cached
 from .row_store import advise_random, check_mapped
@@ -66,19 +66,19 @@ def faiss_from_bytes(data: bytes) -> faiss.Index:
     return faiss.read_index(reader, faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
 
 
-def read_shared(folder: PinnedFolder, manifest: dict) -> tuple[Codec, faiss.Index]:
+def read_shared(folder: PinnedFolder, manifest: Manifest) -> tuple[Codec, faiss.Index]:
     """The index's transform and int8 codec, and its trained IVF (centroids and codebooks, no vectors)."""
-    codec = Codec.load(io.BytesIO(read_checked(folder, layout.TRANSFORM, manifest["transform_file"])))
-    return codec, faiss_from_bytes(read_checked(folder, layout.TRAINED, manifest["trained"]))
+    codec = Codec.load(io.BytesIO(read_checked(folder, layout.TRANSFORM, manifest.transform_file)))
+    return codec, faiss_from_bytes(read_checked(folder, layout.TRAINED, manifest.trained))
 
 
-def read_dead(folder: PinnedFolder, meta: dict) -> np.ndarray | None:
+def read_dead(folder: PinnedFolder, meta: ShardRecord) -> np.ndarray | None:
     """A shard's mask of deleted rows (see `tombstones`), or None when it has none."""
-    rec = meta.get("dead")
+    rec = meta.dead
     if not rec:
         return None
-    name = f"{layout.shard_dir(meta['number'])}/{rec['file']}"
-    return dead_rows(read_checked(folder, name, rec), meta["count"], rec, folder.path(name))
+    name = f"{layout.shard_dir(meta.number)}/{rec['file']}"
+    return dead_rows(read_checked(folder, name, rec), meta.count, rec, folder.path(name))
 
 
 def open_store(folder: PinnedFolder, name: str, rows: int, width: int | None, dtype) -> np.ndarray:
@@ -145,16 +145,16 @@ def _load(root: PinnedFolder, name: str, arr: np.ndarray) -> np.ndarray:
 
 
 class Shard:
-    def __init__(self, root: PinnedFolder, meta: dict, full_dim: int, index_dim: int, has_text: bool,
+    def __init__(self, root: PinnedFolder, meta: ShardRecord, full_dim: int, index_dim: int, has_text: bool,
                  deep: bool = False, attributes: pa.Schema | None = None, codes: bool = True):
         """`codes=False` leaves the faiss codes unread (`index` None): a search that already holds them in its
         merged first pass (`retrieval.first_pass`) reads them again only with `read_codes`."""
         self.meta, self.schema = meta, attributes
-        self.number, self.count, self.id_start = meta["number"], meta["count"], meta["id_start"]
+        self.number, self.count, self.id_start = meta.number, meta.count, meta.id_start
         folder = layout.shard_dir(self.number)
         if not root.is_dir(folder):
             raise IndexFormatError(f"shard folder {root.path(folder)} is missing; restore it or rebuild the index")
-        files = meta["files"]
+        files = meta.files
         for name in files:
             check_file(root, f"{folder}/{name}", files[name],
                        deep and name not in (layout.INDEX_FILE, layout.IDS_FILE, layout.ATTR_FILE))
@@ -162,7 +162,7 @@ class Shard:
         ids_bytes = read_checked(root, f"{folder}/{layout.IDS_FILE}", files[layout.IDS_FILE])
         try:
             self.ids = _id_map(ids_bytes, root.path(f"{folder}/{layout.IDS_FILE}"), self.count,
-                               self.id_start if meta.get("ids_are_rows") else None)
+                               self.id_start if meta.ids_are_rows else None)
         except IndexFormatError:
             raise
         except Exception as e:  # noqa: BLE001 - Arrow raises many kinds
@@ -207,12 +207,12 @@ class Shard:
     @property
     def codes_key(self) -> tuple:
         """What identifies this shard's faiss codes: equal keys, equal codes (the file's checksum included)."""
-        return self.number, self.id_start, self.count, self.meta["files"][layout.INDEX_FILE]["sha256"]
+        return self.number, self.id_start, self.count, self.meta.files[layout.INDEX_FILE]["sha256"]
 
     def read_codes(self, root: PinnedFolder) -> faiss.Index:
         """The shard's faiss index (its IVF-PQ codes, global row ids), read and checked against the manifest."""
         folder = layout.shard_dir(self.number)
-        data = read_checked(root, f"{folder}/{layout.INDEX_FILE}", self.meta["files"][layout.INDEX_FILE])
+        data = read_checked(root, f"{folder}/{layout.INDEX_FILE}", self.meta.files[layout.INDEX_FILE])
         try:
             index = faiss_from_bytes(data)
         except Exception as e:  # noqa: BLE001 - faiss raises many kinds

@@ -5,6 +5,9 @@ allows (the kernel decides; a cold store costs one page fault per row). With a b
 in the order the cascade needs them, as long as they fit: the first-pass codes (always in RAM: a search cannot
 run without them), the int8 short vectors, the full vectors, the texts. A store that fits is read into RAM
 whole; one that does not is read from SSD with many reads in flight (`row_reader`), not through page faults.
+
+A GPU budget adds two tiers for the int8 store, which re-scoring on a GPU reads at random: GPU memory where it
+fits, else page-locked ("pinned") host memory, from which candidate rows go to the GPU in one copy a batch.
 """
 from __future__ import annotations
 
@@ -13,14 +16,21 @@ import numbers
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from matryoshka.core import checks
 from matryoshka.core.errors import InputError
 
+if TYPE_CHECKING:
+    from .manifest import Manifest, ShardRecord
+
 STORES = ("codes", "int8", "full", "texts")
 RAM, CACHE, SSD = "ram", "page cache", "ssd"
+GPU, PINNED = "gpu", "pinned"  # the int8 store's tiers under a GPU budget (`storage.device_store`)
+NO_CUDA = ("a GPU memory budget was given but torch sees no CUDA device: the int8 store is held in plain RAM "
+           "(pinned memory needs CUDA) and re-scored on the CPU")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 MAX_BUDGET = 1 << 60  # 1 EiB: more than any machine holds, so a larger budget is a mistyped one
 BUDGET_FORMS = "a byte count such as 2_000_000_000, or a size such as '512M', '2G' or '1.5T' (binary units)"
@@ -97,9 +107,21 @@ class SsdReads:
         return value
 
 
-def choose(sizes: dict[str, int], budget: int | None) -> dict[str, str]:
-    """The tier of each store (`STORES`) given their sizes in bytes and a memory budget (None: no budget).
-    Texts that do not fit stay memory-mapped (a few rows a query): their tier is the page cache."""
+def choose(sizes: dict[str, int], budget: int | None, gpu_budget: int | None = None,
+           cuda: bool = False) -> dict[str, str]:
+    """The tier of each store (`STORES`) given their sizes in bytes, a memory budget (None: no budget) and a GPU
+    memory budget (None: no GPU tier). Texts that do not fit stay memory-mapped (a few rows a query): their
+    tier is the page cache.
+
+    With a GPU budget and `cuda` (a CUDA device torch sees), the int8 store goes to GPU memory when it fits the
+    GPU budget, and takes none of the memory budget; else to pinned host memory, counted like RAM, where the
+    memory budget holds it (or there is none); else it stays on SSD. Without CUDA, pinned falls back to RAM
+    (`NO_CUDA` says so)."""
+    if gpu_budget is not None:
+        if cuda and sizes.get("int8", 0) <= gpu_budget:
+            return {**choose({**sizes, "int8": 0}, budget), "int8": GPU}
+        host = choose(sizes, budget)
+        return host if host["int8"] == SSD else {**host, "int8": PINNED if cuda else RAM}
     if budget is None:
         return {s: RAM if s == "codes" else CACHE for s in STORES}
     if sizes["codes"] > budget:
@@ -114,7 +136,8 @@ def choose(sizes: dict[str, int], budget: int | None) -> dict[str, str]:
     return out
 
 
-def store_sizes(manifest: dict, trained, shards: list[dict] | None = None, held: int | None = None) -> dict[str, int]:
+def store_sizes(manifest: "Manifest", trained, shards: list["ShardRecord"] | None = None,
+                held: int | None = None) -> dict[str, int]:
     """Bytes of each store (`STORES`) of the shards `shards` (default: all) of an index. The codes count faiss's
     code and int64 row id per vector, one copy of the centroids, and `held`: the external ids, attribute
     columns, deleted-row masks and slots the opened shards hold in RAM (default: the id and slot files' sizes,
@@ -122,28 +145,28 @@ def store_sizes(manifest: dict, trained, shards: list[dict] | None = None, held:
     import faiss
 
     from matryoshka.core import layout
-    shards = manifest["shards"] if shards is None else shards
+    shards = manifest.shards if shards is None else shards
     ivf = faiss.extract_index_ivf(trained)
-    count = sum(s["count"] for s in shards)
+    count = sum(s.count for s in shards)
 
     def files(*names):
-        return sum(s["files"][n]["bytes"] for s in shards for n in names if n in s["files"])
+        return sum(s.files[n]["bytes"] for s in shards for n in names if n in s.files)
     if held is None:  # the id maps, and the slots of list-ordered shards (4 bytes a row)
-        held = sum(s["files"][layout.IDS_FILE]["bytes"] for s in shards if not s.get("ids_are_rows")) + \
+        held = sum(s.files[layout.IDS_FILE]["bytes"] for s in shards if not s.ids_are_rows) + \
             files(layout.SLOTS_FILE)
-    return {"codes": count * (ivf.code_size + 8) + ivf.nlist * manifest["index_dim"] * 4 + held,
+    return {"codes": count * (ivf.code_size + 8) + ivf.nlist * manifest.index_dim * 4 + held,
             "int8": files(layout.SHORT_FILE), "full": files(layout.FULL_FILE),
             "texts": files(layout.DOC_OFFSETS, layout.DOC_BYTES)}
 
 
 def point_key(placed: dict) -> str:
-    """The key an operating point measured under this placement is stored by (`manifest["operating_points"]`):
-    the stores read from SSD, e.g. "full=ssd"; "" when none is (the point of `manifest["operating_point"]`)."""
+    """The key an operating point measured under this placement is stored by (`Manifest.operating_points`):
+    the stores read from SSD, e.g. "full=ssd"; "" when none is (the point of `Manifest.operating_point`)."""
     return ",".join(f"{s}=ssd" for s in STORES if placed.get(s) == SSD)
 
 
-def operating_point(manifest: dict, placed: dict) -> dict | None:
+def operating_point(manifest: "Manifest", placed: dict) -> dict | None:
     """The operating point for this placement: the one measured under it, else the index's default."""
     key = point_key(placed)
-    stored = (manifest.get("operating_points") or {}).get(key) if key else None
-    return stored or manifest.get("operating_point")
+    stored = manifest.operating_points.get(key) if key else None
+    return stored or manifest.operating_point

@@ -62,6 +62,11 @@ class Planning:
     def hybrid(self) -> bool:
         return self.params.mode == "hybrid"
 
+    @property
+    def on(self) -> str:
+        """Where re-scoring runs, in words, when not numpy on the CPU (`Shape.rescore`)."""
+        return f", torch on {self.shape.rescore}" if self.shape.rescore else ""
+
     def reads(self, store: str) -> str:
         return f"{store} ({self.shape.tiers.get(store, 'page cache')})"
 

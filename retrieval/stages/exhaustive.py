@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import TYPE_CHECKING
 
 from matryoshka.core.params import SearchParams
-from matryoshka.rerank.rescore import full_scores, keep
+from matryoshka.rerank.rescore import keep
 
 from .base import Planning, Running, Stage, Step
+from .full import FullScores
 
 if TYPE_CHECKING:
     from ..plan import Rules, Shape
@@ -30,7 +30,7 @@ class Exhaustive(Stage):
     def run(self, step: Step, ctx: Running) -> None:
         _, cand = ctx.backend.exhaustive(ctx.x, step.keep, ctx.where, ctx.missing)
         # scored again as the cascade scores its last stage, so that every backend gives the same scores
-        scores = ctx.backend.score("full", ctx.x, cand, partial(full_scores, metric=ctx.metric), ctx.missing)
+        scores = ctx.backend.score("full", ctx.x, cand, FullScores(ctx.metric), ctx.missing)
         ctx.cand, ctx.stages = keep(cand, {"full": scores}, "full", cand.shape[1])
         ctx.last = "full"
 
