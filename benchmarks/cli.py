@@ -24,7 +24,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for every library and peer (default 2)")
     p.add_argument("--peers", default="flat,ivfpq,binary,faiss,autofaiss",
                    help="comma-separated subset of flat,ivfpq,binary,faiss (faiss's own IVF-PQ / IVF-RaBitQ cascades "
-                        "and HNSW),autofaiss, or 'none'")
+                        "and HNSW over float32 and int8 vectors),autofaiss,scann,usearch (HNSW over int8), or 'none'")
     p.add_argument("--autofaiss-python", help="a Python that has autofaiss (it pins numpy<2), e.g. /tmp/af/bin/python")
     p.add_argument("--frontier", action=argparse.BooleanOptionalAction, default=True,
                    help="sweep index dims x prefix/projection x float32/int8/PQ (default on)")

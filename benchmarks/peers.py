@@ -124,6 +124,8 @@ def faiss_cascades(nlist: int, dim: int) -> dict[str, tuple[str, list[tuple[str,
                              [(f"nprobe={p},k_factor={f}", ivf(p, f)) for p, f in grid]),
         "faiss-hnsw": ("HNSW32,Flat", [(f"efSearch={e}", faiss.SearchParametersHNSW(efSearch=e))
                                        for e in (64, 128, 256)]),
+        "faiss-hnsw-sq8": ("HNSW32,SQ8", [(f"efSearch={e}", faiss.SearchParametersHNSW(efSearch=e))
+                                          for e in (64, 128, 256)]),
     }
 
 

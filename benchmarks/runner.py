@@ -13,13 +13,14 @@ from matryoshka.indexing import BuildOptions, ivf
 
 from . import frontier as fr
 from .autofaiss_peer import run_autofaiss
+from .graph_peers import run_scann, run_usearch
 from .data import Dataset
 from .engine_runner import DEFAULT_POINTS, EngineSetting, default_settings, run_engine
 from .ground_truth import exact_topk
 from .peers import faiss_cascades, run_binary, run_faiss, run_flat, run_ivfpq
 from .resources import set_threads
 
-PEERS = ("flat", "ivfpq", "binary", "faiss", "autofaiss")
+PEERS = ("flat", "ivfpq", "binary", "faiss", "autofaiss", "scann", "usearch")
 RECALL_GOAL, QPS_RATIO_GOAL, RAM_GOAL = 0.99, 50.0, 48.0  # issue 13's goals for 1M x 1024
 
 
@@ -80,6 +81,12 @@ def run_dataset(ds: Dataset, cfg: Config) -> dict:
         for system, (factory, sweep) in faiss_cascades(nlist, ds.dim).items():
             log(f"[{ds.name}] peer {factory}")
             rows += run_faiss(ds, truth, ds.qrels, system, factory, sweep, cfg.latency_queries, cfg.workdir)
+    if "scann" in cfg.peers:
+        log(f"[{ds.name}] peer ScaNN")
+        rows += run_scann(ds, truth, ds.qrels, cfg.latency_queries, cfg.workdir, threads)
+    if "usearch" in cfg.peers:
+        log(f"[{ds.name}] peer usearch HNSW int8")
+        rows += run_usearch(ds, truth, ds.qrels, cfg.latency_queries, threads)
     ref = reference(engine_rows)
     if "autofaiss" in cfg.peers:
         log(f"[{ds.name}] peer autofaiss")

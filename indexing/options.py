@@ -12,6 +12,8 @@ from matryoshka.core.checks import flag, integer, number
 from matryoshka.core.errors import IndexFormatError, InputError
 from matryoshka.core.vectors import check_metric
 from matryoshka.storage import tiers
+from matryoshka.storage.manifest import read_manifest
+from matryoshka.storage.pinned import PinnedFolder
 
 TRANSFORMS = ("prefix", "pca", "auto")
 
@@ -100,12 +102,13 @@ def plan_options(other: str | os.PathLike) -> dict:
     """The options that repeat the plan of the index at `other` exactly (`--plan-from`): its dims, metric,
     shortening, partition, code and rotation, with nothing measured again."""
     try:
-        m = layout.read_json(Path(other) / layout.MANIFEST, "manifest")
+        with PinnedFolder(Path(other)) as folder:
+            m = read_manifest(folder)
         nlist, code = layout.parse_factory(m.factory)
         sel = (m.build.get("selection") or {})
         plan = {"index_dim": m.index_dim, "metric": m.metric, "transform": m.transform["kind"],
                 "nlist": nlist, "select": False, "rotation": sel.get("rotation_kind", "random")}
-    except (IndexFormatError, KeyError, ValueError, TypeError, AttributeError) as e:
+    except (IndexFormatError, KeyError, ValueError, TypeError, AttributeError, OSError) as e:
         raise InputError(f"--plan-from {other}: not an index whose plan can be read ({e}); name the folder of "
                          "an index built by this engine") from None
     if code != "Flat":

@@ -132,3 +132,14 @@ def test_open_memory_measures_what_an_opened_index_holds(tmp_path):
     r = measure(tmp_path / "idx", queries=50)
     assert r["count"] == 20000 and r["shards"] == 2
     assert 16 + 8 <= r["open_bytes_per_vector"] < 256 * 2  # codes + row ids, < one float16 full vector
+
+
+@pytest.mark.parametrize("peer", ["scann", "usearch"])
+def test_the_graph_and_hashing_peers_find_neighbours_and_state_their_ram(tmp_path, peer):
+    pytest.importorskip(peer, reason=f"{peer} is not installed (pip install {peer}; the bench extra has it)")
+    from matryoshka.benchmarks.graph_peers import run_scann, run_usearch
+    ds = synthetic(4000, 64, "matryoshka", 50, tmp_path, clusters=32, seed=1)
+    truth, _ = exact_topk(ds, 100)
+    rows = run_scann(ds, truth, None, 5, tmp_path, 2) if peer == "scann" else run_usearch(ds, truth, None, 5, 2)
+    assert len(rows) >= 3 and all("skipped" not in r for r in rows)
+    assert max(r["recall_at_10"] for r in rows) > 0.9 and all(r["ram_bytes_per_vector"] > 64 for r in rows)
