@@ -360,10 +360,12 @@ def cmd_info(a) -> None:
     print(f"bytes per vector: {info['ram_bytes_per_vector']:.1f} in RAM (first pass), "
           f"{info['mmap_bytes_per_vector']:.0f} memory-mapped, {info['disk_bytes_per_vector']:.0f} on disk")
     budget = f"a memory budget of {human(info['memory_budget'])}" if info["memory_budget"] else "no memory budget"
-    print(f"stores ({budget}; {human(info['resident_bytes'])} resident in RAM):")
+    gpu = f", {human(info['gpu_bytes'])} in GPU memory" if info.get("gpu_bytes") else ""
+    print(f"stores ({budget}; {human(info['resident_bytes'])} resident in RAM{gpu}):")
     for name, st in info["stores"].items():
         cached = "" if st["page_cached"] is None else f", {st['page_cached']:.0%} in the page cache now"
-        print(f"  {name:6s} {human(st['bytes']):>10s}  {st['tier']}{cached}")
+        device = f"; read by {st['device']}" if st.get("device") else ""
+        print(f"  {name:6s} {human(st['bytes']):>10s}  {st['tier']}{cached}{device}")
     if info["attributes"]:
         print("attributes (for --where): " + ", ".join(f"{n} {t}" for n, t in info["attributes"].items()))
     for s in info["shards"]:

@@ -185,7 +185,9 @@ class RayBackend:
         """Each store's tier and bytes, summed over the workers (they open every store memory-mapped)."""
         parts = self._gather("the store placement", lambda w: w.placement.remote(), set())
         kinds = tiers.choose({}, None)
-        return {s: {"tier": kinds[s], "bytes": sum(p[s]["bytes"] for p in parts)} for s in tiers.STORES}
+        return {s: {"tier": kinds[s], "bytes": sum(p[s]["bytes"] for p in parts),
+                    "device": "Ray shard workers: " + ", ".join(sorted({p[s]["device"] for p in parts}))}
+                for s in tiers.STORES}
 
     def drop_page_cache(self) -> None:
         self._gather("dropping the page cache", lambda w: w.drop_page_cache.remote(), set())
