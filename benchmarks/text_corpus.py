@@ -3,7 +3,9 @@
 Corpora: Debian's GCIDE dictionary (`apt-get install dict-gcide`: one headword, several numbered senses) or,
 always present, the Python standard library's docstrings (one object, several paragraphs). Either way the
 items form groups; a query is one item of a group held out of the corpus, and its relevant documents are the
-rest of its group ("which word / which function does this passage describe?").
+rest of its group ("which word / which function does this passage describe?"). With query="name" the query
+is the held-out item's group name instead, a headword or an object's dotted name ("what does this word mean?"),
+over the same documents.
 """
 from __future__ import annotations
 
@@ -61,8 +63,10 @@ def stdlib_groups() -> tuple[list[str], list[str]]:
     return [i.split("#")[0] for i in ids], texts
 
 
-def held_out_task(groups: list[str], texts: list[str], limit: int, n_queries: int, seed: int = 0):
-    """(doc texts, query texts, qrels): whole groups up to `limit` docs; one item of some groups becomes a query."""
+def held_out_task(groups: list[str], texts: list[str], limit: int, n_queries: int, seed: int = 0,
+                  query_part: str = "text"):
+    """(doc texts, query texts, qrels): whole groups up to `limit` docs; one item of some groups becomes a query,
+    its passage without its headword / object name ("text") or that name alone ("name")."""
     by_group: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         by_group.setdefault(g, []).append(i)
@@ -75,7 +79,8 @@ def held_out_task(groups: list[str], texts: list[str], limit: int, n_queries: in
             continue
         if len(items) >= 2 and len(queries) < n_queries:
             q = items[0]
-            query = texts[q].split(": ", 1)[-1]  # the passage without its headword / object name
+            parts = texts[q].split(": ", 1)  # the passage without its headword / object name, or that name
+            query = parts[0] if query_part == "name" else parts[-1]
             qrels[len(queries)] = {len(docs) + j: 1.0 for j in range(len(items) - 1)}
             queries.append(query)
             items = items[1:]
@@ -101,7 +106,8 @@ def encode_cached(texts: list[str], workdir: Path, model_name: str) -> np.ndarra
 
 
 def text_dataset(workdir: Path, corpus: str = "auto", limit: int = 20_000, n_queries: int = 500,
-                 model_name: str = "sentence-transformers/all-MiniLM-L6-v2", seed: int = 0) -> Dataset:
+                 model_name: str = "sentence-transformers/all-MiniLM-L6-v2", seed: int = 0,
+                 query_part: str = "text") -> Dataset:
     """A labelled text dataset: 'gcide' (if installed), 'stdlib', or 'auto' (gcide when present)."""
     if corpus == "auto":
         corpus = "gcide" if GCIDE.exists() else "stdlib"
@@ -114,9 +120,9 @@ def text_dataset(workdir: Path, corpus: str = "auto", limit: int = 20_000, n_que
         groups, texts = stdlib_groups()
     else:
         raise ValueError(f"unknown corpus {corpus!r}; choose gcide, stdlib or auto")
-    docs, queries, qrels = held_out_task(groups, texts, limit, n_queries, seed)
+    docs, queries, qrels = held_out_task(groups, texts, limit, n_queries, seed, query_part)
     x = encode_cached(docs, workdir, model_name)
     q = encode_cached(queries, workdir, model_name)
     meta = {"kind": "text", "corpus": corpus, "model": model_name, "docs": len(docs), "labelled_queries": len(qrels),
-            "task": "a held-out item of a group is the query; the rest of its group is relevant"}
-    return Dataset(f"text-{corpus}", x, q, qrels, None, meta)
+            "task": f"a held-out item of a group ({query_part}) is the query; the rest of its group is relevant"}
+    return Dataset(f"text-{corpus}" + ("-names" if query_part == "name" else ""), x, q, qrels, None, meta)

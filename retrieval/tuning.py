@@ -9,9 +9,9 @@ it did on these queries, counted (lists probed, codes those lists hold, int8 and
 priced by the machine's calibrated constants (`matryoshka.core.cost_model`), never timed, so that the same index
 and queries give the same point however busy the machine is.
 
-Queries are vectors of the index itself outside the training sample (each one's own row left out of the
-truth and of the results), which must show `sample_target` of the target, or the user's own queries. The
-truth is the exact top 10 by the full vectors, the cascade's last stage, over every row.
+Queries are the user's own, or rows of the index chosen to behave like real queries (`samples.query_like`;
+each one's own row left out of the truth and of the results), which must show the target itself. The truth is
+the exact top 10 by the full vectors, the cascade's last stage, over every row.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from typing import Callable, Protocol
 import numpy as np
 
 from matryoshka.indexing.selection import SATURATION, sample_target
-from matryoshka.indexing.training import sample_rows
 from matryoshka.core import cost_model, layout
 from matryoshka.core.checks import flag, integer, number
 from matryoshka.core.errors import InputError
@@ -32,6 +31,7 @@ from matryoshka.storage.manifest import Manifest
 from matryoshka.storage.row_reader import random_read_rate
 
 from .first_pass import lists_probed, prune_lists
+from .samples import query_like
 from .traffic import stale, wilson
 
 
@@ -109,7 +109,7 @@ class OperatingPoint:
     queries: int
     source: str  # "index sample" or "given"
     tried: list[dict] = field(default_factory=list)
-    required_recall: float | None = None  # what the queries had to show: sample_target(target) on a sample
+    required_recall: float | None = None  # what the queries had to show (`measure`)
     probe_margin: float | None = None  # nprobe is a cap: lists whose centroid trails the nearest by more are skipped
     lists_probed: float | None = None  # mean lists a query probed at this setting
     cost_model: dict | None = None  # the calibrated constants the costs were priced with
@@ -120,22 +120,6 @@ class OperatingPoint:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def sample_queries(index: "Tunable", n: int = SAMPLE_QUERIES, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(global rows, their full vectors as float32): `n` rows of the index spread at random, outside the
-    build's training sample where enough rows are (its PQ codes fit the sample better than other vectors, so
-    sample rows as queries overstate recall)."""
-    build = index.build
-    pool = index.live_rows()
-    built = build.get("count") or build["identity"]["source"].get("count") or index.count  # rows at build time
-    trained = build.get("train_rows") or 0
-    if 0 < trained and len(pool) - trained >= n:
-        seen = np.arange(trained) if build.get("train_first_rows") else \
-            sample_rows(built, trained, build["options"]["seed"])
-        pool = np.setdiff1d(pool, seen, assume_unique=True)
-    rows = np.sort(np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False))
-    return rows, index.full_vectors(rows)
 
 
 def exact_truth(index: "Tunable", x: np.ndarray, k: int) -> np.ndarray:
@@ -188,15 +172,17 @@ def _priced(index: "Tunable", pricer: Pricer, x: np.ndarray, params: SearchParam
 
 
 def measure(index: "Tunable", x: np.ndarray, own: np.ndarray | None = None, target: float = TARGET_RECALL,
-            max_latency_ms: float | None = None, source: str = "index sample") -> OperatingPoint:
+            max_latency_ms: float | None = None, source: str = "index sample",
+            required: float | None = None) -> OperatingPoint:
     """The fastest setting reaching `target` recall@10 on queries `x` (rows `own` of the index, left out of
     their own results, or None for outside queries); the most accurate one when none reaches it. With
     `max_latency_ms`, only settings at most that many ms per query (batched) count, and the fastest is kept
-    when none is that fast."""
+    when none is that fast. The queries must show `required` (default: the target, or `sample_target` of it for
+    uniform rows of the index, easier than real queries)."""
     if not 0 < target <= 1:
         raise InputError(f"target recall must be in (0, 1]; got {target}")
     extra = 0 if own is None else 1
-    need = sample_target(target) if own is not None else target  # what the queries must show
+    need = required if required is not None else sample_target(target) if own is not None else target
     k = 10 + extra
     truth = exact_truth(index, x, k)
     pricer = Pricer(index)
@@ -322,8 +308,8 @@ def tune(index: "Tunable", target_recall: float = TARGET_RECALL, queries=None, m
         raise InputError(f"the index holds {index.count} vectors, too few to tune: the default depths already "
                          "reach every one of them, so every search is exhaustive")
     if queries is None:
-        own, x = sample_queries(index, n_queries)
-        point = measure(index, x, own, target_recall, max_latency_ms)
+        own, x = query_like(index, n_queries)
+        point = measure(index, x, own, target_recall, max_latency_ms, required=target_recall)
     else:
         x = index.query_vectors(queries)
         point = measure(index, x, None, target_recall, max_latency_ms, source=source)
