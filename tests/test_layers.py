@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP = ("indexing", "retrieval", "rerank", "benchmarks")  # folders at the top, installed as matryoshka.<name>
+TOP = ("indexing", "retrieval", "rerank", "benchmarks", "integrations")  # top-level folders: matryoshka.<name>
 PACKAGES = ("matryoshka", *(f"matryoshka.{t}" for t in TOP))
 
 
