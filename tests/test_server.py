@@ -350,3 +350,16 @@ def test_text_queries_text_adds_and_the_cross_encoder_over_http(tmp_path, tiny_c
         assert hits["hits"][0]["id"] == "mine" and hits["hits"][0]["text"].startswith("how to brew")
     finally:
         served.stop()
+
+
+def test_a_manifest_spelling_an_empty_field_is_the_same_generation(small_index):
+    """An older engine wrote empty optional fields out; the server must not reload on every look for that."""
+    import json as _json
+
+    from matryoshka.integrations.server.service import _another
+    from matryoshka.storage.manifest import Manifest
+    raw = _json.loads((small_index / "manifest.json").read_text())
+    held = Manifest.from_dict(raw)
+    assert not _another({**raw, "retained": [], "operating_points": {}}, held)
+    assert _another({**raw, "generation": raw.get("generation", 1) + 1}, held)
+    assert _another({"not": "a manifest"}, held)

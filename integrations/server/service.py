@@ -28,6 +28,7 @@ from matryoshka.core.vectors import as_matrix
 from matryoshka.indexing.attributes import check_type
 from matryoshka.retrieval import SearchResult
 from matryoshka.storage.attribute_schema import manifest_schema
+from matryoshka.storage.manifest import Manifest
 
 from .errors import ApiError
 from .schemas import Document
@@ -90,7 +91,7 @@ class IndexService:
         seen = self._watch.latest  # taken before reading: a change after it is seen at the next look
         try:
             on_disk = layout.read_json(self._watch.path, "manifest")
-            if on_disk != self.index.manifest.to_dict():  # a stat change alone (a touch, a copy) costs no reload
+            if _another(on_disk, self.index.manifest):  # a stat change alone (a touch, a copy) costs no reload
                 before = self.index.generation
                 self.index.reload()
                 log.info("reloaded %s: generation %d -> %d", self.path, before, self.index.generation)
@@ -278,3 +279,12 @@ def jsonable(obj):
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     return str(obj)  # paths, dates, dtypes: their text
+
+
+def _another(on_disk, held: Manifest) -> bool:
+    """Whether the manifest read from disk describes another generation than the one held (compared as typed
+    manifests: a file written by an older engine may spell an empty field out); something unreadable is."""
+    try:
+        return Manifest.from_dict(on_disk) != held
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return True
