@@ -325,29 +325,37 @@ def tune(index: "Tunable", target_recall: float = TARGET_RECALL, queries=None, m
 
 def describe(point: dict, generation: int | None = None) -> str:
     """One line: the setting, its measured recall (with its interval) and time, on what it was measured, whether
-    its target is met, and whether the index changed since (`generation`: the index's now)."""
-    margin = point.get("probe_margin")
-    probe = (f"nprobe {point['nprobe']}" if margin is None else
+    its target is met, and whether the index changed since (`generation`: the index's now). A figure the stored
+    point lacks (a manifest edited by hand) shows as "?"."""
+    get = point.get
+    margin = get("probe_margin")
+    probe = (f"nprobe {point['nprobe']}" if not _number(margin) else
              f"nprobe up to {point['nprobe']} with probe margin {margin:.3g} "
-             f"({point['lists_probed']:.0f} lists on average)")
-    line = (f"{probe}, k1 {point['k1']}, k2 {point['k2']}: recall@10 {point['recall_at_10']:.3f} "
-            f"on {point['queries']} {point['source']} queries, {point['ms_per_query']:.2f} ms/query in a batch "
-            "(modelled)")
-    if point.get("required_recall") and point["required_recall"] > point["target_recall"]:
-        line += (f" (target {point['target_recall']}, {point['required_recall']:.2f} required of the index's own "
-                 "vectors)")
-    if not point["reached"]:
-        line += (f"; the target {point['target_recall']} was not reached by any setting tried: the most accurate is "
-                 "kept (rebuild with more lists or a larger index dim)")
-    interval = point.get("interval")
-    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(isinstance(v, (int, float))
-                                                                          for v in interval):
+             f"({_shown(get('lists_probed'), '.0f')} lists on average)")
+    line = (f"{probe}, k1 {point['k1']}, k2 {point['k2']}: recall@10 {_shown(get('recall_at_10'), '.3f')} "
+            f"on {get('queries', '?')} {get('source', '?')} queries, {_shown(get('ms_per_query'), '.2f')} ms/query "
+            "in a batch (modelled)")
+    target = get("target_recall")
+    if _number(get("required_recall")) and _number(target) and point["required_recall"] > target:
+        line += f" (target {target}, {point['required_recall']:.2f} required of the index's own vectors)"
+    if get("reached") is False:
+        line += (f"; the target {target} was not reached by any setting tried: the most accurate is kept (rebuild "
+                 "with more lists or a larger index dim)")
+    interval = get("interval")
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(map(_number, interval)):
         line += f"; 95% interval {interval[0]:.3f}-{interval[1]:.3f}"
-        if point["reached"] and not point.get("met"):
-            short = point["target_recall"] - interval[0]
-            line += (f": its lower end falls {short:.3f} short of the target with {point['queries']} queries, so the "
-                     "target is not shown met (tune on more queries)")
+        if get("reached") and not get("met") and _number(target):
+            line += (f": its lower end falls {target - interval[0]:.3f} short of the target with {get('queries', '?')} "
+                     "queries, so the target is not shown met (tune on more queries)")
     if stale(point, generation):
         line += (f"; measured on generation {point['generation']}, the index is at {generation} since: re-tune "
                  "(`matryoshka tune`, or index.tune(from_traffic=True))")
     return line
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _shown(v, spec: str) -> str:
+    return format(v, spec) if _number(v) else "?"
