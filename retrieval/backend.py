@@ -8,13 +8,15 @@ shards that could not answer are added to `missing` (only a backend that allows 
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
 from matryoshka.storage.manifest import Manifest
-from matryoshka.storage.device_store import DeviceRows
 from matryoshka.storage.row_store import RowStore
+
+if TYPE_CHECKING:
+    from matryoshka.storage.device_store import DeviceRows
 
 # re-scoring brought to the rows: (queries, candidate global rows with -1 for none, the store's rows, the device
 # re-scoring runs on: None for numpy, else torch's) -> (n, k) scores in host memory

@@ -128,13 +128,24 @@ def exact_truth(index: "Tunable", x: np.ndarray, k: int) -> np.ndarray:
     return index.exact_topk(x, k)
 
 
+def _positions(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None, k: int = 10) -> np.ndarray:
+    """(nq, k) where each query's true top k first appears among its `found` rows, each query's own row left
+    out of both (a position counts the found rows before it other than the own row); int64's max if absent."""
+    if own is not None:  # the own row moved to the end of the truth, then cut
+        truth = np.take_along_axis(truth, np.argsort(truth == own[:, None], axis=1, kind="stable"), 1)
+    match = found[:, :, None] == truth[:, None, :k]
+    hit = match.any(1)
+    pos = np.where(hit, match.argmax(1), np.iinfo(np.int64).max)
+    if own is not None:
+        mine = found == own[:, None]
+        after = mine.any(1)[:, None] & (pos > mine.argmax(1)[:, None]) & hit
+        pos = pos - after
+    return pos
+
+
 def _recall(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None, depth: int = 10, k: int = 10) -> float:
     """Mean share of the true top k among the first `depth` found, each query's own row left out of both."""
-    if own is not None:  # move each query's own row to the end of its row, then cut
-        found = np.take_along_axis(found, np.argsort(found == own[:, None], axis=1, kind="stable"), 1)
-        truth = np.take_along_axis(truth, np.argsort(truth == own[:, None], axis=1, kind="stable"), 1)
-    t = truth[:, :k]
-    return float((found[:, :depth, None] == t[:, None, :]).any(1).sum() / t.size)
+    return float((_positions(found, truth, own, k) < depth).mean())
 
 
 class Pricer:
@@ -192,7 +203,8 @@ def measure(index: "Tunable", x: np.ndarray, own: np.ndarray | None = None, targ
         depths = sorted({min(d, index.count - extra) for d in DEPTHS})
         deep = index.search(x, SearchParams(k=depths[-1] + extra, nprobe=nprobe, k1=depths[-1] + extra,
                                             int8=False, full=False, rerank=False))
-        cover = {d: _recall(deep, truth, own, d) for d in depths}
+        pos = _positions(deep, truth, own)
+        cover = {d: float((pos < d).mean()) for d in depths}
         # On real text the depth curve of real queries saturates later than that of the index's own vectors
         # (GCIDE: 0.937 against 0.960 at k1 50, equal from k1 200), while the coverage it saturates at, set by
         # the lists probed, carries over: so k1 must reach the flat part of the curve, not just the target.

@@ -28,7 +28,7 @@ def synthetic_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     rc = cli.main(["synthetic", "--n", "12000", "--dim", "128", "--flavour", "rotated", "--queries", "200",
                    "--out", str(out), "--peers", "flat,ivfpq,binary,autofaiss", "--latency-queries", "10",
-                   "--points", "8/200/100,32/500/100", "--frontier-n", "12000", "--frontier-queries", "200",
+                   "--points", "8/200/100,32/500/100", "--frontier-n", "5000", "--frontier-queries", "200",
                    "--frontier-dims", "32,128"])
     assert rc == 0
     return out, json.loads((out / "report.json").read_text())

@@ -99,12 +99,12 @@ def test_errors_are_one_clear_line_and_exit_2(built, tmp_path, small_data):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_a_slice_of_the_stdlib_docs(tmp_path):
-    out = run("demo", "--out", tmp_path / "demo", "--limit", 700, "--no-rerank", "--quiet").stdout
-    assert "corpus: 700 docstring passages" in out
+    out = run("demo", "--out", tmp_path / "demo", "--limit", 400, "--no-rerank", "--quiet").stdout
+    assert "corpus: 400 docstring passages" in out
     assert out.count("query: ") == 5 and "first_pass=" in out and "full=" in out
     recall = float(out.strip().rsplit(":", 1)[1])
     assert recall >= 0.8
-    again = run("demo", "--out", tmp_path / "demo", "--limit", 700, "--no-rerank").stderr
+    again = run("demo", "--out", tmp_path / "demo", "--limit", 400, "--no-rerank").stderr
     assert "already holds this index" in again  # a second run reuses the index
 
 

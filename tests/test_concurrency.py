@@ -39,7 +39,7 @@ import sys, indexing, numpy as np
 x = np.load(sys.argv[2])
 for i in range(int(sys.argv[3])):
     indexing.build(sys.argv[1], x, index_dim=16 if i % 2 == 0 else 32, pq_bytes=4, fast_scan=True,
-                   shard_size=1000, overwrite=True, quiet=True, select=False)
+                   shard_size=1000, overwrite=True, quiet=True, select=False, tune=False)
 """
 
 
@@ -69,13 +69,12 @@ def test_readers_never_see_a_half_written_index_while_it_is_replaced(tmp_path, s
     refs = {}
     for dim in (16, 32):
         indexing.build(tmp_path / f"ref{dim}", docs, index_dim=dim, pq_bytes=4, fast_scan=True, shard_size=1000,
-                       quiet=True, select=False)
-        # fixed depths: each build measures its own default operating point by timing
+                       quiet=True, select=False, tune=False)
         refs[dim] = retrieval.open_index(tmp_path / f"ref{dim}").search_batch(queries, k=10, nprobe=16, k1=200,
                                                                               k2=50).rows
     target = tmp_path / "live" / "idx"
     indexing.build(target, docs, index_dim=32, pq_bytes=4, fast_scan=True, shard_size=1000, quiet=True,
-                   select=False)
+                   select=False, tune=False)
     seen = {"ok16": 0, "ok32": 0}
 
     def check(index):
@@ -98,11 +97,11 @@ def variant(docs, which):
     return dict(docs=x, ids=ids, texts=[f"{which} text {i:05d}" for i in range(len(x))])
 
 
-BUILD = dict(index_dim=32, pq_bytes=4, fast_scan=True, shard_size=1000, quiet=True)
+# searches here name their depths, so no build measures a default operating point
+BUILD = dict(index_dim=32, pq_bytes=4, fast_scan=True, shard_size=1000, quiet=True, tune=False)
 
 
 def _answer(index, queries):
-    # fixed depths: each build measures its own default operating point by timing
     return [(h.id, round(h.score, 5), h.text) for hits in index.search_batch(queries, k=10, nprobe=16, k1=200, k2=50)
             for h in hits]
 

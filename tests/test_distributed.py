@@ -148,15 +148,15 @@ def test_texts_are_encoded_by_ray_data_into_the_index_a_single_machine_builds(cl
     MiniLM in every actor); the index holds the same rows, ids and vectors as a single-machine build."""
     from matryoshka.indexing.stdlib_docs import stdlib_passages
     from matryoshka.core.encoder import DEFAULT_MODEL
-    _, texts = stdlib_passages(limit=600)
+    _, texts = stdlib_passages(limit=300)
     (tmp_path / "texts").mkdir()
-    pq.write_table(pa.table({"text": texts[:350]}), tmp_path / "texts" / "a.parquet")
-    pq.write_table(pa.table({"text": texts[350:]}), tmp_path / "texts" / "b.parquet")
-    opts = dict(index_dim=64, pq_bytes=8, shard_size=250, quiet=True, select=False, tune=False)
+    pq.write_table(pa.table({"text": texts[:170]}), tmp_path / "texts" / "a.parquet")
+    pq.write_table(pa.table({"text": texts[170:]}), tmp_path / "texts" / "b.parquet")
+    opts = dict(index_dim=64, pq_bytes=8, shard_size=120, quiet=True, select=False, tune=False)
     local = retrieval.open_index(indexing.build(tmp_path / "local", tmp_path / "texts", model=DEFAULT_MODEL, **opts))
     dist = retrieval.open_index(indexing.build(tmp_path / "ray", tmp_path / "texts", model=DEFAULT_MODEL,
                                                ray="auto", **opts))
-    assert dist.manifest.build["engine"] == "ray" and dist.count == local.count == 600
+    assert dist.manifest.build["engine"] == "ray" and dist.count == local.count == 300
     assert not (tmp_path / ".ray.encoded").exists()  # the encoding spool is removed once the index is complete
     for a, b in zip(dist.backend.shards, local.backend.shards):
         np.testing.assert_array_equal(a.ids, b.ids)  # row numbers, in input order

@@ -45,9 +45,23 @@ def test_every_package_sets_openmps_wait_policy_before_faiss_and_torch_load():
            "import faiss, torch\n"
            "print(json.dumps(seen))\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    # a user's own choice is kept
-    for pkg, policy in [(p, None) for p in PACKAGES] + [("matryoshka.retrieval", "ACTIVE")]:
-        run = subprocess.run([sys.executable, "-c", spy.format(pkg=pkg)], cwd=ROOT, capture_output=True, text=True,
-                             env=env if policy is None else {**env, "OMP_WAIT_POLICY": policy})
-        assert run.returncode == 0, run.stderr[-2000:]
-        assert json.loads(run.stdout) == {"faiss": policy or "PASSIVE", "torch": policy or "PASSIVE"}, pkg
+    # a user's own choice is kept; one fresh interpreter per case, all at once
+    cases = [(p, None) for p in PACKAGES] + [("matryoshka.retrieval", "ACTIVE")]
+    runs = [subprocess.Popen([sys.executable, "-c", spy.format(pkg=pkg)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env=env if policy is None else {**env, "OMP_WAIT_POLICY": policy}) for pkg, policy in cases]
+    for (pkg, policy), run in zip(cases, runs):
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-2000:]
+        assert json.loads(out) == {"faiss": policy or "PASSIVE", "torch": policy or "PASSIVE"}, pkg
+
+
+def test_opening_an_index_and_starting_the_command_line_import_no_torch(small_index):
+    """torch takes over a second to import: encoding texts, converting float16 rows and re-scoring on a device
+    need it; opening an index (every command line call does) and the command line's start do not."""
+    code = ("import sys\nfrom matryoshka import retrieval\n"
+            f"ix = retrieval.open_index({str(small_index)!r})\n"
+            "ix.info()\nimport matryoshka.retrieval.cli\nprint('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["False"]

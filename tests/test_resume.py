@@ -152,8 +152,8 @@ def test_text_encoding_killed_midway_resumes_from_its_checkpoint(tmp_path):
 
     from matryoshka.indexing.stdlib_docs import stdlib_passages
     from matryoshka.core.encoder import DEFAULT_MODEL
-    ids, texts = stdlib_passages(limit=300)
-    pq.write_table(pa.table({"id": ids, "text": texts}), tmp_path / "t.parquet", row_group_size=50)
+    ids, texts = stdlib_passages(limit=150)
+    pq.write_table(pa.table({"id": ids, "text": texts}), tmp_path / "t.parquet", row_group_size=25)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop(layout.CRASH_ENV, None)
 
@@ -166,7 +166,7 @@ def test_text_encoding_killed_midway_resumes_from_its_checkpoint(tmp_path):
     killed = build(tmp_path / "idx", "encode:2")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     spool = next((tmp_path / "idx" / layout.BUILD_DIR).rglob("encoded.rows"))
-    assert spool.read_text() == "150"  # three chunks of 50 survived the kill
+    assert spool.read_text() == "75"  # three chunks of 25 survived the kill
     assert build(tmp_path / "idx").returncode == 0
     assert build(tmp_path / "ref").returncode == 0
     got, want = (json.loads((p / layout.MANIFEST).read_text())["shards"] for p in (tmp_path / "idx", tmp_path / "ref"))

@@ -72,7 +72,7 @@ def test_the_build_measures_its_plan_stores_why_and_info_shows_it(tmp_path):
     centres = rng.standard_normal((64, 64)).astype(np.float32)
     x = (centres[rng.integers(0, 64, 24_000)] + 0.6 * rng.standard_normal((24_000, 64))).astype(np.float32)
     out = tmp_path / "idx"
-    build(out, x, index_dim=32, pq_bytes=8, quiet=True, shard_size=10_000)
+    build(out, x, index_dim=32, pq_bytes=8, quiet=True, shard_size=10_000, tune=False)
     m = json.loads((out / "manifest.json").read_text())
     sel = m["build"]["selection"]
     tried = {(c["nlist"], c["code"], c["rotation"]) for c in sel["candidates"]}

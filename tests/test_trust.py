@@ -16,7 +16,7 @@ from matryoshka import retrieval
 from matryoshka.core import layout
 from matryoshka.core.errors import BuildRefused, IndexFormatError, InputError
 
-OPTS = dict(index_dim=32, pq_bytes=8, fast_scan=True, shard_size=1000, quiet=True)
+OPTS = dict(index_dim=32, pq_bytes=8, fast_scan=True, shard_size=1000, quiet=True, tune=False)  # no stored point read here
 
 
 def top1(out, queries):

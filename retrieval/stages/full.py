@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from matryoshka.rerank import device_rescore
 from matryoshka.rerank.rescore import full_scores
 
 from .base import Planning, Running, Stage, Step
@@ -22,6 +21,7 @@ class FullScores:
     def __call__(self, q: np.ndarray, cand: np.ndarray, rows, device: str | None) -> np.ndarray:
         if device is None:
             return full_scores(q, cand, rows, self.metric, self.dims)
+        from matryoshka.rerank import device_rescore  # torch, imported only for a device
         return device_rescore.host(device_rescore.full_scores(q, cand, rows, self.metric, self.dims, device))
 
 

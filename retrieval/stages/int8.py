@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from matryoshka.core.codec import Int8Codec
-from matryoshka.rerank import device_rescore
 from matryoshka.rerank.rescore import int8_scores
 
 from .base import Planning, Running, Stage, Step
@@ -22,6 +21,7 @@ class Int8Scores:
     def __call__(self, q: np.ndarray, cand: np.ndarray, rows, device: str | None) -> np.ndarray:
         if device is None:
             return int8_scores(q, cand, rows, self.codec, self.metric)
+        from matryoshka.rerank import device_rescore  # torch, imported only for a device
         return device_rescore.host(device_rescore.int8_scores(q, cand, rows, self.codec, self.metric, device))
 
 
