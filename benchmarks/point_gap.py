@@ -44,11 +44,14 @@ def uniform_point(index: "tuning.Tunable", target: float) -> tuning.OperatingPoi
     return tuning.measure(index, x, own, target)
 
 
-def real_recall(index: retrieval.Index, queries: np.ndarray, truth: np.ndarray, point: dict) -> float:
-    """Recall@10 of `queries` at `point` against their exact top 10 `truth`."""
+def real_recall(index: retrieval.Index, queries: np.ndarray, truth: np.ndarray, point: dict,
+                by_id: bool = False) -> float:
+    """Recall@10 of `queries` at `point` against their exact top 10 `truth` (rows, or with `by_id` the external
+    ids: rows move when a change rewrites a shard)."""
     params = SearchParams(k=10, nprobe=point["nprobe"], k1=point["k1"], k2=point["k2"],
                           probe_margin=point["probe_margin"], rerank=False)
-    found = index.search_batch(queries, params=params).rows
+    result = index.search_batch(queries, params=params)
+    found = result.ids if by_id else result.rows
     return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
 
 
@@ -72,7 +75,8 @@ def exact(docs: np.ndarray, queries: np.ndarray, rows: np.ndarray | None = None)
 def drift_rows(path: Path, docs: np.ndarray, queries: np.ndarray, target: float, share: float, keep: int) -> dict:
     """A default build of the documents below the (1 - share) quantile of the first principal direction, the rest
     added, 1,000 of the first deleted: real recall on the second half of `queries` at the stale stored point,
-    after a re-tune on the index's own rows, and after one from the first half as traffic."""
+    after a re-tune on the index's own rows, and after one from the first half as traffic. A document's id is
+    its position along that direction."""
     centred = docs - docs.mean(0)
     direction = np.linalg.svd(centred[::max(1, len(docs) // 20_000)], full_matrices=False)[2][0]
     order = np.argsort(centred @ direction, kind="stable")
@@ -94,7 +98,7 @@ def drift_rows(path: Path, docs: np.ndarray, queries: np.ndarray, target: float,
                "deleted": len(gone), "info_says_stale": stale}
         points["traffic"] = traffic_point(path, live, target, keep)
         for when, point in points.items():
-            row[when] = summary(point, real_recall(index, held, truth, point), target)
+            row[when] = summary(point, real_recall(index, held, truth, point, by_id=True), target)
     return row
 
 
@@ -121,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work).expanduser()
     data = text_dataset(work, a.corpus, a.limit, a.queries, query_part=a.query_part)
     docs = np.ascontiguousarray(data.docs, dtype=np.float32)
-    flat = faiss.IndexFlatIP(docs.shape[1])
-    flat.add(docs)
-    truth = flat.search(data.queries, 10)[1]
+    truth = exact(docs, data.queries)
     rows, drift = [], []
     half = len(data.queries) // 2
     for target in (float(t) for t in a.targets.split(",")):

@@ -87,6 +87,7 @@ MAX_TRUTH_WORK = 2e12  # multiply-adds the build spends on exact truth at most (
 MIN_VECTORS = 100  # below this the default depths reach every vector: searches are exhaustive already
 ADAPTIVE_CAP = 2  # a probe margin lets a query probe up to this many times the best fixed nprobe
 ADAPTIVE_LISTS = (0.5, 0.75)  # ... at these shares of that nprobe's lists on average
+ADAPTIVE_STEPS = 3  # ... then bisections of the share towards the least reaching the target
 # A margin replaces the fixed nprobe only when this much faster on the sample: on full GCIDE the margin fitted to
 # sample vectors had real queries probe a little more (101 lists against 96), and the saving did not carry over.
 ADAPTIVE_NOISE = 0.10
@@ -257,21 +258,29 @@ def margin_for(assigned: tuple[np.ndarray, np.ndarray], lists: float, metric: st
 def _adaptive(index: "Tunable", pricer: Pricer, x: np.ndarray, truth: np.ndarray, own: np.ndarray | None, best: dict,
               need: float) -> list[dict]:
     """Settings that probe up to ADAPTIVE_CAP x the best fixed nprobe, skipping far lists (probe_margin), at
-    ADAPTIVE_LISTS x its lists on average: on real text they cover more at equal lists probed."""
+    ADAPTIVE_LISTS x its lists on average, then ADAPTIVE_STEPS bisections of that share between the largest
+    falling short and the smallest reaching `need`: on real text they cover more at equal lists probed, and the
+    share, unlike nprobe, is continuous, so the point lands close to the target instead of a power of two past it."""
     cap = min(index.nlist, ADAPTIVE_CAP * best["nprobe"])
     if cap <= best["nprobe"]:
         return []
     assigned = index.assign(x, cap)
     extra = 0 if own is None else 1
-    out = []
-    for share in ADAPTIVE_LISTS:
+
+    def trial(share: float) -> dict:
         margin = margin_for(assigned, share * best["nprobe"], index.metric)
         p = SearchParams(k=10 + extra, nprobe=cap, k1=best["k1"] + extra, k2=best["k2"] + extra, rerank=False,
                          probe_margin=margin)
         rows, ms = _priced(index, pricer, x, p)
-        out.append({"nprobe": cap, "k1": best["k1"], "k2": best["k2"], "probe_margin": margin,
-                    "lists_probed": lists_probed(prune_lists(assigned, margin, index.metric)),
-                    "coverage": None, "recall_at_10": _recall(rows, truth, own), "ms_per_query": ms})
+        return {"nprobe": cap, "k1": best["k1"], "k2": best["k2"], "probe_margin": margin, "share": share,
+                "lists_probed": lists_probed(prune_lists(assigned, margin, index.metric)),
+                "coverage": None, "recall_at_10": _recall(rows, truth, own), "ms_per_query": ms}
+    out = [trial(share) for share in ADAPTIVE_LISTS]
+    lo = max([0.0] + [t["share"] for t in out if t["recall_at_10"] < need])
+    hi = min([1.0] + [t["share"] for t in out if t["recall_at_10"] >= need and t["share"] > lo])
+    for _ in range(ADAPTIVE_STEPS):
+        out.append(trial((lo + hi) / 2))
+        lo, hi = (lo, out[-1]["share"]) if out[-1]["recall_at_10"] >= need else (out[-1]["share"], hi)
     return out
 
 

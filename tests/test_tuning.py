@@ -187,3 +187,23 @@ def test_a_margin_never_narrows_a_search_deep_enough_to_be_exhaustive(two_indexe
     truth = exact_topk(docs, queries, 10)
     assert recall_at(narrow.rows, truth) < 0.95  # the margin does prune here
     assert recall_at(everything.rows, truth) == 1.0  # k1 = k2 = N scores every row exactly, margin or not
+
+
+def test_the_share_of_lists_is_bisected_towards_the_least_that_reaches_the_target(two_indexes):
+    """Past the best fixed nprobe, the tuner halves the bracket of lists probed (by probe margin) between a share
+    falling short and one reaching the target, so a point is not a power of two past what the target needs."""
+    path, _, queries = two_indexes["hard"]
+    with retrieval.open_index(path) as index:
+        point = tuning.tune(index.tunable(), 0.9, queries=queries, save=False)
+    shares = [t for t in point.tried if "share" in t]
+    if not shares:
+        pytest.skip("the best fixed nprobe already probes every list: nothing to bisect")
+    assert len(shares) == len(tuning.ADAPTIVE_LISTS) + tuning.ADAPTIVE_STEPS
+    bisected = shares[len(tuning.ADAPTIVE_LISTS):]
+    short = [t["share"] for t in shares if t["recall_at_10"] < point.required_recall]
+    reach = [t["share"] for t in shares if t["recall_at_10"] >= point.required_recall]
+    first = sorted(tuning.ADAPTIVE_LISTS)
+    bracket = (max([0.0] + [s for s in first if s in short]), 1.0)
+    if reach and short and max(short) < min(reach):  # monotone here: the bracket shrank by half each step
+        assert min(reach) - max(short) <= (bracket[1] - bracket[0]) / 2 ** (tuning.ADAPTIVE_STEPS - 1)
+    assert all(0.0 < t["share"] < 1.0 for t in bisected)
