@@ -26,13 +26,15 @@ FAR_SHARE = 0.25  # the share of a uniform draw kept: the rows farthest from the
 
 def own_rows(index: "Tunable", n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(global rows, their full vectors as float32): `n` live rows at random, outside the build's training
-    sample where enough rows are (its PQ codes fit the sample better than other vectors, so sample rows as
-    queries overstate recall)."""
+    sample where the build left enough rows out of it (its PQ codes fit the sample better than other vectors,
+    so sample rows as queries overstate recall). Where the build trained on every row, rows outside the sample
+    are only those added since, from wherever the adds came: a sample of them alone misjudged GCIDE after
+    drifting adds by up to 0.08 (docs/measurements.md), so the draw is from every live row."""
     build = index.build
     pool = index.live_rows()
     built = build.get("count") or build["identity"]["source"].get("count") or index.count  # rows at build time
     trained = build.get("train_rows") or 0
-    if 0 < trained and len(pool) - trained >= n:
+    if 0 < trained < built and len(pool) - trained >= n:
         seen = np.arange(trained) if build.get("train_first_rows") else \
             sample_rows(built, trained, build["options"]["seed"])
         pool = np.setdiff1d(pool, seen, assume_unique=True)
