@@ -5,8 +5,8 @@ its neighbours in that list. Real queries lie farther out and their neighbours s
 amount that depends on the workload, not on the index: on one index of 120,000 dictionary senses, senses
 asked without their headword reach recall 0.95 at nprobe 64, headwords at 256. So the sample is a prior: the
 quarter of a uniform draw that lies farthest from its nearest list centre. On six labelled tasks
-(docs/measurements.md, "Operating points on real queries") points tuned on it fell short of the target on 4
-of 18 task-targets, by at most 0.006, where uniform rows fell short on 8, by up to 0.036; where queries
+(docs/measurements.md, "Operating points on real queries") points tuned on it fell short of the target on 5
+of 18 task-targets, by at most 0.006, where uniform rows fell short on 12, by up to 0.036; where queries
 resemble the documents it errs high, by up to 0.035.
 """
 from __future__ import annotations

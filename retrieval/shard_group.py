@@ -76,8 +76,10 @@ class ShardGroup:
         if codec is None or trained is None:
             codec, trained = read_shared(folder, m)
         self.sizes = tiers.store_sizes(m, trained, metas, held=sum(s.held_bytes() for s in self.shards))
-        # torch (1.4 s to import) is asked only by an index opened for a GPU
-        cuda = (gpu_budget is not None or device == "gpu") and _cuda_available()
+        gpu = gpu_budget is not None or device == "gpu"
+        if gpu:  # torch takes 1.4 s to import: only an index opened for a GPU asks it anything
+            from matryoshka.storage import device_store
+        cuda = gpu and device_store.cuda_available()
         if gpu_budget is not None and not cuda:
             warnings.warn(tiers.NO_CUDA, stacklevel=3)
         self.tiers = tiers.choose(self.sizes, memory_budget, gpu_budget, cuda)
@@ -94,7 +96,9 @@ class ShardGroup:
         self.stores = Stores(self._store("int8", "short", m.index_dim, np.int8),
                              self._store("full", "full", m.full_dim, np.float16), codec.int8, m.metric)
         held = self.tiers["int8"] in (tiers.GPU, tiers.PINNED)
-        self.int8_rows = _device_rows(self.stores.short, pinned=self.tiers["int8"] == tiers.PINNED) if held else None
+        # a GPU or pinned tier is chosen only under a GPU memory budget, so device_store is imported here
+        self.int8_rows = device_store.DeviceRows(self.stores.short, "cuda", pinned=self.tiers["int8"] == tiers.PINNED) \
+            if held else None
         self.rescore_device = rescore_device or ("cuda" if device == "gpu" and cuda else None)
         self.first = FirstPass(trained, self.shards, m.metric, device,
                                previous=None if previous is None else previous.first,
@@ -307,16 +311,6 @@ class ShardGroup:
             if id(s) not in self._given:
                 s.close()
         self.shards, self.stores, self.first, self.filters = [], None, None, None
-
-
-def _cuda_available() -> bool:
-    from matryoshka.storage.device_store import cuda_available
-    return cuda_available()
-
-
-def _device_rows(store, pinned: bool):
-    from matryoshka.storage.device_store import DeviceRows
-    return DeviceRows(store, "cuda", pinned=pinned)
 
 
 def _objects(values: list) -> np.ndarray:
