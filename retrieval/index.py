@@ -5,6 +5,7 @@ import copy
 import ctypes
 import threading
 import time
+from concurrent.futures import wait
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -37,7 +38,7 @@ from . import filters
 from .backend import Backend
 from .first_pass import FirstPass
 from .plan import Plan, Rules, Shape, plan
-from .runner import run
+from .runner import chunk_pool, run
 from .stages import Running
 from .describe import describe
 from .results import Hit, Record, SearchResult
@@ -391,11 +392,9 @@ class Index:
             pl = self._plan(p, len(rows), w, rerank, rules, options, params, missing)
             if w is not None:
                 timer.lap("filter")
-            for lo in range(0, len(rows), pl.chunk):
-                r = rows[lo:lo + pl.chunk]
-                parts.append(self._run(pl, x[r], None if texts is None else [texts[i] for i in r], timer, w,
-                                       set(missing)))
-                order.append(r)
+            chunks = [rows[lo:lo + pl.chunk] for lo in range(0, len(rows), pl.chunk)]
+            parts += self._run_chunks(pl, chunks, x, texts, timer, w, missing)
+            order += chunks
         result = parts[0] if len(parts) == 1 else SearchResult.concat(parts, dict(timer))
         perm = np.concatenate(order)
         return result if np.array_equal(perm, np.arange(len(x))) else result.reordered(np.argsort(perm))
@@ -415,6 +414,27 @@ class Index:
                    else "the queries are vectors without query_texts")
             raise InputError(f"rerank=True but {why}")
         return possible if rerank is None else rerank
+
+    def _run_chunks(self, pl: Plan, chunks: list[np.ndarray], x: np.ndarray, texts: list[str] | None,
+                    timer: StageTimer, where, missing: set) -> list[SearchResult]:
+        """Each chunk's result, in order: one chunk after another, or `pl.in_flight` at once (stores on SSD), each
+        timed on its own and the stage times summed into `timer`."""
+        def one(r: np.ndarray, t: StageTimer) -> SearchResult:
+            return self._run(pl, x[r], None if texts is None else [texts[i] for i in r], t, where, set(missing))
+        if pl.in_flight < 2 or len(chunks) < 2:
+            return [one(r, timer) for r in chunks]
+        timers = [StageTimer() for _ in chunks]
+        futures = [chunk_pool(pl.in_flight).submit(one, r, t) for r, t in zip(chunks, timers)]
+        try:
+            out = [f.result() for f in futures]
+        finally:  # nothing of this search runs on once it returns: a reload may close the backend next
+            for f in futures:
+                f.cancel()
+            wait(futures)
+        for t in timers:
+            for name, seconds in t.items():
+                timer[name] = timer.get(name, 0.0) + seconds
+        return out
 
     def _run(self, pl: Plan, x: np.ndarray, texts: list[str] | None, timer: StageTimer, where,
              missing: set) -> SearchResult:

@@ -29,6 +29,9 @@ from .stages.exhaustive import exhaustive_cheaper
 __all__ = ["Plan", "Rules", "Shape", "Step", "exhaustive_cheaper", "plan"]
 
 
+SSD_MIN_CHUNK = 16  # queries per chunk at least when chunks overlap (fewer and the per-chunk work shows)
+
+
 @dataclass(frozen=True)
 class Rules:
     """The planner's thresholds. The filter ones come from the crossover measured at 1M x 1024
@@ -39,12 +42,14 @@ class Rules:
     exact_filter_scan_ratio: float = 11  # ... or this many times the bytes of codes the widened pass would scan
     max_batch: int = 1024  # queries scored at once
     max_candidates: int = 1 << 21  # first-pass candidates held at once over a chunk's queries
+    ssd_in_flight: int = 2  # chunks searched at once when a store is read from SSD: one's reads beside another's CPU
 
     def checked(self) -> "Rules":
         checks.integer("rules exact_filter_work", self.exact_filter_work, 0, None)
         checks.number("rules exact_filter_scan_ratio", self.exact_filter_scan_ratio, 0, float("inf"))
         checks.integer("rules max_batch", self.max_batch, 1, None)
         checks.integer("rules max_candidates", self.max_candidates, 1, None)
+        checks.integer("rules ssd_in_flight", self.ssd_in_flight, 1, None)
         return self
 
     @classmethod
@@ -87,6 +92,7 @@ class Plan:
     steps: tuple[Step, ...]
     passing: int | None = None  # live rows passing the filter (None: no filter)
     notes: tuple[str, ...] = field(default=())
+    in_flight: int = 1  # chunks searched at once
 
     def step(self, name: str) -> Step | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -100,6 +106,8 @@ class Plan:
         """The plan as text: one line per stage with its reason."""
         head = (f"plan: {self.queries} quer{'y' if self.queries == 1 else 'ies'} in "
                 f"{math.ceil(self.queries / self.chunk)} chunk(s) of up to {self.chunk}, path {self.path}")
+        if self.in_flight > 1:
+            head += f", {self.in_flight} chunks at once"
         if self.passing is not None:
             head += f", {self.passing:,} rows pass the filter"
         lines = [head]
@@ -126,8 +134,14 @@ def plan(shape: Shape, p: SearchParams, queries: int, rules: Rules, *, passing: 
         step = stage.plan(ctx)
         if step is not None:
             ctx.steps.append(step)
+    chunk, in_flight = max(1, min(rules.max_batch, rules.max_candidates // p.k1)), 1
     if shape.tiers.get("int8") == "ssd" or shape.tiers.get("full") == "ssd":
         ctx.notes.append("stores on SSD: each stage gathers its rows for the chunk and reads them with many reads "
                          "in flight (matryoshka.storage.row_reader)")
-    chunk = max(1, min(rules.max_batch, rules.max_candidates // p.k1))
-    return Plan(p, queries, chunk, ctx.path, tuple(ctx.steps), passing, tuple(ctx.notes))
+        if rules.ssd_in_flight > 1 and queries >= 2 * SSD_MIN_CHUNK:
+            # smaller chunks, several at once: one chunk's reads wait on the device while another's stages compute
+            chunk = min(chunk, max(SSD_MIN_CHUNK, math.ceil(queries / (2 * rules.ssd_in_flight))))
+            in_flight = min(rules.ssd_in_flight, math.ceil(queries / chunk))
+            ctx.notes.append(f"{in_flight} chunks searched at once: the reads of one overlap the first pass and "
+                             "re-scoring of another")
+    return Plan(p, queries, chunk, ctx.path, tuple(ctx.steps), passing, tuple(ctx.notes), in_flight)

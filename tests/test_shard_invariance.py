@@ -55,6 +55,16 @@ def test_one_shard_and_fourteen_give_the_same_results_with_deletes_and_filters(p
     assert not set(gone) & {i for row in b.search_batch(q, k=10).ids for i in row}
 
 
+def test_stores_in_ram_or_mapped_are_one_gather_over_every_shard(pair, data):
+    _, q = data
+    mapped, ram = retrieval.open_index(pair[1]), retrieval.open_index(pair[1], memory_budget=1 << 30)
+    for index in (mapped, ram):
+        assert index.backend.stores.short.view is not None and index.backend.stores.full.view is not None
+    assert ram.info()["stores"]["int8"]["tier"] == "ram"
+    _same(mapped, ram, q)
+    _same(retrieval.open_index(pair[0]), ram, q)
+
+
 def test_the_first_pass_of_many_shards_returns_its_top_k_with_ties_by_row(pair, data):
     _, q = data
     index = retrieval.open_index(pair[1])

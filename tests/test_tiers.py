@@ -101,6 +101,9 @@ def test_cold_stores_answer_as_warm_ones(small_index, small_data, keep, opts):
         got = cold.search_batch(queries, 10, **FIXED)
         deep_got = cold.search_batch(queries[:5], 10, nprobe=64, k1=1000, k2=400)
         info = cold.info()
+        plan = cold.explain(queries, 10, **FIXED)
+    on_ssd = len(keep) < 3  # chunks of a quarter batch, two at once: the same answers
+    assert (plan.in_flight, plan.chunk) == ((2, 16) if on_ssd else (1, 1024)), plan.explain()
     assert np.array_equal(got.rows, want.rows) and np.array_equal(got.scores, want.scores)
     assert got.ids == want.ids and got.texts == want.texts
     assert np.array_equal(deep_got.rows, deep_want.rows) and np.array_equal(deep_got.scores, deep_want.scores)

@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -132,9 +133,14 @@ class FileRows:
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """The rows (sorted, local to this file) as a (len(rows), width) array."""
+        return self.start(rows)()
+
+    def start(self, rows: np.ndarray) -> Callable[[], np.ndarray]:
+        """Issue the reads of `read(rows)` and return what waits for them and returns the rows: a store gathering
+        from many shard files starts every file's reads before it waits for any."""
         rows = np.asarray(rows, np.int64)
         if not len(rows):
-            return np.zeros((0, self.width), self.dtype)
+            return lambda: np.zeros((0, self.width), self.dtype)
         if rows[0] < 0 or rows[-1] >= self.count or (len(rows) > 1 and (np.diff(rows) < 0).any()):
             raise ValueError(f"rows must be sorted and within 0..{self.count - 1}")
         first, pages, pos = extents(rows, self.offset, self.row_bytes)
@@ -144,20 +150,25 @@ class FileRows:
             if self.method == "willneed":
                 for p, n in zip((first * PAGE).tolist(), (pages * PAGE).tolist()):
                     self._map.madvise(mmap.MADV_WILLNEED, p, min(n, len(self._map) - p))
-            return self._rows[rows]
+            return lambda: self._rows[rows]
         buf = mmap.mmap(-1, int(pages.sum()) * PAGE)  # page-aligned, as O_DIRECT needs
         try:
-            if self.method == "uring":
-                self._uring(buf, first, pages)
-            else:
-                self._pread(buf, first, pages)
-            flat = np.frombuffer(buf, np.uint8)
-            # a view with one window per byte position; indexing it copies each row's bytes once
-            out = np.lib.stride_tricks.sliding_window_view(flat, self.row_bytes)[pos]
-            del flat
-            return out.view(self.dtype).reshape(len(rows), self.width)
-        finally:
+            done = self._uring(buf, first, pages) if self.method == "uring" else self._pread(buf, first, pages)
+        except BaseException:
             buf.close()
+            raise
+
+        def finish() -> np.ndarray:
+            try:
+                done()
+                flat = np.frombuffer(buf, np.uint8)
+                # a view with one window per byte position; indexing it copies each row's bytes once
+                out = np.lib.stride_tricks.sliding_window_view(flat, self.row_bytes)[pos]
+                del flat
+                return out.view(self.dtype).reshape(len(rows), self.width)
+            finally:
+                buf.close()
+        return finish
 
     def check(self) -> None:
         """Refuse to read when the file no longer holds every row (truncated after it was opened)."""
@@ -172,7 +183,8 @@ class FileRows:
             from .row_store import damaged
             raise damaged(self.name, start + got, self.end)
 
-    def _pread(self, buf: mmap.mmap, first: np.ndarray, pages: np.ndarray) -> None:
+    def _pread(self, buf: mmap.mmap, first: np.ndarray, pages: np.ndarray) -> Callable[[], None]:
+        """Submit the reads to the pool; return what waits for every one of them."""
         view = memoryview(buf)
         offs = (first * PAGE).tolist()
         sizes = (pages * PAGE).tolist()
@@ -192,19 +204,19 @@ class FileRows:
                     self._short(offs[i], got)
         n = len(offs)
         workers = max(1, min(self.depth, n))
-        try:
-            if workers == 1:
-                run(range(n))
-            else:
-                step = -(-n // workers)
-                futures = [_pool(self.depth).submit(run, range(lo, min(n, lo + step))) for lo in range(0, n, step)]
+        step = -(-n // workers)
+        futures = [_pool(self.depth).submit(run, range(lo, min(n, lo + step))) for lo in range(0, n, step)]
+
+        def done() -> None:
+            try:
                 wait(futures)  # every read ends before the buffer can be freed, failed or not
                 for f in futures:
                     f.result()
-        finally:
-            view.release()
+            finally:
+                view.release()
+        return done
 
-    def _uring(self, buf: mmap.mmap, first: np.ndarray, pages: np.ndarray) -> None:
+    def _uring(self, buf: mmap.mmap, first: np.ndarray, pages: np.ndarray) -> Callable[[], None]:
         import liburing as L  # the binding reads into bytearrays only: one per read, copied into place
         offs, sizes = (first * PAGE).tolist(), (pages * PAGE).tolist()
         at = (np.concatenate([[0], np.cumsum(pages)[:-1]]).astype(np.int64) * PAGE).tolist()
@@ -239,6 +251,7 @@ class FileRows:
             L.io_uring_queue_exit(ring)
         if error is not None:
             raise error
+        return lambda: None
 
     def drop_cached(self) -> None:
         """Drop this file's pages from this process's map and from the page cache (see `drop_cached`)."""

@@ -7,6 +7,8 @@ import numpy as np
 
 from matryoshka.core.errors import StoreDamaged
 
+from .row_view import row_view
+
 
 def damaged(path, have: int, need: int) -> StoreDamaged:
     """The error for a store file found shorter than the rows it must hold."""
@@ -56,6 +58,12 @@ class RowStore:
         # shards of one size from row 0 (a build's): a row's shard is a division, not a search
         sizes = np.diff(self.starts)
         self.step = int(sizes[0]) if len(sizes) and self.starts[0] == 0 and (sizes == sizes[0]).all() else None
+        # every shard's rows in one array (`row_view`): a batch's candidates are one gather, however many shards
+        self.view = row_view(arrays, width, dtype) if readers is None and self.slots is None else None
+        if self.view is not None:
+            self.shift = self.view.first - self.starts  # a global row's place in the view: row + shift[its shard]
+            self.end = self.view.first + np.array([len(a) for a in arrays], np.int64)  # past each shard's last
+            self.mapped = np.array([i for i, a in enumerate(arrays) if getattr(a, "_mmap", None) is not None], np.int64)
 
     def shard_of(self, rows: np.ndarray) -> np.ndarray:
         """The shard (position) of each global row, as the smallest integers that hold it (numpy sorts 16-bit
@@ -66,11 +74,24 @@ class RowStore:
 
     def take(self, gids: np.ndarray) -> np.ndarray:
         """Rows for global ids given in ascending order, read shard by shard (so the reads go forward)."""
+        if self.view is not None:
+            return self._from_view(gids)
         cuts = np.searchsorted(gids, self.starts[1:])
         slots = self.slots or [None] * len(self.starts)
-        if self.readers is not None:
-            parts = [_read(r, rows - s, sl) for r, s, rows, sl in zip(self.readers, self.starts, np.split(gids, cuts),
-                                                                       slots) if len(rows)]
+        if self.readers is not None:  # every shard's reads in flight before any is waited for
+            started = []
+            try:
+                for r, s, rows, sl in zip(self.readers, self.starts, np.split(gids, cuts), slots):
+                    if len(rows):
+                        started.append(_start(r, rows - s, sl))
+            except BaseException:
+                for finish in started:  # let the reads already issued end before their buffers go
+                    try:
+                        finish()
+                    except Exception:  # noqa: BLE001 - the first error is the one raised
+                        pass
+                raise
+            parts = [finish() for finish in started]
         else:
             parts = [_take(a, rows - s if sl is None else sl[rows - s]) for a, s, rows, sl
                      in zip(self.arrays, self.starts, np.split(gids, cuts), slots) if len(rows)]
@@ -89,6 +110,8 @@ class RowStore:
             # every distinct row read once, all of a batch's reads in flight together
             rows, inverse = np.unique(flat, return_inverse=True)
             out = self.take(rows)[inverse]
+        elif self.view is not None:
+            out = self._from_view(flat, sort=in_order)
         elif in_order or self.slots is not None:
             order = np.argsort(flat, kind="stable")
             out = np.empty((len(flat), self.width), dtype=self.dtype)
@@ -105,6 +128,22 @@ class RowStore:
                 out[at] = _take(self.arrays[s], flat[at] - self.starts[s])
         return out.reshape(*cand.shape, self.width)
 
+    def _from_view(self, rows: np.ndarray, sort: bool = False) -> np.ndarray:
+        """Rows by global id, gathered from the view in one take (`sort`: in ascending order, a forward sweep)."""
+        shard = self.shard_of(rows)
+        if len(self.mapped):  # files mapped: each one the rows touch checked whole first (a read past its end is SIGBUS)
+            for s in self.mapped[np.bincount(shard, minlength=len(self.arrays))[self.mapped] > 0]:
+                check_mapped(self.arrays[s])
+        at = rows + self.shift[shard]
+        if len(rows) and ((rows < self.starts[0]) | (at >= self.end[shard])).any():  # a gap holds no pages: no reads
+            raise IndexError("a row asked for is in none of this store's shards")
+        if not sort:
+            return np.take(self.view.array, at, axis=0)
+        order = np.argsort(at, kind="stable")
+        out = np.empty((len(rows), self.width), dtype=self.dtype)
+        out[order] = np.take(self.view.array, at[order], axis=0)
+        return out
+
 
 def _take(arr: np.ndarray, local: np.ndarray) -> np.ndarray:
     """Rows of one shard's mapped (or in-RAM) store, its file checked whole first."""
@@ -112,13 +151,18 @@ def _take(arr: np.ndarray, local: np.ndarray) -> np.ndarray:
     return np.take(np.asarray(arr), local, axis=0)
 
 
-def _read(reader, local: np.ndarray, slots: np.ndarray | None) -> np.ndarray:
-    """Rows of one shard read from SSD: their slots in ascending order (forward reads), back in row order."""
+def _start(reader, local: np.ndarray, slots: np.ndarray | None):
+    """Start reading rows of one shard from SSD: their slots in ascending order (forward reads); what the returned
+    function gives back is in row order."""
     if slots is None:
-        return reader.read(local)
+        return reader.start(local)
     where = slots[local].astype(np.int64)
     order = np.argsort(where, kind="stable")
-    got = reader.read(where[order])
-    out = np.empty_like(got)
-    out[order] = got
-    return out
+    finish = reader.start(where[order])
+
+    def in_row_order() -> np.ndarray:
+        got = finish()
+        out = np.empty_like(got)
+        out[order] = got
+        return out
+    return in_row_order

@@ -21,6 +21,7 @@ from .attribute_schema import padded
 from .manifest import LEXICAL_DIR, LEXICAL_META, Manifest, ShardRecord
 from .pinned import PinnedFolder
 from .row_reader import FileRows, drop_cached
+from .row_view import shared_empty
 from .row_store import advise_random, check_mapped
 from .tiers import RAM, SSD, SsdReads
 from .tombstones import dead_rows
@@ -129,9 +130,9 @@ def _load(root: PinnedFolder, name: str, arr: np.ndarray) -> np.ndarray:
     """A mapped store's rows read into memory in large sequential reads (its map is advised random: copying
     through it would fault one page at a time), then its pages dropped from the page cache (they would count
     twice)."""
-    out = np.empty(arr.shape, arr.dtype)
-    if not isinstance(arr, np.memmap) or not out.nbytes:
+    if not isinstance(arr, np.memmap) or not arr.nbytes:
         return np.array(arr)
+    out = shared_empty(arr.shape, arr.dtype)  # a shared map, so that `row_view` can place it beside the others
     view, got = memoryview(out.reshape(-1)).cast("B"), 0
     with root.open(name) as f:
         f.seek(arr.offset)

@@ -1,0 +1,73 @@
+"""Every shard's store in one array: the same rows as reading shard by shard, for mapped files and stores read
+into RAM, with empty shards, gaps in the row numbers and the -1 of a short candidate list."""
+import sys
+
+import numpy as np
+import pytest
+
+from matryoshka.storage.row_store import RowStore
+from matryoshka.storage.row_view import row_view, shared_empty
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the view needs Linux's mremap")
+SIZES = [1000, 37, 0, 5000, 1, 129]
+
+
+def _arrays(tmp_path, kind: str, width: int, dtype) -> list[np.ndarray]:
+    rng = np.random.default_rng(len(kind) + width)
+    out = []
+    for i, n in enumerate(SIZES):
+        a = (rng.standard_normal((n, width)) * 50).astype(dtype)
+        if kind == "ram":
+            b = shared_empty(a.shape, dtype)
+            b[:] = a
+        else:
+            np.save(tmp_path / f"{i}.npy", a)
+            b = np.load(tmp_path / f"{i}.npy", mmap_mode="r")
+        out.append(b)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["mapped", "ram"])
+@pytest.mark.parametrize("width,dtype", [(32, np.int8), (384, np.float16), (7, np.float16)])
+def test_the_view_holds_every_shards_rows_in_place(tmp_path, kind, width, dtype):
+    arrays = _arrays(tmp_path, kind, width, dtype)
+    view = row_view(arrays, width, dtype)
+    assert view is not None
+    for a, first in zip(arrays, view.first):
+        np.testing.assert_array_equal(view.array[first:first + len(a)], a)
+
+
+@pytest.mark.parametrize("kind", ["mapped", "ram"])
+@pytest.mark.parametrize("in_order", [True, False])
+def test_candidates_from_the_view_equal_the_rows_shard_by_shard(tmp_path, kind, in_order):
+    arrays = _arrays(tmp_path, kind, 24, np.int8)
+    starts = np.concatenate([[0], np.cumsum(SIZES)[:-1]]) + np.arange(len(SIZES)) * 10  # gaps between shards
+    store = RowStore(starts, arrays, 24, np.int8)
+    assert store.view is not None
+    whole = {int(s) + r: a[r] for s, a in zip(starts, arrays) for r in range(len(a))}
+    rows = np.array(sorted(whole))
+    cand = np.random.default_rng(0).choice(rows, (50, 40))
+    cand[3, 30:] = -1  # a short list
+    got = store.candidates(cand, in_order=in_order)
+    live = cand >= 0
+    np.testing.assert_array_equal(got[live], np.stack([whole[int(r)] for r in cand[live]]))
+    np.testing.assert_array_equal(store.take(rows[::7]), np.stack([whole[int(r)] for r in rows[::7]]))
+    with pytest.raises(IndexError, match="none of this store's shards"):
+        store.take(np.array([starts[1] + SIZES[1] + 3]))  # in the gap after shard 1
+
+
+def test_arrays_that_are_not_shared_maps_are_gathered_shard_by_shard():
+    arrays = [np.ones((5, 4), np.int8), np.zeros((3, 4), np.int8)]
+    assert row_view(arrays, 4, np.int8) is None
+    store = RowStore(np.array([0, 5]), arrays, 4, np.int8)
+    assert store.view is None
+    assert store.candidates(np.array([[6, 0, -1]]), in_order=False)[0, :, 0].tolist() == [0, 1, 1]
+
+
+def test_the_view_keeps_its_pages_after_the_shards_maps_are_gone(tmp_path):
+    arrays = _arrays(tmp_path, "ram", 16, np.int8)
+    want = [np.array(a) for a in arrays]
+    view = row_view(arrays, 16, np.int8)
+    del arrays
+    for a, first in zip(want, view.first):
+        np.testing.assert_array_equal(view.array[first:first + len(a)], a)
