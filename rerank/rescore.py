@@ -60,8 +60,9 @@ def exact_topk(stores: Stores, x: np.ndarray, rows: np.ndarray, k: int,
 def keep(cand: np.ndarray, stages: dict, key: str, depth: int):
     """Sort candidates by one stage's score and keep the best `depth`, carrying every stage's scores along."""
     order = np.argsort(-stages[key], axis=1, kind="stable")[:, :depth]
-    cand = np.take_along_axis(cand, order, 1)
-    stages = {s: np.take_along_axis(v, order, 1) for s, v in stages.items()}
+    at = (np.arange(len(order))[:, None], order)  # take_along_axis's index, made once for every array
+    cand = cand[at]
+    stages = {s: v[at] for s, v in stages.items()}
     invalid = ~np.isfinite(stages[key])
     cand[invalid] = -1
     return cand, stages

@@ -65,6 +65,7 @@ class ShardGroup:
         folder = root if isinstance(root, PinnedFolder) else _pin_same(Path(root), manifest)
         m = manifest
         metas = [s for s in m.shards if numbers is None or s.number in set(numbers)]
+        self.whole = numbers is None  # every shard: each candidate a stage is given is this group's own
         self.numbers = [s.number for s in metas]
         schema = manifest_schema(m.attributes)
         reusable = previous.reusable(schema, memory_budget, ssd, gpu_budget) if previous is not None else {}
@@ -197,7 +198,8 @@ class ShardGroup:
         """`scorer(queries, candidates, rows, device)` over the candidates this group owns in `store` ("int8" or
         "full"), on this group's re-scoring device; -inf elsewhere."""
         rows = (self.int8_rows or self.stores.short) if store == "int8" else self.stores.full
-        return scorer(queries, np.where(self.owns(cand), cand, -1), rows, self.rescore_device)
+        return scorer(queries, cand if self.whole else np.where(self.owns(cand), cand, -1), rows,
+                      self.rescore_device)
 
     def lookup(self, rows: np.ndarray, texts: bool, missing: set | None = None) -> tuple[list, list | None]:
         """External ids (None where not owned) and texts ('' where not owned) of a flat array of rows."""
@@ -213,6 +215,10 @@ class ShardGroup:
     def _by_shard(self, rows: np.ndarray):
         """(shard position, positions in `rows` of its rows) for every shard of this group that `rows` touch."""
         valid = np.flatnonzero(self.owns(rows))
+        if len(self.shards) == 1:
+            if len(valid):
+                yield 0, valid
+            return
         shard_of = np.searchsorted(self.starts, rows[valid], side="right") - 1
         order = np.argsort(shard_of, kind="stable")
         bounds = np.searchsorted(shard_of[order], np.arange(len(self.shards) + 1))
