@@ -170,6 +170,10 @@ class FileRows:
                 buf.close()
         return finish
 
+    def mapped_rows(self) -> np.ndarray:
+        """The rows as an array over this reader's map (methods willneed and mmap; empty for a file of none)."""
+        return self._rows if self._rows is not None else np.zeros((0, self.width), self.dtype)
+
     def check(self) -> None:
         """Refuse to read when the file no longer holds every row (truncated after it was opened)."""
         have = os.fstat(self.fd).st_size

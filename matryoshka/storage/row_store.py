@@ -7,6 +7,7 @@ import numpy as np
 
 from matryoshka.core.errors import StoreDamaged
 
+from .row_reader import PAGE, extents
 from .row_view import row_view
 
 
@@ -58,12 +59,17 @@ class RowStore:
         # shards of one size from row 0 (a build's): a row's shard is a division, not a search
         sizes = np.diff(self.starts)
         self.step = int(sizes[0]) if len(sizes) and self.starts[0] == 0 and (sizes == sizes[0]).all() else None
-        # every shard's rows in one array (`row_view`): a batch's candidates are one gather, however many shards
-        self.view = row_view(arrays, width, dtype) if readers is None and self.slots is None else None
+        # every shard's rows in one array (`row_view`): a batch's candidates are one gather, however many shards;
+        # read from SSD too when the readers read through maps (hints, then the copy), whose maps are placed
+        maps = arrays if readers is None else [r.mapped_rows() for r in readers] \
+            if all(r.method in ("willneed", "mmap") for r in readers) else None
+        self.view = row_view(maps, width, dtype) if maps is not None and self.slots is None else None
         if self.view is not None:
             self.shift = self.view.first - self.starts  # a global row's place in the view: row + shift[its shard]
-            self.end = self.view.first + np.array([len(a) for a in arrays], np.int64)  # past each shard's last
-            self.mapped = np.array([i for i, a in enumerate(arrays) if getattr(a, "_mmap", None) is not None], np.int64)
+            self.end = self.view.first + np.array([len(a) for a in maps], np.int64)  # past each shard's last
+            # files that can shrink under a map (SIGBUS when read past their end): checked when the rows touch them
+            self.mapped = np.array([i for i, a in enumerate(arrays) if readers is not None
+                                    or getattr(a, "_mmap", None) is not None], np.int64)
 
     def shard_of(self, rows: np.ndarray) -> np.ndarray:
         """The shard (position) of each global row, as the smallest integers that hold it (numpy sorts 16-bit
@@ -131,18 +137,34 @@ class RowStore:
     def _from_view(self, rows: np.ndarray, sort: bool = False) -> np.ndarray:
         """Rows by global id, gathered from the view in one take (`sort`: in ascending order, a forward sweep)."""
         shard = self.shard_of(rows)
-        if len(self.mapped):  # files mapped: each one the rows touch checked whole first (a read past its end is SIGBUS)
-            for s in self.mapped[np.bincount(shard, minlength=len(self.arrays))[self.mapped] > 0]:
-                check_mapped(self.arrays[s])
         at = rows + self.shift[shard]
         if len(rows) and ((rows < self.starts[0]) | (at >= self.end[shard])).any():  # a gap holds no pages: no reads
             raise IndexError("a row asked for is in none of this store's shards")
+        if len(self.mapped):  # files mapped: each one the rows touch checked whole first (a read past its end is SIGBUS)
+            for s in self.mapped[np.bincount(shard, minlength=len(self.arrays))[self.mapped] > 0]:
+                self.readers[s].check() if self.readers is not None else check_mapped(self.arrays[s])
+        if self.readers is not None:  # from SSD (rows sorted): every page asked for at once, then the copy
+            first, pages, _ = extents(at, self.view.offset, self.width * self.dtype.itemsize)
+            self._count(shard, first, pages, at)
+            if self.readers[0].method == "willneed":
+                self.view.will_need(first, pages)
         if not sort:
             return np.take(self.view.array, at, axis=0)
         order = np.argsort(at, kind="stable")
         out = np.empty((len(rows), self.width), dtype=self.dtype)
         out[order] = np.take(self.view.array, at[order], axis=0)
         return out
+
+
+    def _count(self, shard: np.ndarray, first: np.ndarray, pages: np.ndarray, at: np.ndarray) -> None:
+        """Add the reads (extents), pages and rows of one gather to each shard reader's statistics."""
+        n = len(self.readers)
+        page = (self.view.offset + at * (self.width * self.dtype.itemsize)) // PAGE  # where each row starts
+        of = shard[np.searchsorted(page, first)]  # the shard of each extent's first row
+        reads, npages = np.bincount(of, minlength=n), np.bincount(of, pages, minlength=n)
+        rows = np.bincount(shard, minlength=n)
+        for s in np.flatnonzero(rows):
+            self.readers[s].stats.add(int(reads[s]), int(npages[s]), int(rows[s]))
 
 
 def _take(arr: np.ndarray, local: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 PAGE = mmap.PAGESIZE
-_MREMAP_MAYMOVE, _MREMAP_FIXED, _MAP_NORESERVE = 1, 2, 0x4000
+_MREMAP_MAYMOVE, _MREMAP_FIXED, _MAP_NORESERVE, _MADV_RANDOM, _MADV_WILLNEED = 1, 2, 0x4000, 1, 3
 _FAILED = ctypes.c_void_p(-1).value
 _libc = None
 
@@ -29,6 +29,7 @@ def _c():
                                ctypes.c_long]
         _libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
         _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     return _libc
 
 
@@ -74,10 +75,18 @@ class _Range:
 
 
 class RowView:
-    """`array`: (rows, width) over every shard's store; shard s's row r is `array[first[s] + r]`."""
+    """`array`: (rows, width) over every shard's store; shard s's row r is `array[first[s] + r]`. Its row 0
+    starts `offset` bytes past a page boundary."""
 
-    def __init__(self, array: np.ndarray, first: np.ndarray):
-        self.array, self.first = array, first
+    def __init__(self, array: np.ndarray, first: np.ndarray, offset: int):
+        self.array, self.first, self.offset = array, first, offset
+
+    def will_need(self, first_page: np.ndarray, pages: np.ndarray) -> None:
+        """Ask the kernel to read these pages (counted from the page holding row 0) now, all at once."""
+        base = self.array.__array_interface__["data"][0] - self.offset
+        madvise = _c().madvise
+        for p, n in zip((base + first_page * PAGE).tolist(), (pages * PAGE).tolist()):
+            madvise(p, n, _MADV_WILLNEED)
 
 
 def row_view(arrays: list[np.ndarray], width: int, dtype) -> RowView | None:
@@ -117,6 +126,7 @@ def row_view(arrays: list[np.ndarray], width: int, dtype) -> RowView | None:
                 rng.place(p[0] + p[1] - delta, p[2] - (p[1] - delta), int(f) * row_bytes)
     except OSError:
         return None
+    _c().madvise(rng.addr, size, _MADV_RANDOM)  # rows are read at random: no read-around on a fault
     buf = (ctypes.c_char * (at * row_bytes)).from_address(rng.addr + delta)
     buf.owner = rng  # the range lives as long as any array over it
-    return RowView(np.frombuffer(buf, dtype).reshape(at, width), first)
+    return RowView(np.frombuffer(buf, dtype).reshape(at, width), first, delta)
