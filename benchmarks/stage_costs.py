@@ -2,10 +2,11 @@
 given settings of a built index, and the first pass's lookup tables with and without residual encoding.
 
     python -m matryoshka.benchmarks.stage_costs --index IDX --queries Q.npy --points 64/150/20,256/200/20 \
-        --out benchmarks/results/stage-costs-gcide-120k.json
+        --single 500 --out benchmarks/results/stage-costs-gcide-120k.json
 
 The stage timings are the engine's own (`SearchResult.timings`): encode, first_pass, int8, full and ids_and_texts
-(the external ids and texts of the hits). The residual part trains two faiss IVF-PQ fast-scan indexes of the
+(the external ids and texts of the hits). `--single N` also times N queries one per call (p50 / p99, and the
+mean of each stage). The residual part trains two faiss IVF-PQ fast-scan indexes of the
 index's short vectors (its own transform, nlist and code), one encoding each vector's residual from its list
 centre (a lookup table per probed list) and one the vector itself (one table per query, the engine's choice),
 and reports recall@10 of the first pass within k1 and its time.
@@ -40,6 +41,22 @@ def stage_ms(index: retrieval.Index, queries: np.ndarray, point: tuple[int, int,
     per = {stage: 1000 * s / len(queries) for stage, s in best.items()}
     return {"nprobe": nprobe, "k1": k1, "k2": k2, "ms_per_query": 1000 * total / len(queries),
             "stages_ms_per_query": per, "ids_share": per.get("ids_and_texts", 0.0) * len(queries) / (1000 * total)}
+
+
+def single_ms(index: retrieval.Index, queries: np.ndarray, point: tuple[int, int, int], n: int) -> dict:
+    """One query per call, `n` calls after 20 untimed ones: p50 / p99 ms and each stage's mean ms."""
+    nprobe, k1, k2 = point
+    for q in queries[:20]:
+        index.search_batch(q[None], k=10, nprobe=nprobe, k1=k1, k2=k2, rerank=False)
+    took, stages = [], {}
+    for q in queries[:n]:
+        t = time.perf_counter()
+        r = index.search_batch(q[None], k=10, nprobe=nprobe, k1=k1, k2=k2, rerank=False)
+        took.append(time.perf_counter() - t)
+        for stage, sec in r.timings.items():
+            stages[stage] = stages.get(stage, 0.0) + sec
+    return {"p50_ms": 1000 * float(np.median(took)), "p99_ms": 1000 * float(np.percentile(took, 99)),
+            "stages_mean_ms": {k: 1000 * v / len(took) for k, v in stages.items()}}
 
 
 def residual_costs(index: retrieval.Index, queries: np.ndarray, points: list[tuple[int, int, int]],
@@ -82,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", default="64/150/20,256/200/20", help="nprobe/k1/k2,...")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-residual", action="store_true", help="skip the by_residual comparison")
+    ap.add_argument("--single", type=int, default=0, help="also time this many queries one per call")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     points = [tuple(int(v) for v in p.split("/")) for p in a.points.split(",")]
@@ -89,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     with retrieval.open_index(a.index) as index:
         stages = [stage_ms(index, queries, p, a.repeats) for p in points]
+        for s, p in zip(stages, points):
+            if a.single:
+                s["single_query"] = single_ms(index, queries, p, a.single)
+                print(f"{p}: single query p50 {s['single_query']['p50_ms']:.3f} ms", flush=True)
         for s in stages:
             print(f"{s['nprobe']}/{s['k1']}/{s['k2']}: {s['ms_per_query']:.4f} ms/query; " + ", ".join(
                 f"{k} {v:.4f}" for k, v in s["stages_ms_per_query"].items()), flush=True)

@@ -5,7 +5,7 @@ import copy
 import ctypes
 import threading
 import time
-from concurrent.futures import wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,7 +38,7 @@ from . import filters
 from .backend import Backend
 from .first_pass import FirstPass
 from .plan import Plan, Rules, Shape, plan
-from .runner import chunk_pool, run
+from .runner import run
 from .stages import Running
 from .describe import describe
 from .results import Hit, Record, SearchResult
@@ -424,13 +424,15 @@ class Index:
         if pl.in_flight < 2 or len(chunks) < 2:
             return [one(r, timer) for r in chunks]
         timers = [StageTimer() for _ in chunks]
-        futures = [chunk_pool(pl.in_flight).submit(one, r, t) for r, t in zip(chunks, timers)]
-        try:
-            out = [f.result() for f in futures]
-        finally:  # nothing of this search runs on once it returns: a reload may close the backend next
-            for f in futures:
-                f.cancel()
-            wait(futures)
+        # threads of this call's own (a shared pool would queue one caller's chunks behind another's)
+        with ThreadPoolExecutor(pl.in_flight, thread_name_prefix="matryoshka-chunk") as pool:
+            futures = [pool.submit(one, r, t) for r, t in zip(chunks, timers)]
+            try:
+                out = [f.result() for f in futures]
+            finally:  # nothing of this search runs on once it returns: a reload may close the backend next
+                for f in futures:
+                    f.cancel()
+                wait(futures)
         for t in timers:
             for name, seconds in t.items():
                 timer[name] = timer.get(name, 0.0) + seconds

@@ -138,7 +138,8 @@ def plan(shape: Shape, p: SearchParams, queries: int, rules: Rules, *, passing: 
     if shape.tiers.get("int8") == "ssd" or shape.tiers.get("full") == "ssd":
         ctx.notes.append("stores on SSD: each stage gathers its rows for the chunk and reads them with many reads "
                          "in flight (matryoshka.storage.row_reader)")
-        if rules.ssd_in_flight > 1 and queries >= 2 * SSD_MIN_CHUNK:
+        # (not with a GPU first pass or a cross-encoder: neither is searched from two threads at once)
+        if rules.ssd_in_flight > 1 and queries >= 2 * SSD_MIN_CHUNK and shape.device != "gpu" and not rerank:
             # smaller chunks, several at once: one chunk's reads wait on the device while another's stages compute
             chunk = min(chunk, max(SSD_MIN_CHUNK, math.ceil(queries / (2 * rules.ssd_in_flight))))
             in_flight = min(rules.ssd_in_flight, math.ceil(queries / chunk))

@@ -1,8 +1,7 @@
 """Running a plan over one chunk of queries: each step by its registered stage, timed on its own."""
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from typing import Sequence
 
 from matryoshka.core.timing import StageTimer
@@ -27,14 +26,3 @@ def run(pl: Plan, ctx: Running, timer: StageTimer, stages: Sequence[Stage] = STA
         wait(list(ctx.pending.values()))
     return ctx
 
-
-_CHUNK_POOLS: dict[int, ThreadPoolExecutor] = {}
-_lock = threading.Lock()
-
-
-def chunk_pool(n: int) -> ThreadPoolExecutor:
-    """The threads that search `n` chunks of a batch at once (`Plan.in_flight`; made on first use)."""
-    with _lock:
-        if n not in _CHUNK_POOLS:
-            _CHUNK_POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="matryoshka-chunk")
-        return _CHUNK_POOLS[n]

@@ -134,7 +134,11 @@ class ShardGroup:
         return {s: {"tier": self.tiers[s], "bytes": self.sizes[s], "device": where[s]} for s in tiers.STORES}
 
     def drop_page_cache(self) -> None:
-        """Make every store not held in RAM cold (`Shard.drop_page_cache`)."""
+        """Make every store not held in RAM cold (`Shard.drop_page_cache`), the one view over every shard's rows
+        (`row_view`) first: a page still mapped there would stay in the page cache."""
+        for store in (self.stores.short, self.stores.full) if self.stores is not None else ():
+            if store.view is not None:
+                store.view.drop()
         for s in self.shards:
             s.drop_page_cache()
 

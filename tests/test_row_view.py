@@ -71,3 +71,22 @@ def test_the_view_keeps_its_pages_after_the_shards_maps_are_gone(tmp_path):
     del arrays
     for a, first in zip(want, view.first):
         np.testing.assert_array_equal(view.array[first:first + len(a)], a)
+
+
+def test_dropping_the_page_cache_reaches_the_pages_the_view_touched(tmp_path):
+    """A page still mapped by the view would stay in the page cache: `drop_page_cache` makes every shard cold."""
+    import os
+
+    from matryoshka import indexing, retrieval
+    from matryoshka.storage.row_reader import cached_fraction
+    x = np.random.default_rng(3).standard_normal((1200, 32)).astype(np.float32)
+    root = indexing.build(tmp_path / "idx", x, shard_size=300, index_dim=16, nlist=8, select=False, tune=False,
+                          quiet=True)
+    os.sync()  # dirty pages cannot be dropped
+    files = sorted((root / "shards").glob("*/short.i8.npy"))
+    with retrieval.open_index(root) as index:
+        assert index.backend.stores.short.view is not None and len(files) == 4
+        index.search_batch(x[::5], 10, nprobe=8, k1=200, k2=50)
+        assert min(cached_fraction(f) for f in files) > 0.5
+        index.drop_page_cache()
+        assert max(cached_fraction(f) for f in files) == 0.0

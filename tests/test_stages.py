@@ -106,3 +106,15 @@ def test_the_tuner_reads_only_its_protocol(small_index):
     with retrieval.open_index(small_index) as ix:
         point = tuning.tune(Only(ix.tunable()), 0.9, n_queries=50, save=False)
     assert point.queries == 50 and point.recall_at_10 > 0
+
+
+def test_stores_on_ssd_search_two_chunks_at_once_but_not_on_a_gpu_or_with_a_cross_encoder():
+    from dataclasses import replace
+    p = SearchParams(nprobe=64, k1=1000, k2=100).checked(1024)
+    pl = plan(BILLION, p, 100, Rules())
+    assert (pl.chunk, pl.in_flight) == (25, 2) and "2 chunks at once" in pl.explain()
+    assert plan(BILLION, p, 20, Rules()).in_flight == 1  # too few queries to split
+    assert plan(replace(BILLION, device="gpu"), p, 100, Rules()).in_flight == 1
+    assert plan(BILLION, p, 100, Rules(), rerank=True).in_flight == 1
+    assert plan(replace(BILLION, tiers={"codes": "ram", "int8": "ram", "full": "ram"}), p, 100, Rules()).in_flight == 1
+    assert plan(BILLION, p, 100, Rules(ssd_in_flight=1)).in_flight == 1

@@ -209,7 +209,7 @@ class FileRows:
         n = len(offs)
         workers = max(1, min(self.depth, n))
         step = -(-n // workers)
-        futures = [_pool(self.depth).submit(run, range(lo, min(n, lo + step))) for lo in range(0, n, step)]
+        futures = []
 
         def done() -> None:
             try:
@@ -218,6 +218,13 @@ class FileRows:
                     f.result()
             finally:
                 view.release()
+        try:
+            for lo in range(0, n, step):
+                futures.append(_pool(self.depth).submit(run, range(lo, min(n, lo + step))))
+        except BaseException:
+            wait(futures)
+            view.release()
+            raise
         return done
 
     def _uring(self, buf: mmap.mmap, first: np.ndarray, pages: np.ndarray) -> Callable[[], None]:

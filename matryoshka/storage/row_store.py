@@ -85,19 +85,20 @@ class RowStore:
         cuts = np.searchsorted(gids, self.starts[1:])
         slots = self.slots or [None] * len(self.starts)
         if self.readers is not None:  # every shard's reads in flight before any is waited for
-            started = []
+            started, parts, error = [], [], None
             try:
                 for r, s, rows, sl in zip(self.readers, self.starts, np.split(gids, cuts), slots):
                     if len(rows):
                         started.append(_start(r, rows - s, sl))
-            except BaseException:
-                for finish in started:  # let the reads already issued end before their buffers go
-                    try:
-                        finish()
-                    except Exception:  # noqa: BLE001 - the first error is the one raised
-                        pass
-                raise
-            parts = [finish() for finish in started]
+            except BaseException as e:  # noqa: BLE001 - raised once the reads already issued have ended
+                error = e
+            for finish in started:  # every read waited for, failed or not, before the search returns
+                try:
+                    parts.append(finish())
+                except BaseException as e:  # noqa: BLE001 - the first error is the one raised
+                    error = error or e
+            if error is not None:
+                raise error
         else:
             parts = [_take(a, rows - s if sl is None else sl[rows - s]) for a, s, rows, sl
                      in zip(self.arrays, self.starts, np.split(gids, cuts), slots) if len(rows)]

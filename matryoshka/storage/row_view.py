@@ -15,7 +15,8 @@ import sys
 import numpy as np
 
 PAGE = mmap.PAGESIZE
-_MREMAP_MAYMOVE, _MREMAP_FIXED, _MAP_NORESERVE, _MADV_RANDOM, _MADV_WILLNEED = 1, 2, 0x4000, 1, 3
+_MREMAP_MAYMOVE, _MREMAP_FIXED, _MAP_NORESERVE = 1, 2, 0x4000
+_MADV_RANDOM, _MADV_WILLNEED, _MADV_DONTNEED = 1, 3, 4
 _FAILED = ctypes.c_void_p(-1).value
 _libc = None
 
@@ -80,6 +81,12 @@ class RowView:
 
     def __init__(self, array: np.ndarray, first: np.ndarray, offset: int):
         self.array, self.first, self.offset = array, first, offset
+
+    def drop(self) -> None:
+        """Unmap the pages this view has touched (what it maps stays where it is: a file, or shared memory), so that
+        evicting a file from the page cache is not kept from it by this view's maps."""
+        base = self.array.__array_interface__["data"][0] - self.offset
+        _c().madvise(base, self.offset + self.array.nbytes, _MADV_DONTNEED)
 
     def will_need(self, first_page: np.ndarray, pages: np.ndarray) -> None:
         """Ask the kernel to read these pages (counted from the page holding row 0) now, all at once."""
