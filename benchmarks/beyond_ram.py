@@ -135,10 +135,12 @@ def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: int |
         row["reads_per_query"] = _per_query(r0, _reads(ix), singles)
         row["device_kib_per_query"] = (_io_bytes() - b0) / singles / 1024
         for size in batches:
-            r0, t, found = _reads(ix), time.perf_counter(), []
+            r0, b0, t, found = _reads(ix), _io_bytes(), time.perf_counter(), []
             for lo in range(0, len(queries), size):
                 found.append(ix.search_batch(queries[lo:lo + size], **setting).rows)
             row[f"qps_batch_{size}"] = len(queries) / (time.perf_counter() - t)
+            # bytes the device delivered: below the reads' pages when earlier passes left pages in the page cache
+            row[f"device_kib_per_query_batch_{size}"] = (_io_bytes() - b0) / len(queries) / 1024
             reads = sum(v["reads"] for v in _per_query(r0, _reads(ix), len(queries)).values())
             row[f"reads_per_query_batch_{size}"] = reads
             # what the device allows: its random-read rate over the reads a query needs in this batch size
