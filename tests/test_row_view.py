@@ -1,12 +1,13 @@
-"""Every shard's store in one array: the same rows as reading shard by shard, for mapped files and stores read
-into RAM, with empty shards, gaps in the row numbers and the -1 of a short candidate list."""
+"""Every shard's store in one array: the same rows as reading shard by shard, for mapped files and shared
+memory, with empty shards, gaps in the row numbers and the -1 of a short candidate list."""
+import mmap
 import sys
 
 import numpy as np
 import pytest
 
 from matryoshka.storage.row_store import RowStore
-from matryoshka.storage.row_view import row_view, shared_empty
+from matryoshka.storage.row_view import row_view
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the view needs Linux's mremap")
 SIZES = [1000, 37, 0, 5000, 1, 129]
@@ -17,8 +18,8 @@ def _arrays(tmp_path, kind: str, width: int, dtype) -> list[np.ndarray]:
     out = []
     for i, n in enumerate(SIZES):
         a = (rng.standard_normal((n, width)) * 50).astype(dtype)
-        if kind == "ram":
-            b = shared_empty(a.shape, dtype)
+        if kind == "shared":  # anonymous shared memory: a map like a file's, with no file
+            b = np.frombuffer(mmap.mmap(-1, max(1, a.nbytes)), dtype, a.size).reshape(a.shape)
             b[:] = a
         else:
             np.save(tmp_path / f"{i}.npy", a)
@@ -27,7 +28,7 @@ def _arrays(tmp_path, kind: str, width: int, dtype) -> list[np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize("kind", ["mapped", "ram"])
+@pytest.mark.parametrize("kind", ["mapped", "shared"])
 @pytest.mark.parametrize("width,dtype", [(32, np.int8), (384, np.float16), (7, np.float16)])
 def test_the_view_holds_every_shards_rows_in_place(tmp_path, kind, width, dtype):
     arrays = _arrays(tmp_path, kind, width, dtype)
@@ -37,7 +38,7 @@ def test_the_view_holds_every_shards_rows_in_place(tmp_path, kind, width, dtype)
         np.testing.assert_array_equal(view.array[first:first + len(a)], a)
 
 
-@pytest.mark.parametrize("kind", ["mapped", "ram"])
+@pytest.mark.parametrize("kind", ["mapped", "shared"])
 @pytest.mark.parametrize("in_order", [True, False])
 def test_candidates_from_the_view_equal_the_rows_shard_by_shard(tmp_path, kind, in_order):
     arrays = _arrays(tmp_path, kind, 24, np.int8)
@@ -65,7 +66,7 @@ def test_arrays_that_are_not_shared_maps_are_gathered_shard_by_shard():
 
 
 def test_the_view_keeps_its_pages_after_the_shards_maps_are_gone(tmp_path):
-    arrays = _arrays(tmp_path, "ram", 16, np.int8)
+    arrays = _arrays(tmp_path, "shared", 16, np.int8)
     want = [np.array(a) for a in arrays]
     view = row_view(arrays, 16, np.int8)
     del arrays

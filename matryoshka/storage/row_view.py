@@ -1,10 +1,10 @@
 """One array over every shard's rows, so that a batch's candidates in any number of shards are one `np.take`.
 
-Each shard's store is a shared mapping (a memory-mapped file, or shared anonymous memory for a store read into
-RAM). Linux's `mremap` with an old size of 0 maps the same pages a second time at a chosen address, copying
+Each shard's store is a shared mapping of its file (memory-mapped, or the map an SSD reader hints and copies
+through). Linux's `mremap` with an old size of 0 maps the same pages a second time at a chosen address, copying
 nothing; the shards' maps are placed side by side in one reserved address range, each at a row boundary of the
-array over the range. Elsewhere (no `mremap`), or for stores that are not shared maps, `row_view` returns None and
-the caller gathers shard by shard.
+array over the range. Elsewhere (no `mremap`), or for stores that are not shared maps (a store read into RAM is
+private memory, for its huge pages), `row_view` returns None and the caller gathers shard by shard.
 """
 from __future__ import annotations
 
@@ -35,21 +35,12 @@ def _c():
 
 
 def _shared_map(arr: np.ndarray) -> mmap.mmap | None:
-    """The shared mapping an array's rows live in: an `np.memmap`'s file map, or the anonymous map of a store read
-    into RAM (`shared_empty`)."""
+    """The shared mapping an array's rows live in: an `np.memmap`'s map, or the map under `np.frombuffer(map)`."""
     base = arr
     while base is not None and not isinstance(base, mmap.mmap):
         base = base.obj if isinstance(base, memoryview) else \
             getattr(base, "_mmap", None) or getattr(base, "base", None)
     return None if base is None or base.closed else base
-
-
-def shared_empty(shape: tuple, dtype) -> np.ndarray:
-    """A zeroed array in shared anonymous memory: RAM like `np.empty`'s, but a map `row_view` can place again."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if not nbytes:
-        return np.zeros(shape, dtype)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype, int(np.prod(shape))).reshape(shape)
 
 
 class _Range:
