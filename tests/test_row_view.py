@@ -91,3 +91,20 @@ def test_dropping_the_page_cache_reaches_the_pages_the_view_touched(tmp_path):
         assert min(cached_fraction(f) for f in files) > 0.5
         index.drop_page_cache()
         assert max(cached_fraction(f) for f in files) == 0.0
+
+
+def test_a_file_truncated_under_the_view_is_refused_by_name_and_the_other_shards_answer(tmp_path):
+    import os
+
+    from matryoshka.core.errors import StoreDamaged
+    arrays = _arrays(tmp_path, "mapped", 24, np.int8)
+    starts = np.concatenate([[0], np.cumsum(SIZES)[:-1]])
+    store = RowStore(starts, arrays, 24, np.int8)
+    low, high = np.array([[0, 5, 900]]), np.array([[starts[3] + 7]])  # shard 0 only; shard 3 only
+    store.candidates(low)
+    assert store.watch is not None and not store.watch.changed()  # nothing changed: no file is checked again
+    os.truncate(tmp_path / "3.npy", 1000)
+    assert store.watch.changed()
+    with pytest.raises(StoreDamaged, match="3.npy"):
+        store.candidates(high)
+    np.testing.assert_array_equal(store.candidates(low)[0], arrays[0][[0, 5, 900]])

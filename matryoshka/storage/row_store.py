@@ -7,6 +7,7 @@ import numpy as np
 
 from matryoshka.core.errors import StoreDamaged
 
+from .file_watch import FileWatch
 from .row_reader import PAGE, extents
 from .row_view import row_view
 
@@ -70,6 +71,12 @@ class RowStore:
             # files that can shrink under a map (SIGBUS when read past their end): checked when the rows touch them
             self.mapped = np.array([i for i, a in enumerate(arrays) if readers is not None
                                     or getattr(a, "_mmap", None) is not None], np.int64)
+            # their sizes checked once per change to a watched file, not once per file a gather touches
+            self.watch = FileWatch.make([readers[i].name if readers is not None else getattr(arrays[i], "filename",
+                                                                                             None)
+                                         for i in self.mapped]) if len(self.mapped) else None
+            if self.watch is not None:
+                self.watch.mark(-1)  # the first gather checks every file
 
     def shard_of(self, rows: np.ndarray) -> np.ndarray:
         """The shard (position) of each global row, as the smallest integers that hold it (numpy sorts 16-bit
@@ -141,9 +148,8 @@ class RowStore:
         at = rows + self.shift[shard]
         if len(rows) and ((rows < self.starts[0]) | (at >= self.end[shard])).any():  # a gap holds no pages: no reads
             raise IndexError("a row asked for is in none of this store's shards")
-        if len(self.mapped):  # files mapped: each one the rows touch checked whole first (a read past its end is SIGBUS)
-            for s in self.mapped[np.bincount(shard, minlength=len(self.arrays))[self.mapped] > 0]:
-                self.readers[s].check() if self.readers is not None else check_mapped(self.arrays[s])
+        if len(self.mapped):  # files mapped: every one the rows touch must hold them whole (else SIGBUS)
+            self._check(shard)
         if self.readers is not None:  # from SSD (rows sorted): every page asked for at once, then the copy
             first, pages, _ = extents(at, self.view.offset, self.width * self.dtype.itemsize)
             self._count(shard, first, pages, at)
@@ -156,6 +162,27 @@ class RowStore:
         out[order] = np.take(self.view.array, at[order], axis=0)
         return out
 
+
+    def _check(self, shard: np.ndarray) -> None:
+        """Refuse a gather that touches a file shorter than its rows. Under a watch, every file is checked after a
+        change to any watched file, and none otherwise; a file found short ends the watch (each gather then checks
+        the files it touches, so that gathers from the other shards still answer)."""
+        if self.watch is not None and self.watch.changed():
+            before = self.watch.now()
+            if all(self._holds(s) for s in self.mapped):
+                self.watch.mark(before)
+            else:
+                self.watch = None
+        if self.watch is None:
+            for s in self.mapped[np.bincount(shard, minlength=len(self.arrays))[self.mapped] > 0]:
+                self.readers[s].check() if self.readers is not None else check_mapped(self.arrays[s])
+
+    def _holds(self, s: int) -> bool:
+        try:
+            self.readers[s].check() if self.readers is not None else check_mapped(self.arrays[s])
+        except StoreDamaged:
+            return False
+        return True
 
     def _count(self, shard: np.ndarray, first: np.ndarray, pages: np.ndarray, at: np.ndarray) -> None:
         """Add the reads (extents), pages and rows of one gather to each shard reader's statistics."""
