@@ -251,12 +251,12 @@ def _budget(root: Path, keep: tuple) -> int:
     return sum(sizes[s] for s in ("codes", *keep)) + (64 << 20)  # the id files' estimate is not what RAM holds
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _manifest(root: Path):
     from matryoshka.storage.manifest import read_manifest
     from matryoshka.storage.pinned import PinnedFolder
     with PinnedFolder(root) as folder:
         return read_manifest(folder)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

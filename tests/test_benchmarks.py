@@ -143,3 +143,14 @@ def test_the_graph_and_hashing_peers_find_neighbours_and_state_their_ram(tmp_pat
     rows = run_scann(ds, truth, None, 5, tmp_path, 2) if peer == "scann" else run_usearch(ds, truth, None, 5, 2)
     assert len(rows) >= 3 and all("skipped" not in r for r in rows)
     assert max(r["recall_at_10"] for r in rows) > 0.9 and all(r["ram_bytes_per_vector"] > 64 for r in rows)
+
+
+def test_every_benchmark_runs_main_after_defining_everything():
+    """`if __name__ == "__main__"` is each module's last statement: a helper defined below it does not exist yet when
+    `python -m` runs `main` (the 50M run failed so, after an hour's build)."""
+    import ast
+    from pathlib import Path
+    for path in sorted((Path(__file__).parent.parent / "benchmarks").rglob("*.py")):
+        body = ast.parse(path.read_text()).body
+        at = [i for i, n in enumerate(body) if isinstance(n, ast.If) and "__name__" in ast.unparse(n.test)]
+        assert not at or at[-1] == len(body) - 1, f"{path}: code after the __main__ block"
