@@ -9,8 +9,9 @@
    out of core from the index's own float16 full store, block by block.
 3. Serve: per condition, a process confined to a memory cgroup (its anonymous memory and every page it
    faults in or reads into the page cache count), index files evicted first, opened under a memory budget. Per
-   setting: recall@10, single-query p50 / p99, QPS at batch 1 / 100 / 1,000, device reads and bytes per query,
-   and the cgroup's peak (the working set the run needed).
+   setting: recall@10, single-query p50 / p99, QPS at batch 1 / 100 / 1,000 (each batch pass over every query,
+   the stores not in RAM dropped from the page cache first), device reads and bytes per query, and the cgroup's
+   peak (the working set the run needed).
 
 Conditions: the budget holds the codes only (int8 and full read from SSD), or the codes and the int8 store
 (full read from SSD); the cgroup's limit is that budget plus `--memory-limit`. `warm` is the reference: no
@@ -135,11 +136,13 @@ def serve_step(root: Path, queries: np.ndarray, truth: np.ndarray, budget: int |
         row["reads_per_query"] = _per_query(r0, _reads(ix), singles)
         row["device_kib_per_query"] = (_io_bytes() - b0) / singles / 1024
         for size in batches:
+            if budget is not None:  # each pass cold: the pages an earlier pass read would answer this one
+                ix.drop_page_cache()
             r0, b0, t, found = _reads(ix), _io_bytes(), time.perf_counter(), []
             for lo in range(0, len(queries), size):
                 found.append(ix.search_batch(queries[lo:lo + size], **setting).rows)
             row[f"qps_batch_{size}"] = len(queries) / (time.perf_counter() - t)
-            # bytes the device delivered: below the reads' pages when earlier passes left pages in the page cache
+            # bytes the device delivered (the pages read, unless the page cache already held some)
             row[f"device_kib_per_query_batch_{size}"] = (_io_bytes() - b0) / len(queries) / 1024
             reads = sum(v["reads"] for v in _per_query(r0, _reads(ix), len(queries)).values())
             row[f"reads_per_query_batch_{size}"] = reads
