@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--setting", default="32/1000/100", help="nprobe/k1/k2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--single", type=int, default=0, help="also time this many queries one per call (p50)")
     ap.add_argument("--work", required=True, help="folder for the vectors and the indexes (reused)")
     ap.add_argument("--out", required=True, help="the JSON report")
     a = ap.parse_args(argv)
@@ -74,9 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             per_q = {k: 1000 * v / len(q) for k, v in r.timings.items()}
             rows.append({"shards": len(index.manifest.shards), "ms_per_query": 1000 * secs / len(q),
                          "stage_ms_per_query": per_q, "recall_at_10": recall, "same_rows_as_one_shard": same})
+            if a.single:
+                rows[-1]["single_query_p50_ms"] = 1000 * float(np.median([
+                    best_of(lambda: index.search_batch(q[i:i + 1], k=10, rerank=False, **setting), 1)[0]
+                    for i in range(a.single)]))
             print(f"{rows[-1]['shards']:>4} shards: {rows[-1]['ms_per_query']:.3f} ms/query, first pass "
                   f"{per_q.get('first_pass', 0):.3f}, int8 {per_q.get('int8', 0):.3f}, recall@10 {recall:.3f}, "
-                  f"same rows as 1 shard: {same}", flush=True)
+                  f"same rows as 1 shard: {same}" + (f", one query p50 {rows[-1]['single_query_p50_ms']:.3f} ms"
+                                                      if a.single else ""), flush=True)
     base = rows[0]
     for r in rows:
         r["x_one_shard"] = r["ms_per_query"] / base["ms_per_query"]
