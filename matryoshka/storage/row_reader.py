@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from matryoshka.core.errors import StoreDamaged
+
 PAGE = mmap.PAGESIZE
 METHODS = ("pread", "uring", "willneed", "mmap")
 DEFAULT_METHOD = "willneed"  # measured fastest: benchmarks/results/cold-gcide-120k.json
@@ -62,6 +64,13 @@ def uring_available() -> bool:
         except (OSError, subprocess.TimeoutExpired):
             _uring_ok = False
     return _uring_ok
+
+
+def damaged(path, have: int, need: int) -> StoreDamaged:
+    """The error for a store file found shorter than the rows it must hold."""
+    return StoreDamaged(f"{path} holds {have} bytes but its rows need {need}: it was truncated or replaced after the "
+                        "index was opened; the search was refused rather than answered from missing rows. Restore "
+                        "the file or rebuild the index (matryoshka verify INDEX lists what is damaged)")
 
 
 @dataclass
@@ -178,13 +187,11 @@ class FileRows:
         """Refuse to read when the file no longer holds every row (truncated after it was opened)."""
         have = os.fstat(self.fd).st_size
         if have < self.end:
-            from .row_store import damaged
             raise damaged(self.name, have, self.end)
 
     def _short(self, start: int, got: int) -> None:
         """A read of the extent at `start` that ended after `got` bytes: fine only where the rows end."""
         if start + got < self.end:
-            from .row_store import damaged
             raise damaged(self.name, start + got, self.end)
 
     def _pread(self, buf: mmap.mmap, first: np.ndarray, pages: np.ndarray) -> Callable[[], None]:

@@ -8,15 +8,8 @@ import numpy as np
 from matryoshka.core.errors import StoreDamaged
 
 from .file_watch import FileWatch
-from .row_reader import PAGE, extents
+from .row_reader import PAGE, damaged, extents
 from .row_view import row_view
-
-
-def damaged(path, have: int, need: int) -> StoreDamaged:
-    """The error for a store file found shorter than the rows it must hold."""
-    return StoreDamaged(f"{path} holds {have} bytes but its rows need {need}: it was truncated or replaced after the "
-                        "index was opened; the search was refused rather than answered from missing rows. Restore "
-                        "the file or rebuild the index (matryoshka verify INDEX lists what is damaged)")
 
 
 def check_mapped(arr) -> None:
