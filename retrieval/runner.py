@@ -25,4 +25,3 @@ def run(pl: Plan, ctx: Running, timer: StageTimer, stages: Sequence[Stage] = STA
     finally:
         wait(list(ctx.pending.values()))
     return ctx
-

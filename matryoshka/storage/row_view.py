@@ -16,7 +16,6 @@ import numpy as np
 
 PAGE = mmap.PAGESIZE
 _MREMAP_MAYMOVE, _MREMAP_FIXED, _MAP_NORESERVE = 1, 2, 0x4000
-_MADV_RANDOM, _MADV_WILLNEED, _MADV_DONTNEED = 1, 3, 4
 _FAILED = ctypes.c_void_p(-1).value
 _libc = None
 
@@ -73,18 +72,21 @@ class RowView:
     def __init__(self, array: np.ndarray, first: np.ndarray, offset: int):
         self.array, self.first, self.offset = array, first, offset
 
+    @property
+    def base(self) -> int:
+        """The address of the page holding row 0."""
+        return self.array.__array_interface__["data"][0] - self.offset
+
     def drop(self) -> None:
         """Unmap the pages this view has touched (what it maps stays where it is: a file, or shared memory), so that
         evicting a file from the page cache is not kept from it by this view's maps."""
-        base = self.array.__array_interface__["data"][0] - self.offset
-        _c().madvise(base, self.offset + self.array.nbytes, _MADV_DONTNEED)
+        _c().madvise(self.base, self.offset + self.array.nbytes, mmap.MADV_DONTNEED)
 
     def will_need(self, first_page: np.ndarray, pages: np.ndarray) -> None:
         """Ask the kernel to read these pages (counted from the page holding row 0) now, all at once."""
-        base = self.array.__array_interface__["data"][0] - self.offset
-        madvise = _c().madvise
+        base, madvise = self.base, _c().madvise
         for p, n in zip((base + first_page * PAGE).tolist(), (pages * PAGE).tolist()):
-            madvise(p, n, _MADV_WILLNEED)
+            madvise(p, n, mmap.MADV_WILLNEED)
 
 
 def row_view(arrays: list[np.ndarray], width: int, dtype) -> RowView | None:
@@ -124,7 +126,7 @@ def row_view(arrays: list[np.ndarray], width: int, dtype) -> RowView | None:
                 rng.place(p[0] + p[1] - delta, p[2] - (p[1] - delta), int(f) * row_bytes)
     except OSError:
         return None
-    _c().madvise(rng.addr, size, _MADV_RANDOM)  # rows are read at random: no read-around on a fault
+    _c().madvise(rng.addr, size, mmap.MADV_RANDOM)  # rows are read at random: no read-around on a fault
     buf = (ctypes.c_char * (at * row_bytes)).from_address(rng.addr + delta)
     buf.owner = rng  # the range lives as long as any array over it
     return RowView(np.frombuffer(buf, dtype).reshape(at, width), first, delta)
